@@ -385,6 +385,9 @@ var errShort = errors.New("unexpected end of file")
 func (r *reader) remaining() int { return len(r.buf) - r.off }
 
 func (r *reader) fail(what string) error {
+	if r.err != nil && r.err != errShort {
+		return fmt.Errorf("%s at offset %d: %w", what, r.off, r.err)
+	}
 	return fmt.Errorf("truncated while reading %s at offset %d (file is %d bytes)", what, r.off, len(r.buf))
 }
 
@@ -608,4 +611,18 @@ func decodeFixed(t ValueType, b []byte, n int) any {
 		return s
 	}
 	return nil
+}
+
+// FromMetadata returns a File that holds only the given metadata and no
+// tensors, so code that reads a config from a File can check metadata that
+// is about to be written.
+func FromMetadata(kv []KV) (*File, error) {
+	f := &File{Version: 3, KV: kv, Alignment: DefaultAlignment, kvIndex: map[string]int{}, tensorIndex: map[string]int{}}
+	for i, e := range kv {
+		if _, dup := f.kvIndex[e.Key]; dup {
+			return nil, fmt.Errorf("metadata key %q appears twice", e.Key)
+		}
+		f.kvIndex[e.Key] = i
+	}
+	return f, nil
 }

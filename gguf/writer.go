@@ -107,6 +107,9 @@ func (w *Writer) WriteTensor(data []byte) error {
 	return nil
 }
 
+// Flush writes out what is buffered.
+func (w *Writer) Flush() error { return w.w.Flush() }
+
 // Close flushes the output; it fails if some tensor was not written.
 func (w *Writer) Close() error {
 	if w.next != len(w.tensors) {

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"greta/gguf"
+	"greta/model/llama"
+)
+
+func init() {
+	register("synth", "write a llama model with random weights at any shape", cmdSynth)
+}
+
+func cmdSynth(args []string) error {
+	fs := newFlags("synth", "-o OUT.gguf [--preset NAME | --dim N --layers N ...] [--type T]")
+	out := fs.StringP("output", "o", "", "output GGUF file (required)")
+	presetNames := make([]string, 0, len(llama.Presets))
+	for n := range llama.Presets {
+		presetNames = append(presetNames, n)
+	}
+	sort.Strings(presetNames)
+	preset := fs.String("preset", "", "real model dimensions: "+strings.Join(presetNames, "|"))
+	dim := fs.Int("dim", 256, "embedding length")
+	layers := fs.Int("layers", 2, "number of blocks")
+	heads := fs.Int("heads", 8, "attention heads")
+	kvHeads := fs.Int("kv-heads", 0, "key/value heads (default: --heads)")
+	ffn := fs.Int("ffn", 768, "feed-forward length")
+	ctx := fs.Int("ctx", 2048, "training context length")
+	ropeBase := fs.Float64("rope-base", 10000, "rope theta")
+	tied := fs.Bool("tied", false, "tie output to token_embd (no output.weight)")
+	seed := fs.Uint64("seed", 1, "random seed")
+	typ := fs.String("type", "f32", "weight type: "+strings.Join(llama.SynthTypes(), "|"))
+	vocabFrom := fs.String("vocab-from", "", "copy the tokenizer of this GGUF (e.g. ../shared/vocab/ggml-vocab-llama-spm.gguf)")
+	vocab := fs.Int("vocab", 512, "size of a plain vocabulary (without --vocab-from)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		fs.Usage()
+		return &exitError{code: 2, err: fmt.Errorf("-o OUT.gguf is required")}
+	}
+	o := llama.SynthOptions{Dim: *dim, Layers: *layers, Heads: *heads, KVHeads: *kvHeads, FFN: *ffn,
+		Context: *ctx, RopeBase: *ropeBase, Vocab: *vocab}
+	if *preset != "" {
+		p, ok := llama.Presets[*preset]
+		if !ok {
+			return fmt.Errorf("unknown preset %q (expected one of %s)", *preset, strings.Join(presetNames, ", "))
+		}
+		// Flags given explicitly override the preset.
+		set := func(name string, dst *int, v int) {
+			if !fs.Changed(name) {
+				*dst = v
+			}
+		}
+		set("dim", &o.Dim, p.Dim)
+		set("layers", &o.Layers, p.Layers)
+		set("heads", &o.Heads, p.Heads)
+		set("kv-heads", &o.KVHeads, p.KVHeads)
+		set("ffn", &o.FFN, p.FFN)
+		set("ctx", &o.Context, p.Context)
+		set("vocab", &o.Vocab, p.Vocab)
+		if !fs.Changed("rope-base") {
+			o.RopeBase = p.RopeBase
+		}
+		o.NormEps = p.NormEps
+		o.Name = "greta-synth " + *preset + " " + *typ
+	}
+	o.Tied, o.Seed, o.Type = *tied, *seed, strings.ToLower(*typ)
+	if *vocabFrom != "" {
+		vf, err := gguf.Open(*vocabFrom)
+		if err != nil {
+			return err
+		}
+		defer vf.Close()
+		o.VocabFrom = vf
+	}
+	start := time.Now()
+	tmp := *out + ".tmp"
+	fd, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(fd, 4<<20)
+	err = llama.Synthesize(bw, o)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := fd.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, *out); err != nil {
+		return err
+	}
+	st, _ := os.Stat(*out)
+	fmt.Fprintf(os.Stderr, "wrote %s (%s) in %.1fs\n", *out, humanBytes(st.Size()), time.Since(start).Seconds())
+	return nil
+}

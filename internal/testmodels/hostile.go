@@ -1,0 +1,302 @@
+package testmodels
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"greta/gguf"
+	"greta/model/llama"
+)
+
+// Hostile is one corrupt or nonsensical model file and a fragment of the
+// error it must produce.
+type Hostile struct {
+	Name    string
+	Path    string
+	WantErr string
+}
+
+// raw builds GGUF bytes by hand, with any values, valid or not.
+type raw struct{ bytes.Buffer }
+
+func (r *raw) u32(v uint32) *raw { binary.Write(&r.Buffer, binary.LittleEndian, v); return r }
+func (r *raw) u64(v uint64) *raw { binary.Write(&r.Buffer, binary.LittleEndian, v); return r }
+func (r *raw) str(s string) *raw { r.u64(uint64(len(s))); r.WriteString(s); return r }
+func header(version uint32, nTensors, nKV uint64) *raw {
+	r := &raw{}
+	r.WriteString("GGUF")
+	return r.u32(version).u64(nTensors).u64(nKV)
+}
+
+// HostileCorpus writes the corpus into dir.
+func HostileCorpus(t testing.TB, dir string) []Hostile {
+	t.Helper()
+	var cases []Hostile
+	add := func(name, want string, data []byte) {
+		p := filepath.Join(dir, name+".gguf")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, Hostile{name, p, want})
+	}
+
+	base := synthBytes(t, Tiny)
+
+	add("empty", "too short", nil)
+	add("wrong-magic", "not a GGUF file", append([]byte("GGML"), base[4:]...))
+	add("version-1", "version 1 is not supported", patchU32(base, 4, 1))
+	add("version-9", "unsupported GGUF version 9", patchU32(base, 4, 9))
+	add("big-endian", "big-endian", patchU32(base, 4, 3<<24))
+	add("tensor-count-2^62", "tensor count 4611686018427387904 is impossible", header(3, 1<<62, 0).Bytes())
+	add("kv-count-2^62", "metadata count 4611686018427387904 is impossible", header(3, 0, 1<<62).Bytes())
+	add("key-length-past-eof", "string length 1099511627776 runs past the end", append(header(3, 0, 1).u64(1<<40).Bytes(), make([]byte, 16)...))
+	add("string-length-past-eof", "string length 1099511627776 runs past the end", header(3, 0, 1).str("general.name").u32(uint32(gguf.TypeString)).u64(1<<40).Bytes())
+	add("array-count-huge", "array of 2305843009213693952 uint32 values", header(3, 0, 1).str("a").u32(uint32(gguf.TypeArray)).u32(uint32(gguf.TypeUint32)).u64(1<<61).Bytes())
+	add("unknown-value-type", "unknown value type 99", header(3, 0, 1).str("a").u32(99).u64(0).Bytes())
+	add("alignment-not-power-of-two", "expected a power of two", header(3, 0, 1).str("general.alignment").u32(uint32(gguf.TypeUint32)).u32(24).Bytes())
+
+	q := "blk.0.attn_q.weight"
+	add("tensor-offset-past-eof", "runs past the end of the file", patchTensor(t, base, q, "offset", 1<<40))
+	add("misaligned-offset", "is not aligned to 32", patchTensor(t, base, q, "offset", 36))
+	add("unknown-type-id", "unknown ggml type id 200", patchTensor(t, base, q, "type", 200))
+	add("rank-5", "rank 5, expected 1..4", patchTensor(t, base, q, "rank", 5))
+	add("zero-dimension", "dimension 0 is 0", patchTensor(t, base, q, "dim0", 0))
+	add("duplicate-tensor", `tensor "blk.0.attn_q.weight" appears twice`, patchName(t, base, "blk.0.attn_k.weight", q))
+	add("duplicate-key", `metadata key "llama.context_length" appears twice`, patchName(t, base, "llama.rope.freq_base", "llama.context_length"))
+	add("truncated-data", "runs past the end of the file", base[:len(base)-100])
+	add("truncated-header", "truncated", base[:200])
+
+	// Model-level cases: well-formed files that describe no sensible llama.
+	add("missing-tensor", `tensor "blk.1.ffn_up.weight" is missing`, rebuild(t, base, nil, func(ti []gguf.TensorInfo) []gguf.TensorInfo {
+		var out []gguf.TensorInfo
+		for _, x := range ti {
+			if x.Name != "blk.1.ffn_up.weight" {
+				out = append(out, x)
+			}
+		}
+		return out
+	}))
+	add("heads-not-dividing-dim", `head_count" = 5 does not divide`, rebuild(t, base, map[string]any{"llama.attention.head_count": uint32(5)}, nil))
+	add("kv-heads-not-dividing-heads", `head_count_kv" = 3 does not divide`, rebuild(t, base, map[string]any{"llama.attention.head_count_kv": uint32(3)}, nil))
+	add("unknown-architecture", `unsupported architecture`, rebuild(t, base, map[string]any{"general.architecture": "mamba"}, nil))
+	add("missing-block-count", `"llama.block_count" is missing`, rebuild(t, base, map[string]any{"llama.block_count": nil}, nil))
+	add("mixture-of-experts", "mixture-of-experts", rebuild(t, base, map[string]any{"llama.expert_count": uint32(8)}, nil))
+	add("wrong-kv-shape", `tensor "blk.0.attn_k.weight": shape [64 32], expected [64 64]`, rebuild(t, base, map[string]any{"llama.attention.head_count_kv": uint32(4)}, nil))
+	add("unsupported-type", "type Q2_K is not supported", retype(t, "blk.0.ffn_gate.weight", gguf.Q2_K))
+
+	// The reports' exact case: TinyLlama metadata over Llama-2-7B-shaped
+	// tensors. The data section is sparse, so the file costs no disk.
+	add("tinyllama-meta-llama2-7b-tensors", `tensor "token_embd.weight": shape [4096 32000], expected [2048 32000]`, nil)
+	writeTinyOver7B(t, cases[len(cases)-1].Path)
+	return cases
+}
+
+func synthBytes(t testing.TB, o llama.SynthOptions) []byte {
+	var buf bytes.Buffer
+	if err := llama.Synthesize(&buf, o); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func patchU32(b []byte, off int, v uint32) []byte {
+	c := append([]byte(nil), b...)
+	binary.LittleEndian.PutUint32(c[off:], v)
+	return c
+}
+
+// patchTensor rewrites one field of a tensor info in place.
+func patchTensor(t testing.TB, b []byte, name, field string, v uint64) []byte {
+	f, err := gguf.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, _ := f.Tensor(name)
+	needle := append(binary.LittleEndian.AppendUint64(nil, uint64(len(name))), name...)
+	at := bytes.Index(b, needle) + len(needle)
+	c := append([]byte(nil), b...)
+	nd := len(ti.Shape)
+	switch field {
+	case "rank":
+		binary.LittleEndian.PutUint32(c[at:], uint32(v))
+	case "dim0":
+		binary.LittleEndian.PutUint64(c[at+4:], v)
+	case "type":
+		binary.LittleEndian.PutUint32(c[at+4+8*nd:], uint32(v))
+	case "offset":
+		binary.LittleEndian.PutUint64(c[at+4+8*nd+4:], v)
+	}
+	return c
+}
+
+// patchName replaces the first occurrence of a length-prefixed string with
+// another of the same length.
+func patchName(t testing.TB, b []byte, from, to string) []byte {
+	if len(from) != len(to) {
+		panic(fmt.Sprintf("patchName: %q and %q differ in length", from, to))
+	}
+	needle := append(binary.LittleEndian.AppendUint64(nil, uint64(len(from))), from...)
+	at := bytes.Index(b, needle)
+	if at < 0 {
+		t.Fatalf("patchName: %q not found", from)
+	}
+	c := append([]byte(nil), b...)
+	copy(c[at+8:], to)
+	return c
+}
+
+// rebuild rewrites a valid file with metadata changes (nil deletes a key)
+// and an optional edit of its tensor list.
+func rebuild(t testing.TB, b []byte, set map[string]any, edit func([]gguf.TensorInfo) []gguf.TensorInfo) []byte {
+	f, err := gguf.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kv []gguf.KV
+	seen := map[string]bool{}
+	for _, e := range f.KV {
+		if v, ok := set[e.Key]; ok {
+			seen[e.Key] = true
+			if v == nil {
+				continue
+			}
+			e.Value = v
+		}
+		kv = append(kv, e)
+	}
+	for k, v := range set {
+		if !seen[k] && v != nil {
+			kv = append(kv, gguf.KV{Key: k, Value: v})
+		}
+	}
+	tensors := f.Tensors
+	if edit != nil {
+		tensors = edit(tensors)
+	}
+	var out bytes.Buffer
+	w, err := gguf.NewWriter(&out, 3, kv, tensors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range tensors {
+		ti, _ := f.Tensor(tensors[i].Name)
+		if err := w.WriteTensor(f.TensorData(ti)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// retype writes Tiny with one tensor stored in another type (random bytes).
+func retype(t testing.TB, name string, typ gguf.Type) []byte {
+	o := Tiny
+	o.Dim, o.FFN, o.Heads, o.KVHeads = 256, 256, 4, 2
+	f, err := gguf.Parse(synthBytes(t, o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tensors := append([]gguf.TensorInfo(nil), f.Tensors...)
+	for i := range tensors {
+		if tensors[i].Name == name {
+			tensors[i].Type = typ
+		}
+	}
+	var out bytes.Buffer
+	w, err := gguf.NewWriter(&out, 3, f.KV, tensors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range w.Tensors() {
+		if err := w.WriteTensor(make([]byte, ti.Size())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	return out.Bytes()
+}
+
+// writeTinyOver7B writes TinyLlama-1.1B metadata with Llama-2-7B-shaped F16
+// tensors as a sparse file: the header is real, the data is a hole.
+func writeTinyOver7B(t testing.TB, path string) {
+	tiny := llama.Presets["tinyllama-1.1b"]
+	big := llama.Presets["llama2-7b"]
+	tiny.Type, big.Type = "f16", "f16"
+	kv := metadataOf(t, tiny)
+	specs := configOf(t, big).TensorSpecs()
+	var tensors []gguf.TensorInfo
+	for _, s := range specs {
+		if s.Name == "rope_freqs.weight" {
+			continue
+		}
+		typ := gguf.F16
+		if len(s.Shape) == 1 {
+			typ = gguf.F32
+		}
+		tensors = append(tensors, gguf.TensorInfo{Name: s.Name, Shape: s.Shape, Type: typ})
+	}
+	fd, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cw := &countWriter{w: fd}
+	w, err := gguf.NewWriter(cw, 3, kv, tensors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Flush the header only, then extend the file over the data it declares.
+	w.Flush()
+	end := cw.n
+	for _, ti := range w.Tensors() {
+		end = max(end, cw.n+int64(ti.Offset)+ti.Size())
+	}
+	if err := fd.Truncate(alignUp(end, 32)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type countWriter struct {
+	w interface{ Write([]byte) (int, error) }
+	n int64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func alignUp(n, a int64) int64 { return (n + a - 1) / a * a }
+
+func metadataOf(t testing.TB, o llama.SynthOptions) []gguf.KV {
+	b := synthHeader(t, o)
+	return b.KV
+}
+
+func configOf(t testing.TB, o llama.SynthOptions) *llama.Config {
+	c, err := llama.ConfigFromGGUF(synthHeader(t, o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// synthHeader returns the metadata synth would write for o, without data.
+func synthHeader(t testing.TB, o llama.SynthOptions) *gguf.File {
+	kv, err := llama.SynthMetadata(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.FromMetadata(kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}

@@ -1,0 +1,45 @@
+// Package testmodels makes small GGUF files for tests: valid random-weight
+// llama models and a corpus of hostile files that must each be refused with
+// one clear error.
+package testmodels
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"greta/model/llama"
+)
+
+// Tiny is a small GQA llama shape that runs in milliseconds.
+var Tiny = llama.SynthOptions{Dim: 64, Layers: 2, Heads: 4, KVHeads: 2, FFN: 128, Context: 256, RopeBase: 10000, Vocab: 300, Type: "f32", Seed: 7}
+
+// Synth writes a model with the given options to dir/name and returns its path.
+func Synth(t testing.TB, dir, name string, o llama.SynthOptions) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := llama.Synthesize(&buf, o); err != nil {
+		t.Fatalf("synthesize %s: %v", name, err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// SharedDir returns the ../shared folder seen from a package directory
+// depth levels below the repository root, or skips the test when absent.
+func SharedDir(t testing.TB, depth int) string {
+	t.Helper()
+	up := ""
+	for i := 0; i < depth; i++ {
+		up += "../"
+	}
+	dir := filepath.Join(up+"..", "shared")
+	if _, err := os.Stat(filepath.Join(dir, "models")); err != nil {
+		t.Skipf("%s is absent: this test needs the shared fixtures", dir)
+	}
+	return dir
+}

@@ -1,0 +1,402 @@
+package llama
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"sync"
+
+	"greta/gguf"
+)
+
+// SynthOptions describes a random-weight llama model for `greta synth`.
+type SynthOptions struct {
+	Dim, Layers, Heads, KVHeads, FFN, Context int
+	RopeBase                                  float64
+	NormEps                                   float64
+	Tied                                      bool   // no output.weight
+	Type                                      string // f32|f16|bf16|q8_0|q4_0|q4_k_m|q5_k_m|q6_k
+	Seed                                      uint64
+	Name                                      string
+
+	// The vocabulary: copy every tokenizer.* key of VocabFrom, or else make a
+	// plain SentencePiece-style vocabulary of Vocab tokens.
+	VocabFrom *gguf.File
+	Vocab     int
+}
+
+// Presets hold the real dimensions of well-known models.
+var Presets = map[string]SynthOptions{
+	"tinyllama-1.1b": {Dim: 2048, Layers: 22, Heads: 32, KVHeads: 4, FFN: 5632, Context: 2048, RopeBase: 10000, NormEps: 1e-5, Vocab: 32000},
+	"llama2-7b":      {Dim: 4096, Layers: 32, Heads: 32, KVHeads: 32, FFN: 11008, Context: 4096, RopeBase: 10000, NormEps: 1e-5, Vocab: 32000},
+	"llama3-8b":      {Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, FFN: 14336, Context: 8192, RopeBase: 500000, NormEps: 1e-5, Vocab: 128256},
+}
+
+// llama.cpp's general.file_type ids for the synth types.
+var synthFileTypes = map[string]uint32{
+	"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "bf16": 32,
+}
+
+// SynthTypes lists the accepted --type values.
+func SynthTypes() []string {
+	return []string{"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"}
+}
+
+// Synthesize writes a llama GGUF model with random weights to w. Quantized
+// blocks hold random bytes with small, finite fp16 scales chosen so weights
+// have a standard deviation near 0.02; norms are near 1. The same options
+// and seed always give the same file.
+func Synthesize(w io.Writer, o SynthOptions) error {
+	o.setDefaults()
+	kv, err := SynthMetadata(o)
+	if err != nil {
+		return err
+	}
+	// Check the shapes with the same code that checks files on load.
+	cfg, err := configFromKV(kv)
+	if err != nil {
+		return err
+	}
+	var infos []gguf.TensorInfo
+	for _, s := range cfg.TensorSpecs() {
+		if s.Name == "rope_freqs.weight" || (s.Name == "output.weight" && o.Tied) {
+			continue
+		}
+		infos = append(infos, gguf.TensorInfo{Name: s.Name, Shape: s.Shape, Type: o.tensorType(s.Name, s.Shape, cfg.NLayers)})
+	}
+	gw, err := gguf.NewWriter(w, 3, kv, infos)
+	if err != nil {
+		return err
+	}
+	var buf []byte
+	for i, t := range gw.Tensors() {
+		size := int(t.Size())
+		if cap(buf) < size {
+			buf = make([]byte, size)
+		}
+		buf = buf[:size]
+		fillRandom(buf, &t, o.Seed*0x9E3779B97F4A7C15+uint64(i)+1)
+		if err := gw.WriteTensor(buf); err != nil {
+			return err
+		}
+	}
+	return gw.Close()
+}
+
+// configFromKV runs ConfigFromGGUF over metadata alone.
+func configFromKV(kv []gguf.KV) (*Config, error) {
+	f, err := gguf.FromMetadata(kv)
+	if err != nil {
+		return nil, err
+	}
+	return ConfigFromGGUF(f)
+}
+
+func (o *SynthOptions) setDefaults() {
+	if o.NormEps == 0 {
+		o.NormEps = 1e-5
+	}
+	if o.RopeBase == 0 {
+		o.RopeBase = 10000
+	}
+	if o.KVHeads == 0 {
+		o.KVHeads = o.Heads
+	}
+}
+
+// SynthMetadata returns the metadata Synthesize writes for o.
+func SynthMetadata(o SynthOptions) ([]gguf.KV, error) {
+	o.setDefaults()
+	if _, ok := synthFileTypes[o.Type]; !ok {
+		return nil, fmt.Errorf("unknown type %q (expected one of %s)", o.Type, strings.Join(SynthTypes(), ", "))
+	}
+	name := o.Name
+	if name == "" {
+		name = fmt.Sprintf("greta-synth d%d l%d h%d kv%d ff%d %s", o.Dim, o.Layers, o.Heads, o.KVHeads, o.FFN, o.Type)
+	}
+	kv := []gguf.KV{
+		{Key: "general.architecture", Value: "llama"},
+		{Key: "general.name", Value: name},
+		{Key: "llama.context_length", Value: uint32(o.Context)},
+		{Key: "llama.embedding_length", Value: uint32(o.Dim)},
+		{Key: "llama.block_count", Value: uint32(o.Layers)},
+		{Key: "llama.feed_forward_length", Value: uint32(o.FFN)},
+		{Key: "llama.attention.head_count", Value: uint32(o.Heads)},
+		{Key: "llama.attention.head_count_kv", Value: uint32(o.KVHeads)},
+		{Key: "llama.rope.freq_base", Value: float32(o.RopeBase)},
+		{Key: "llama.attention.layer_norm_rms_epsilon", Value: float32(o.NormEps)},
+		{Key: "general.file_type", Value: synthFileTypes[o.Type]},
+	}
+	if o.Heads > 0 && o.Dim%o.Heads == 0 {
+		kv = append(kv, gguf.KV{Key: "llama.rope.dimension_count", Value: uint32(o.Dim / o.Heads)})
+	}
+	if o.VocabFrom != nil {
+		n := 0
+		for _, e := range o.VocabFrom.KV {
+			if strings.HasPrefix(e.Key, "tokenizer.") {
+				kv = append(kv, e)
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("--vocab-from: %s has no tokenizer.* metadata", o.VocabFrom.Path)
+		}
+		toks, ok, err := o.VocabFrom.Strings("tokenizer.ggml.tokens")
+		if err != nil || !ok {
+			return nil, fmt.Errorf("--vocab-from: %s has no tokenizer.ggml.tokens", o.VocabFrom.Path)
+		}
+		kv = append(kv, gguf.KV{Key: "llama.vocab_size", Value: uint32(len(toks))})
+		return kv, nil
+	}
+	vocab, err := plainVocab(o.Vocab)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(kv, gguf.KV{Key: "llama.vocab_size", Value: uint32(o.Vocab)}), vocab...), nil
+}
+
+// plainVocab is a SentencePiece-style vocabulary: <unk>, <s>, </s>, the 256
+// byte tokens, then printable pieces with descending scores.
+func plainVocab(n int) ([]gguf.KV, error) {
+	const fixed = 3 + 256
+	if n < fixed+1 {
+		return nil, fmt.Errorf("--vocab %d is too small: a plain vocabulary needs at least %d tokens (3 special, 256 bytes, pieces)", n, fixed+1)
+	}
+	tokens := make([]string, 0, n)
+	types := make([]int32, 0, n)
+	scores := make([]float32, 0, n)
+	add := func(s string, typ int32, score float32) {
+		tokens = append(tokens, s)
+		types = append(types, typ)
+		scores = append(scores, score)
+	}
+	add("<unk>", 2, 0)
+	add("<s>", 3, 0)
+	add("</s>", 3, 0)
+	for b := 0; b < 256; b++ {
+		add(fmt.Sprintf("<0x%02X>", b), 6, 0)
+	}
+	seen := map[string]bool{}
+	var chars []string
+	for c := '!'; c <= '~'; c++ {
+		chars = append(chars, string(c))
+	}
+	piece := func(s string) {
+		if len(tokens) < n && !seen[s] {
+			seen[s] = true
+			add(s, 1, -float32(len(tokens)-fixed))
+		}
+	}
+	piece("▁")
+	for _, c := range chars {
+		piece(c)
+	}
+	for _, c := range chars {
+		piece("▁" + c)
+	}
+	for _, a := range chars {
+		for _, b := range chars {
+			piece(a + b)
+			piece("▁" + a + b)
+		}
+	}
+	for i := 0; len(tokens) < n; i++ {
+		piece(fmt.Sprintf("▁w%d", i))
+	}
+	return []gguf.KV{
+		{Key: "tokenizer.ggml.model", Value: "llama"},
+		{Key: "tokenizer.ggml.tokens", Value: gguf.Array{Type: gguf.TypeString, Data: tokens}},
+		{Key: "tokenizer.ggml.scores", Value: gguf.Array{Type: gguf.TypeFloat32, Data: scores}},
+		{Key: "tokenizer.ggml.token_type", Value: gguf.Array{Type: gguf.TypeInt32, Data: types}},
+		{Key: "tokenizer.ggml.bos_token_id", Value: uint32(1)},
+		{Key: "tokenizer.ggml.eos_token_id", Value: uint32(2)},
+		{Key: "tokenizer.ggml.unknown_token_id", Value: uint32(0)},
+		{Key: "tokenizer.ggml.add_bos_token", Value: true},
+		{Key: "tokenizer.ggml.add_eos_token", Value: false},
+	}, nil
+}
+
+// tensorType applies llama.cpp's choice of types per tensor for the file type.
+func (o *SynthOptions) tensorType(name string, shape []int64, nLayers int) gguf.Type {
+	if len(shape) == 1 {
+		return gguf.F32
+	}
+	isOutput := name == "output.weight" || (o.Tied && name == "token_embd.weight")
+	layer := -1
+	fmt.Sscanf(name, "blk.%d.", &layer)
+	moreBits := layer >= 0 && (layer < nLayers/8 || layer >= 7*nLayers/8 || (layer-nLayers/8)%3 == 2)
+	vOrDown := strings.HasSuffix(name, ".attn_v.weight") || strings.HasSuffix(name, ".ffn_down.weight")
+	var t gguf.Type
+	switch o.Type {
+	case "f32":
+		t = gguf.F32
+	case "f16":
+		t = gguf.F16
+	case "bf16":
+		t = gguf.BF16
+	case "q8_0":
+		t = gguf.Q8_0
+	case "q4_0":
+		t = gguf.Q4_0
+		if isOutput {
+			t = gguf.Q6_K
+		}
+	case "q6_k":
+		t = gguf.Q6_K
+	case "q4_k_m", "q5_k_m":
+		t = gguf.Q4_K
+		if o.Type == "q5_k_m" {
+			t = gguf.Q5_K
+		}
+		if isOutput || (vOrDown && moreBits) {
+			t = gguf.Q6_K
+		}
+	}
+	// Rows that do not fill a block fall back, as llama-quantize does.
+	if shape[0]%int64(t.BlockSize()) != 0 {
+		t = gguf.Q8_0
+		if shape[0]%32 != 0 {
+			t = gguf.F16
+		}
+	}
+	return t
+}
+
+// Weight scales per format, for a weight standard deviation near 0.02.
+// Q4_K/Q5_K values are d·sc·q − dmin·m with 6-bit sc and m; dmin is set so
+// the mean is near zero. Q6_K values are d·sc·(q−32) with int8 sc.
+const weightStd = 0.02
+
+func fillRandom(buf []byte, t *gguf.TensorInfo, seed uint64) {
+	cols := int(t.Shape[0])
+	rowBytes := t.Type.RowBytes(cols)
+	rows := len(buf) / rowBytes
+	workers := runtime.GOMAXPROCS(0)
+	const rowsPerChunk = 64
+	chunks := (rows + rowsPerChunk - 1) / rowsPerChunk
+	var wg sync.WaitGroup
+	next := make(chan int, chunks)
+	for c := 0; c < chunks; c++ {
+		next <- c
+	}
+	close(next)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range next {
+				lo := c * rowsPerChunk * rowBytes
+				hi := min(len(buf), (c+1)*rowsPerChunk*rowBytes)
+				rng := rand.New(rand.NewPCG(seed, uint64(c)))
+				fillChunk(buf[lo:hi], t, rng)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func fillChunk(b []byte, t *gguf.TensorInfo, rng *rand.Rand) {
+	le := binary.LittleEndian
+	isNorm := len(t.Shape) == 1
+	switch t.Type {
+	case gguf.F32:
+		for i := 0; i+4 <= len(b); i += 4 {
+			le.PutUint32(b[i:], math.Float32bits(uniform(rng, isNorm)))
+		}
+		return
+	case gguf.F16:
+		for i := 0; i+2 <= len(b); i += 2 {
+			le.PutUint16(b[i:], f32ToF16(uniform(rng, isNorm)))
+		}
+		return
+	case gguf.BF16:
+		for i := 0; i+2 <= len(b); i += 2 {
+			le.PutUint16(b[i:], f32ToBF16(uniform(rng, isNorm)))
+		}
+		return
+	}
+	for i := 0; i+8 <= len(b); i += 8 {
+		le.PutUint64(b[i:], rng.Uint64())
+	}
+	for i := len(b) &^ 7; i < len(b); i++ {
+		b[i] = byte(rng.Uint32())
+	}
+	bs := t.Type.TypeSize()
+	f16 := func(x float64) uint16 { return f32ToF16(float32(x)) }
+	for off := 0; off+bs <= len(b); off += bs {
+		blk := b[off : off+bs]
+		jitter := 0.5 + rng.Float64() // scales vary from block to block
+		switch t.Type {
+		case gguf.Q8_0: // int8 q, rms ≈ 74
+			le.PutUint16(blk[0:], f16(jitter*weightStd/74))
+		case gguf.Q4_0: // q−8 with q in 0..15, rms ≈ 4.6
+			le.PutUint16(blk[0:], f16(jitter*weightStd/4.6))
+		case gguf.Q4_K: // rms(sc·q) ≈ 323, mean(sc·q) ≈ 236, mean(m) ≈ 31.5
+			d := jitter * weightStd / 323
+			le.PutUint16(blk[0:], f16(d))
+			le.PutUint16(blk[2:], f16(d*236/31.5))
+		case gguf.Q5_K: // rms(sc·q) ≈ 661, mean(sc·q) ≈ 488
+			d := jitter * weightStd / 661
+			le.PutUint16(blk[0:], f16(d))
+			le.PutUint16(blk[2:], f16(d*488/31.5))
+		case gguf.Q6_K: // rms(sc·(q−32)) ≈ 74·18.5
+			le.PutUint16(blk[208:], f16(jitter*weightStd/(74*18.5)))
+		}
+	}
+}
+
+// uniform draws a weight with standard deviation weightStd, or a norm
+// weight near 1.
+func uniform(rng *rand.Rand, norm bool) float32 {
+	u := rng.Float32()*2 - 1
+	if norm {
+		return 1 + 0.1*u
+	}
+	return u * weightStd * 1.7320508
+}
+
+// TEMPORARY until quant lands: round-to-nearest-even conversions.
+func f32ToF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int((b>>23)&0xff) - 127 + 15
+	man := b & 0x7fffff
+	switch {
+	case (b>>23)&0xff == 0xff:
+		if man != 0 {
+			return sign | 0x7e00
+		}
+		return sign | 0x7c00
+	case exp >= 31:
+		return sign | 0x7c00
+	case exp <= 0:
+		if exp < -10 {
+			return sign
+		}
+		man |= 0x800000
+		shift := uint(14 - exp)
+		h := man >> shift
+		rem := man & (1<<shift - 1)
+		half := uint32(1) << (shift - 1)
+		if rem > half || (rem == half && h&1 == 1) {
+			h++
+		}
+		return sign | uint16(h)
+	}
+	h := uint32(exp)<<10 | man>>13
+	rem := man & 0x1fff
+	if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
+		h++
+	}
+	return sign | uint16(h)
+}
+
+func f32ToBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	b += 0x7fff + (b>>16)&1
+	return uint16(b >> 16)
+}
