@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"greta/gguf"
+	"greta/quant"
 )
 
 // SynthOptions describes a random-weight llama model for `greta synth`.
@@ -310,12 +311,12 @@ func fillChunk(b []byte, t *gguf.TensorInfo, rng *rand.Rand) {
 		return
 	case gguf.F16:
 		for i := 0; i+2 <= len(b); i += 2 {
-			le.PutUint16(b[i:], f32ToF16(uniform(rng, isNorm)))
+			le.PutUint16(b[i:], quant.F32ToF16(uniform(rng, isNorm)))
 		}
 		return
 	case gguf.BF16:
 		for i := 0; i+2 <= len(b); i += 2 {
-			le.PutUint16(b[i:], f32ToBF16(uniform(rng, isNorm)))
+			le.PutUint16(b[i:], quant.F32ToBF16(uniform(rng, isNorm)))
 		}
 		return
 	}
@@ -326,7 +327,7 @@ func fillChunk(b []byte, t *gguf.TensorInfo, rng *rand.Rand) {
 		b[i] = byte(rng.Uint32())
 	}
 	bs := t.Type.TypeSize()
-	f16 := func(x float64) uint16 { return f32ToF16(float32(x)) }
+	f16 := func(x float64) uint16 { return quant.F32ToF16(float32(x)) }
 	for off := 0; off+bs <= len(b); off += bs {
 		blk := b[off : off+bs]
 		jitter := 0.5 + rng.Float64() // scales vary from block to block
@@ -357,46 +358,4 @@ func uniform(rng *rand.Rand, norm bool) float32 {
 		return 1 + 0.1*u
 	}
 	return u * weightStd * 1.7320508
-}
-
-// TEMPORARY until quant lands: round-to-nearest-even conversions.
-func f32ToF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int((b>>23)&0xff) - 127 + 15
-	man := b & 0x7fffff
-	switch {
-	case (b>>23)&0xff == 0xff:
-		if man != 0 {
-			return sign | 0x7e00
-		}
-		return sign | 0x7c00
-	case exp >= 31:
-		return sign | 0x7c00
-	case exp <= 0:
-		if exp < -10 {
-			return sign
-		}
-		man |= 0x800000
-		shift := uint(14 - exp)
-		h := man >> shift
-		rem := man & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rem > half || (rem == half && h&1 == 1) {
-			h++
-		}
-		return sign | uint16(h)
-	}
-	h := uint32(exp)<<10 | man>>13
-	rem := man & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
-		h++
-	}
-	return sign | uint16(h)
-}
-
-func f32ToBF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	b += 0x7fff + (b>>16)&1
-	return uint16(b >> 16)
 }

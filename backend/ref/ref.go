@@ -1,0 +1,257 @@
+// Package ref is the float64 oracle backend (--device ref): plain, obviously
+// correct, float64 throughout, dequantizing weights row by row as it goes,
+// and slow. Every other backend is tested against it.
+package ref
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"greta/gguf"
+	"greta/ml"
+	"greta/quant"
+)
+
+// Backend is the float64 oracle.
+type Backend struct{}
+
+// New returns the oracle backend.
+func New() *Backend { return &Backend{} }
+
+func (*Backend) Name() string   { return "ref" }
+func (*Backend) Device() string { return "cpu (float64 oracle)" }
+func (*Backend) DType() string  { return "f64" }
+func (*Backend) Close() error   { return nil }
+
+// Tensor is rows × cols float64 values, row-major.
+type Tensor struct {
+	cols, rows, capRows int
+	d                   []float64
+}
+
+func (t *Tensor) Cols() int { return t.cols }
+func (t *Tensor) Rows() int { return t.rows }
+func (t *Tensor) SetRows(n int) {
+	if n < 1 || n > t.capRows {
+		panic(fmt.Sprintf("ref: SetRows(%d) outside 1..%d", n, t.capRows))
+	}
+	t.rows = n
+}
+func (t *Tensor) row(i int) []float64 { return t.d[i*t.cols : (i+1)*t.cols] }
+
+// Weight keeps the file's raw blocks.
+type Weight struct {
+	typ   gguf.Type
+	shape []int64
+	data  []byte
+}
+
+func (w *Weight) Type() gguf.Type { return w.typ }
+func (w *Weight) Shape() []int64  { return w.shape }
+
+// rowF64 dequantizes row r of w.
+func (w *Weight) rowF64(r int, buf []float32, out []float64) {
+	cols := int(w.shape[0])
+	rb := w.typ.RowBytes(cols)
+	if err := quant.Dequantize(w.typ, buf[:cols], w.data[r*rb:(r+1)*rb]); err != nil {
+		panic(err)
+	}
+	for i, x := range buf[:cols] {
+		out[i] = float64(x)
+	}
+}
+
+func (*Backend) LoadWeight(w ml.WeightData) (ml.Weight, error) {
+	if !quant.Supported(w.Type) {
+		return nil, fmt.Errorf("type %s is not supported", w.Type)
+	}
+	return &Weight{typ: w.Type, shape: w.Shape, data: w.Data}, nil
+}
+
+func (*Backend) NewTensor(cols, rows int) ml.Tensor {
+	return &Tensor{cols: cols, rows: rows, capRows: rows, d: make([]float64, cols*rows)}
+}
+
+// KVCache holds keys and values per layer: [context][kvDim] float64.
+type KVCache struct {
+	ctx, kvDim int
+	k, v       [][]float64
+}
+
+func (c *KVCache) Context() int { return c.ctx }
+
+func (*Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
+	c := &KVCache{ctx: ctx, kvDim: kvDim, k: make([][]float64, layers), v: make([][]float64, layers)}
+	for l := range c.k {
+		c.k[l] = make([]float64, ctx*kvDim)
+		c.v[l] = make([]float64, ctx*kvDim)
+	}
+	return c, nil
+}
+
+func (*Backend) Embed(dst ml.Tensor, table ml.Weight, tokens []int32) {
+	d, w := dst.(*Tensor), table.(*Weight)
+	buf := make([]float32, w.shape[0])
+	for i, tok := range tokens {
+		w.rowF64(int(tok), buf, d.row(i))
+	}
+}
+
+func (*Backend) RMSNorm(dst, x ml.Tensor, w ml.Weight, eps float32) {
+	d, xs := dst.(*Tensor), x.(*Tensor)
+	ww := w.(*Weight)
+	g := make([]float64, xs.cols)
+	ww.rowF64(0, make([]float32, xs.cols), g)
+	for r := 0; r < xs.rows; r++ {
+		in, out := xs.row(r), d.row(r)
+		var ss float64
+		for _, v := range in {
+			ss += v * v
+		}
+		scale := 1 / math.Sqrt(ss/float64(len(in))+float64(eps))
+		for i, v := range in {
+			out[i] = v * scale * g[i]
+		}
+	}
+}
+
+// MatMul dequantizes each weight row once and dots it with every row of x,
+// in parallel over weight rows.
+func (*Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
+	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
+	cols, rows := int(ww.shape[0]), int(ww.shape[1])
+	if xs.cols != cols || d.cols != rows || d.rows != xs.rows {
+		panic(fmt.Sprintf("ref: MatMul shapes: W [%d,%d], x [%d,%d], dst [%d,%d]", cols, rows, xs.cols, xs.rows, d.cols, d.rows))
+	}
+	parallel(rows, func(lo, hi int) {
+		buf := make([]float32, cols)
+		wr := make([]float64, cols)
+		for r := lo; r < hi; r++ {
+			ww.rowF64(r, buf, wr)
+			for i := 0; i < xs.rows; i++ {
+				var s float64
+				for j, v := range xs.row(i) {
+					s += wr[j] * v
+				}
+				d.d[i*rows+r] = s
+			}
+		}
+	})
+}
+
+func (b *Backend) MatMulAdd(dst, resid, x ml.Tensor, w ml.Weight) {
+	b.MatMul(dst, x, w)
+	d, rs := dst.(*Tensor), resid.(*Tensor)
+	for i := range d.d[:d.rows*d.cols] {
+		rs.d[i] += d.d[i]
+	}
+}
+
+func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {
+	d := dst.(*Tensor)
+	u := &Tensor{cols: d.cols, rows: d.rows, capRows: d.rows, d: make([]float64, d.cols*d.rows)}
+	b.MatMul(d, x, gate)
+	b.MatMul(u, x, up)
+	for i, g := range d.d[:d.rows*d.cols] {
+		d.d[i] = g / (1 + math.Exp(-g)) * u.d[i]
+	}
+}
+
+func (*Backend) Rope(x ml.Tensor, pos0 int, rp *ml.Rope) {
+	xs := x.(*Tensor)
+	for r := 0; r < xs.rows; r++ {
+		p := float64(pos0+r) * rp.PosScale
+		row := xs.row(r)
+		for h := 0; h+rp.HeadDim <= xs.cols; h += rp.HeadDim {
+			for i, f := range rp.Freqs {
+				sin, cos := math.Sincos(p * f)
+				a, b := row[h+2*i], row[h+2*i+1]
+				row[h+2*i] = a*cos - b*sin
+				row[h+2*i+1] = a*sin + b*cos
+			}
+		}
+	}
+}
+
+func (*Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos0 int, a *ml.Attn) {
+	d, qs, ks, vs, c := dst.(*Tensor), q.(*Tensor), k.(*Tensor), v.(*Tensor), cache.(*KVCache)
+	hd := a.HeadDim
+	for r := 0; r < ks.rows; r++ {
+		copy(c.k[layer][(pos0+r)*c.kvDim:], ks.row(r))
+		copy(c.v[layer][(pos0+r)*c.kvDim:], vs.row(r))
+	}
+	group := a.NHeads / a.NKVHeads
+	scores := make([]float64, pos0+qs.rows)
+	for r := 0; r < qs.rows; r++ {
+		n := pos0 + r + 1 // causal: positions 0..pos0+r
+		for h := 0; h < a.NHeads; h++ {
+			qh := qs.row(r)[h*hd : (h+1)*hd]
+			kvOff := (h / group) * hd
+			maxS := math.Inf(-1)
+			for t := 0; t < n; t++ {
+				kt := c.k[layer][t*c.kvDim+kvOff:][:hd]
+				var s float64
+				for i := range qh {
+					s += qh[i] * kt[i]
+				}
+				scores[t] = s * a.Scale
+				maxS = math.Max(maxS, scores[t])
+			}
+			var sum float64
+			for t := 0; t < n; t++ {
+				scores[t] = math.Exp(scores[t] - maxS)
+				sum += scores[t]
+			}
+			out := d.row(r)[h*hd : (h+1)*hd]
+			clear(out)
+			for t := 0; t < n; t++ {
+				vt := c.v[layer][t*c.kvDim+kvOff:][:hd]
+				p := scores[t] / sum
+				for i := range out {
+					out[i] += p * vt[i]
+				}
+			}
+		}
+	}
+}
+
+func (*Backend) CopyRows(dst, src ml.Tensor, from int) {
+	d, s := dst.(*Tensor), src.(*Tensor)
+	copy(d.d[:d.rows*d.cols], s.d[from*s.cols:])
+}
+
+func (*Backend) Argmax(x ml.Tensor, dst []int32) {
+	xs := x.(*Tensor)
+	for r := 0; r < xs.rows; r++ {
+		best := 0
+		row := xs.row(r)
+		for i, v := range row {
+			if v > row[best] {
+				best = i
+			}
+		}
+		dst[r] = int32(best)
+	}
+}
+
+func (*Backend) Read(x ml.Tensor, dst []float32) {
+	xs := x.(*Tensor)
+	for i, v := range xs.d[:xs.rows*xs.cols] {
+		dst[i] = float32(v)
+	}
+}
+
+// parallel splits [0, n) over the CPUs. Each part is independent, so the
+// result does not depend on the split.
+func parallel(n int, f func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), max(1, n/64))
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		wg.Add(1)
+		go func() { defer wg.Done(); f(lo, hi) }()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,95 @@
+// Package ml holds what the model code and the backends share: the Backend
+// interface, a small coarse op set in the manner of llama2.c's forward(),
+// and the parameters of rope and attention.
+//
+// Shapes: an activation Tensor holds Rows vectors of Cols values, each
+// vector contiguous (GGUF order [Cols, Rows], innermost first). Rows is the
+// number of tokens in flight: the prompt length at prefill, 1 at decode.
+// A weight matrix of GGUF shape [cols, rows] maps a vector of cols values
+// to one of rows values.
+package ml
+
+import "greta/gguf"
+
+// Tensor is an activation buffer on a backend: float32 on cpu and cuda,
+// float64 on ref. Its row count can shrink and grow up to the capacity it
+// was made with, so one preallocated buffer serves prefill and decode.
+type Tensor interface {
+	Cols() int
+	Rows() int
+	SetRows(n int) // 0 < n ≤ the capacity given to NewTensor
+}
+
+// Weight is a model tensor as the backend holds it (quantized as in the
+// file, unless the backend chose otherwise at load).
+type Weight interface {
+	Type() gguf.Type
+	Shape() []int64 // innermost first
+}
+
+// WeightData is a model tensor as read from the file.
+type WeightData struct {
+	Name  string
+	Type  gguf.Type
+	Shape []int64 // innermost first
+	Data  []byte  // raw blocks, usually memory-mapped
+}
+
+// KVCache holds the keys and values of every layer for Context positions.
+type KVCache interface {
+	Context() int
+}
+
+// Backend runs the ops of a forward pass. Each op works on all rows of its
+// tensors; shapes must agree, and a backend may panic on a mismatch, which is
+// a bug in the model code, never a property of the input file.
+type Backend interface {
+	Name() string   // "cpu", "ref", "cuda"
+	Device() string // e.g. "NVIDIA H100 80GB HBM3"
+	DType() string  // activation dtype: "f32" or "f64"
+
+	LoadWeight(w WeightData) (Weight, error)
+	NewTensor(cols, rows int) Tensor
+	NewKVCache(layers, context, kvDim int) (KVCache, error)
+
+	// Embed writes row i of dst = row tokens[i] of table (dequantized).
+	Embed(dst Tensor, table Weight, tokens []int32)
+	// RMSNorm writes dst = x / sqrt(mean(x²) + eps) ⊙ w, row by row.
+	RMSNorm(dst, x Tensor, w Weight, eps float32)
+	// MatMul writes dst[r] = W · x[r] for every row r.
+	MatMul(dst, x Tensor, w Weight)
+	// MatMulAdd writes dst[r] = W · x[r] and then adds it to resid[r]:
+	// the output projections, fused with the residual add they feed.
+	MatMulAdd(dst, resid, x Tensor, w Weight)
+	// GateUp writes dst[r] = silu(Wgate · x[r]) ⊙ (Wup · x[r]): SwiGLU.
+	GateUp(dst, x Tensor, gate, up Weight)
+	// Rope rotates the heads of x in place; row r is at position pos0+r.
+	Rope(x Tensor, pos0 int, r *Rope)
+	// Attention stores k and v (rows at positions pos0...) in the cache of
+	// layer, then writes into dst causal grouped-query attention of q over
+	// positions 0..pos0+r for each row r.
+	Attention(dst, q, k, v Tensor, cache KVCache, layer, pos0 int, a *Attn)
+	// CopyRows writes dst = rows from, from+1, ... of src.
+	CopyRows(dst, src Tensor, from int)
+	// Argmax writes the index of each row's largest value (the first on ties).
+	Argmax(x Tensor, dst []int32)
+	// Read copies x to the host as float32, row-major.
+	Read(x Tensor, dst []float32)
+	Close() error
+}
+
+// Rope holds everything rope needs, computed once from the config.
+// Pair i of a head (values 2i and 2i+1, ggml's "normal" mode) at position p
+// rotates by the angle p·PosScale·Freqs[i]. Dimensions past 2·len(Freqs)
+// are left as they are.
+type Rope struct {
+	HeadDim  int
+	Freqs    []float64 // per pair: base^(−2i/rope_dim) / freq_factor[i]
+	PosScale float64   // 1, or 1/factor for linear scaling
+}
+
+// Attn holds the head layout of attention.
+type Attn struct {
+	NHeads, NKVHeads, HeadDim int
+	Scale                     float64 // 1/sqrt(HeadDim)
+}

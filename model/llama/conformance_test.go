@@ -1,0 +1,78 @@
+package llama_test
+
+import (
+	"testing"
+
+	"greta/backend/ref"
+	"greta/gguf"
+	"greta/internal/testmodels"
+	"greta/ml"
+	"greta/model/llama"
+)
+
+// backends lists every backend the conformance tests run on, with the
+// NMSE bound each must meet against the float64 oracle's logits.
+type backendCase struct {
+	name  string
+	new   func(t *testing.T) ml.Backend
+	bound float64
+}
+
+var backends = []backendCase{
+	// The oracle against the stored float64 rows: only summation order and
+	// the float32 storage of the rows differ.
+	{"ref", func(t *testing.T) ml.Backend { return ref.New() }, 1e-9},
+}
+
+// teacherLogits runs tokens through the model in one prefill and returns
+// the logits of the last n positions.
+func teacherLogits(t *testing.T, b ml.Backend, path string, tokens []int32, n int) [][]float32 {
+	t.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	m, err := llama.Load(f, b, llama.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.NewState(len(tokens), len(tokens), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Forward(s, tokens); err != nil {
+		t.Fatal(err)
+	}
+	V := m.Config.VocabSize
+	all := make([]float32, len(tokens)*V)
+	b.Read(s.Logits, all)
+	rows := make([][]float32, n)
+	for i := range rows {
+		r := len(tokens) - n + i
+		rows[i] = all[r*V : (r+1)*V]
+	}
+	return rows
+}
+
+func TestTeacherForcedLogitsAgainstOracle(t *testing.T) {
+	shared := testmodels.SharedDir(t, 2)
+	runs := testmodels.RefRuns(t, shared)
+	for _, bc := range backends {
+		for _, r := range runs {
+			t.Run(bc.name+"/"+r.Tag, func(t *testing.T) {
+				n := len(r.F64Rows)
+				rows := teacherLogits(t, bc.new(t), r.ModelPath, r.TeacherTokens(n), n)
+				worst := 0.0
+				for i := range rows {
+					e := testmodels.NMSE(rows[i], r.F64Rows[i])
+					worst = max(worst, e)
+					if e > bc.bound {
+						t.Errorf("row %d: NMSE %.3g > %.0g", i, e, bc.bound)
+					}
+				}
+				t.Logf("worst NMSE over %d rows: %.3g (llama.cpp vs oracle row 0: %.3g)", n, worst, testmodels.NMSE(r.LlamaRows[0], r.F64Rows[0]))
+			})
+		}
+	}
+}
