@@ -15,15 +15,15 @@ import (
 type cpFlags uint16
 
 const (
-	fUndefined cpFlags = 1 << iota
-	fNumber            // \p{N}
-	fLetter            // \p{L}
-	fSeparator         // \p{Z}
-	fMark              // \p{M}
-	fPunct             // \p{P}
-	fSymbol            // \p{S}
-	fControl           // \p{C}
-	fWhitespace        // \s
+	fUndefined  cpFlags = 1 << iota
+	fNumber             // \p{N}
+	fLetter             // \p{L}
+	fSeparator          // \p{Z}
+	fMark               // \p{M}
+	fPunct              // \p{P}
+	fSymbol             // \p{S}
+	fControl            // \p{C}
+	fWhitespace         // \s
 )
 
 // maxCodepoint is one past the largest code point llama.cpp classifies.
