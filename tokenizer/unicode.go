@@ -46,6 +46,10 @@ func computeFlags(r rune) cpFlags {
 	}
 	var f cpFlags
 	switch {
+	case isUnicode151Letter(r):
+		f = fLetter
+	case isUnicode151Symbol(r):
+		f = fSymbol
 	case unicode.IsLetter(r):
 		f = fLetter
 	case unicode.IsNumber(r):
@@ -66,6 +70,14 @@ func computeFlags(r rune) cpFlags {
 	}
 	return f
 }
+
+// Go's unicode tables are Unicode 15.0; llama.cpp's are 15.1, which
+// assigned CJK Unified Ideographs Extension I (Lo) and a few ideographic
+// description and stroke symbols (So). The shared oracle sweep over every
+// code point (testdata/oracle) found no other difference.
+func isUnicode151Letter(r rune) bool { return r >= 0x2EBF0 && r <= 0x2EE5D }
+
+func isUnicode151Symbol(r rune) bool { return (r >= 0x2FFC && r <= 0x2FFF) || r == 0x31EF }
 
 var (
 	latin1Flags [256]cpFlags

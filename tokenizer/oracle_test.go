@@ -1,0 +1,72 @@
+package tokenizer
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// oracleFile holds texts with the ids llama.cpp gave them, for both shared
+// vocabularies and both parse_special settings (add_special=false). The
+// committed one, testdata/llamacpp-golden.json, was made by
+// testdata/oracle/gen.mjs; more can be made there and checked with
+// GRETA_TOKENIZER_ORACLE=file1.json,file2.json go test -run TestLlamaCppOracle.
+type oracleFile struct {
+	Generator string `json:"generator"`
+	Cases     []struct {
+		Text       string  `json:"text"`
+		SPM        []int32 `json:"spm"`
+		SPMSpecial []int32 `json:"spm_special"`
+		BPE        []int32 `json:"bpe"`
+		BPESpecial []int32 `json:"bpe_special"`
+	} `json:"cases"`
+}
+
+func TestLlamaCppOracle(t *testing.T) {
+	files := []string{filepath.Join("testdata", "llamacpp-golden.json")}
+	if env := os.Getenv("GRETA_TOKENIZER_ORACLE"); env != "" {
+		files = strings.Split(env, ",")
+	}
+	spm := loadShared(t, "vocab/ggml-vocab-llama-spm.gguf")
+	bpe := loadShared(t, "vocab/ggml-vocab-llama-bpe.gguf")
+	for _, fn := range files {
+		b, err := os.ReadFile(fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var of oracleFile
+		if err := json.Unmarshal(b, &of); err != nil {
+			t.Fatalf("%s: %v", fn, err)
+		}
+		if len(of.Cases) == 0 {
+			t.Fatalf("%s: no cases", fn)
+		}
+		fails, total := 0, 0
+		check := func(name string, tok *Tokenizer, text string, special bool, want []int32) {
+			total++
+			got := tok.Encode(text, false, special)
+			if slices.Equal(got, want) {
+				return
+			}
+			fails++
+			if fails <= 20 {
+				k := 0
+				for k < len(got) && k < len(want) && got[k] == want[k] {
+					k++
+				}
+				t.Errorf("%s special=%v %.200q: first difference at id %d: got %v, want %v",
+					name, special, text, k, got[k:min(k+6, len(got))], want[k:min(k+6, len(want))])
+			}
+		}
+		for _, c := range of.Cases {
+			check("spm", spm, c.Text, false, c.SPM)
+			check("spm", spm, c.Text, true, c.SPMSpecial)
+			check("bpe", bpe, c.Text, false, c.BPE)
+			check("bpe", bpe, c.Text, true, c.BPESpecial)
+		}
+		t.Logf("%s (%s): %d/%d encodings match llama.cpp", fn, of.Generator, total-fails, total)
+	}
+}
