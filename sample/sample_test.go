@@ -1,0 +1,88 @@
+package sample
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+func randLogits(n int, seed uint64) []float32 {
+	r := rand.New(rand.NewPCG(seed, 1))
+	l := make([]float32, n)
+	for i := range l {
+		l[i] = float32(r.NormFloat64() * 3)
+	}
+	return l
+}
+
+func TestGreedyIsArgmax(t *testing.T) {
+	l := randLogits(1000, 1)
+	l[417] = 100
+	s := New(Params{Greedy: true}, len(l))
+	if got := s.Sample(l, nil); got != 417 {
+		t.Fatalf("greedy = %d, want 417", got)
+	}
+}
+
+func TestSameSeedSameTokens(t *testing.T) {
+	p := Defaults()
+	p.Seed = 42
+	a, b := New(p, 5000), New(p, 5000)
+	for i := 0; i < 50; i++ {
+		l := randLogits(5000, uint64(i))
+		if x, y := a.Sample(l, nil), b.Sample(l, nil); x != y {
+			t.Fatalf("step %d: %d vs %d", i, x, y)
+		}
+	}
+}
+
+func TestTopKRestricts(t *testing.T) {
+	l := randLogits(2000, 3)
+	top := Top(l, 5)
+	allowed := map[int32]bool{}
+	for _, c := range top {
+		allowed[c.ID] = true
+	}
+	s := New(Params{Temp: 5, TopK: 5, Seed: 9}, len(l))
+	for i := 0; i < 200; i++ {
+		if id := s.Sample(l, nil); !allowed[id] {
+			t.Fatalf("top-k 5 sampled %d, outside %v", id, top)
+		}
+	}
+}
+
+func TestMinPAndTopPKeepTheFavourite(t *testing.T) {
+	l := randLogits(2000, 4)
+	l[7] = 50 // overwhelming favourite
+	s := New(Params{Temp: 1, TopP: 0.9, MinP: 0.1, Seed: 1}, len(l))
+	for i := 0; i < 100; i++ {
+		if id := s.Sample(l, nil); id != 7 {
+			t.Fatalf("sampled %d, want 7", id)
+		}
+	}
+}
+
+func TestRepeatPenaltyChangesGreedy(t *testing.T) {
+	l := []float32{1, 2, 1.9}
+	s := New(Params{Greedy: true, RepeatPenalty: 1.5, RepeatLastN: 64}, 3)
+	if got := s.Sample(l, []int32{1}); got != 2 {
+		t.Fatalf("penalized greedy = %d, want 2", got)
+	}
+}
+
+func TestTopProbabilities(t *testing.T) {
+	l := []float32{0, 1, 2, 3}
+	top := Top(l, 2)
+	if top[0].ID != 3 || top[1].ID != 2 || top[0].P < 0.6 || top[0].P > 0.7 {
+		t.Fatalf("Top = %+v", top)
+	}
+}
+
+func TestSampleDoesNotAllocate(t *testing.T) {
+	l := randLogits(32000, 5)
+	p := Defaults()
+	s := New(p, len(l))
+	hist := []int32{1, 2, 3}
+	if n := testing.AllocsPerRun(20, func() { s.Sample(l, hist) }); n > 0 {
+		t.Fatalf("Sample allocates %.0f times per call", n)
+	}
+}
