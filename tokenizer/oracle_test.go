@@ -11,11 +11,16 @@ import (
 
 // oracleFile holds texts with the ids llama.cpp gave them, for both shared
 // vocabularies and both parse_special settings (add_special=false). The
-// committed one, testdata/llamacpp-golden.json, was made by
-// testdata/oracle/gen.mjs; more can be made there and checked with
+// committed ones, testdata/llamacpp-golden*.json, were made by
+// testdata/oracle/gen.mjs (the -pre-default one with the Llama 3
+// vocabulary rewritten to the 'default' pre-tokenizer); more can be made
+// there and checked with
 // GRETA_TOKENIZER_ORACLE=file1.json,file2.json go test -run TestLlamaCppOracle.
 type oracleFile struct {
 	Generator string `json:"generator"`
+	// BPEPre, when set, means the BPE ids were made with the shared Llama 3
+	// vocabulary rewritten to this tokenizer.ggml.pre.
+	BPEPre string `json:"bpe_pre"`
 	Cases     []struct {
 		Text       string  `json:"text"`
 		SPM        []int32 `json:"spm"`
@@ -26,13 +31,16 @@ type oracleFile struct {
 }
 
 func TestLlamaCppOracle(t *testing.T) {
-	files := []string{filepath.Join("testdata", "llamacpp-golden.json")}
+	files := []string{
+		filepath.Join("testdata", "llamacpp-golden.json"),
+		filepath.Join("testdata", "llamacpp-golden-pre-default.json"),
+	}
 	if env := os.Getenv("GRETA_TOKENIZER_ORACLE"); env != "" {
 		files = strings.Split(env, ",")
 	}
 	spm := loadShared(t, "vocab/ggml-vocab-llama-spm.gguf")
-	bpe := loadShared(t, "vocab/ggml-vocab-llama-bpe.gguf")
 	for _, fn := range files {
+		bpe := loadShared(t, "vocab/ggml-vocab-llama-bpe.gguf")
 		b, err := os.ReadFile(fn)
 		if err != nil {
 			t.Fatal(err)
@@ -40,6 +48,9 @@ func TestLlamaCppOracle(t *testing.T) {
 		var of oracleFile
 		if err := json.Unmarshal(b, &of); err != nil {
 			t.Fatalf("%s: %v", fn, err)
+		}
+		if of.BPEPre != "" {
+			bpe = withMetadata(t, "vocab/ggml-vocab-llama-bpe.gguf", map[string]any{"tokenizer.ggml.pre": of.BPEPre})
 		}
 		if len(of.Cases) == 0 {
 			t.Fatalf("%s: no cases", fn)

@@ -75,8 +75,11 @@ function sweepCases() {
 }
 
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
-const spm = await llama.loadModel({modelPath: "../../../../shared/vocab/ggml-vocab-llama-spm.gguf", vocabOnly: true});
-const bpe = await llama.loadModel({modelPath: "../../../../shared/vocab/ggml-vocab-llama-bpe.gguf", vocabOnly: true});
+// SPM_VOCAB / BPE_VOCAB replace the vocabularies. For the Llama 3
+// vocabulary with tokenizer.ggml.pre rewritten (the Go test rebuilds it in
+// memory), set BPE_PRE to that pre and BPE_VOCAB to the rewritten file.
+const spm = await llama.loadModel({modelPath: process.env.SPM_VOCAB ?? "../../../../shared/vocab/ggml-vocab-llama-spm.gguf", vocabOnly: true});
+const bpe = await llama.loadModel({modelPath: process.env.BPE_VOCAB ?? "../../../../shared/vocab/ggml-vocab-llama-bpe.gguf", vocabOnly: true});
 const texts = mode === "sweep" ? sweepCases() : Array.from({length: Number(countArg)}, () => randomText(Number(maxLenArg)));
 const tok = (m, s, sp) => Array.from(m.tokenize(s, sp));
 const cases = texts.map((text) => ({
@@ -85,7 +88,10 @@ const cases = texts.map((text) => ({
   bpe: tok(bpe, text, false), bpe_special: tok(bpe, text, true),
 }));
 fs.writeFileSync(outPath, JSON.stringify({
-  generator: `gen.mjs ${process.argv.slice(2, 6).join(" ")} ${mode ?? ""}`.trim() + "; llama.cpp via node-llama-cpp 3.22.1 (vocab-only load)",
+  bpe_pre: process.env.BPE_PRE ?? "",
+  generator: `gen.mjs ${process.argv.slice(2, 6).join(" ")} ${mode ?? ""}`.trim() +
+    (process.env.BPE_PRE ? ` BPE_PRE=${process.env.BPE_PRE}` : "") +
+    "; llama.cpp via node-llama-cpp 3.22.1 (vocab-only load)",
   cases,
 }));
 console.log(`wrote ${cases.length} cases to ${outPath}`);
