@@ -21,7 +21,7 @@ type oracleFile struct {
 	// BPEPre, when set, means the BPE ids were made with the shared Llama 3
 	// vocabulary rewritten to this tokenizer.ggml.pre.
 	BPEPre string `json:"bpe_pre"`
-	Cases     []struct {
+	Cases  []struct {
 		Text       string  `json:"text"`
 		SPM        []int32 `json:"spm"`
 		SPMSpecial []int32 `json:"spm_special"`
