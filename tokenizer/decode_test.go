@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -177,5 +178,33 @@ func TestEncodeSpecialHandling(t *testing.T) {
 	}
 	if bpe.Pre() != "llama-bpe" || len(bpe.Warnings()) != 0 {
 		t.Errorf("pre %q warnings %q", bpe.Pre(), bpe.Warnings())
+	}
+}
+
+// TestConcurrentEncode: one Tokenizer serves many goroutines (the word
+// cache is shared); results match a serial run. Run with -race.
+func TestConcurrentEncode(t *testing.T) {
+	for _, name := range []string{"ggml-vocab-llama-spm.gguf", "ggml-vocab-llama-bpe.gguf"} {
+		tok := loadShared(t, "vocab/"+name)
+		cases := readVocabCases(t, filepath.Join(sharedDir, "vocab", name))
+		done := make(chan error, 4)
+		for g := 0; g < 4; g++ {
+			go func() {
+				for i := 0; i < 20; i++ {
+					for _, c := range cases {
+						if got := tok.Encode(c.text, false, false); !slices.Equal(got, c.want) {
+							done <- fmt.Errorf("%s %q: %v", name, c.text, got)
+							return
+						}
+					}
+				}
+				done <- nil
+			}()
+		}
+		for g := 0; g < 4; g++ {
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
 	}
 }
