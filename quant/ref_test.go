@@ -100,7 +100,7 @@ func TestDequantMatchesReference(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(sharedDir, "models", e.Model)); err != nil {
 				if typ == gguf.F16 {
-					t.Skipf("%s is not in ../shared/models; F16 is checked by TestF16ReferenceViaQ8_0 instead", e.Model)
+					t.Skipf("%s is not in ../shared/models; F16 is checked by TestF16RealFileFromLlamaQuantize and TestSynFilesAgainstF16Reference instead", e.Model)
 				}
 				t.Fatalf("model %s named by index.json is missing", e.Model)
 			}

@@ -1,0 +1,159 @@
+package cpu
+
+import (
+	"greta/gguf"
+	"greta/quant"
+)
+
+// simdKernels is set by matmul_simd.go's init when the SIMD build runs on a
+// CPU that has the instructions it needs; nil otherwise.
+var simdKernels *kernels
+
+// Tiling. A decode tile is a few rows; a batch tile is a few rows times a
+// chunk of vectors, so that a weight row is reused from L1 by every vector
+// of the chunk and the chunk's activations from L1/L2 by every row.
+const (
+	tileRows   = 8  // rows per tile (both cases)
+	chunkVecs  = 16 // vectors per chunk in a batch tile
+	serialWork = 1 << 16
+)
+
+// matmulState is MatMul's reusable task: the operands of the current call,
+// the chosen kernels and the scratch that grows to the largest shape seen.
+type matmulState struct {
+	pool *Pool
+	k    *kernels
+
+	y    []float32
+	w    *Matrix
+	x    []float32
+	n    int
+	rb   int  // bytes per weight row
+	q8   bool // quantized activations
+	k32  bool // q8 with 32-blocks (Q8_0, Q4_0) rather than 256-blocks
+	k4   bool // K4 order
+	sums bool // f32 path needs the sums of 32
+
+	xs    []float32 // n × Cols/32 sums of x
+	actK  []actK    // n × Cols/256
+	act32 []act32   // n × Cols/32
+
+	prep prepTask
+}
+
+func (s *matmulState) init(p *Pool) {
+	s.pool = p
+	s.prep.s = s
+}
+
+// prepTask quantizes (or sums) the activations of vectors [lo, hi).
+type prepTask struct{ s *matmulState }
+
+func (t *prepTask) Do(_, lo, hi int) {
+	s := t.s
+	c := s.w.Cols
+	for j := lo; j < hi; j++ {
+		x := s.x[j*c : (j+1)*c]
+		switch {
+		case s.q8 && s.k32:
+			s.k.quantize32(s.act32[j*c/32:(j+1)*c/32], x)
+		case s.q8:
+			s.k.quantizeK(s.actK[j*c/256:(j+1)*c/256], x, s.k4)
+		case s.sums:
+			s.k.sums32(s.xs[j*c/32:(j+1)*c/32], x)
+		}
+	}
+}
+
+func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int) {
+	s.k = &genericKernels
+	if simdKernels != nil && !p.Generic {
+		s.k = simdKernels
+	}
+	s.y, s.w, s.x, s.n = y, w, x, n
+	s.rb = w.Type.RowBytes(w.Cols)
+	s.q8 = p.Act.q8For(w.Type, n)
+	s.k32 = w.Type == gguf.Q8_0 || w.Type == gguf.Q4_0
+	s.k4 = s.k.k4[w.Type]
+	s.sums = !s.q8 && (w.Type == gguf.Q4_K || w.Type == gguf.Q5_K)
+	c := w.Cols
+	switch {
+	case s.q8 && s.k32:
+		s.act32 = grow(s.act32, n*c/32)
+	case s.q8:
+		s.actK = grow(s.actK, n*c/quant.QK_K)
+	case s.sums:
+		s.xs = grow(s.xs, n*c/32)
+	}
+	work := w.Rows * c * n
+	if s.q8 || s.sums {
+		if n >= 4 && work >= serialWork {
+			p.Run(n, &s.prep)
+		} else {
+			s.prep.Do(0, 0, n)
+		}
+	}
+	tiles := (w.Rows + tileRows - 1) / tileRows
+	if work < serialWork {
+		s.Do(0, 0, tiles)
+	} else {
+		p.Run(tiles, s)
+	}
+	s.y, s.w, s.x = nil, nil, nil
+}
+
+// Do computes the row tiles [lo, hi) for every vector.
+func (s *matmulState) Do(_, lo, hi int) {
+	r0, r1 := lo*tileRows, min(hi*tileRows, s.w.Rows)
+	rows, cols, rb := s.w.Rows, s.w.Cols, s.rb
+	data := s.w.Data
+	switch {
+	case s.q8 && s.k32:
+		dot := s.k.q832[s.w.Type]
+		nb := cols / 32
+		for j0 := 0; j0 < s.n; j0 += chunkVecs {
+			j1 := min(j0+chunkVecs, s.n)
+			for r := r0; r < r1; r++ {
+				row := data[r*rb : (r+1)*rb]
+				for j := j0; j < j1; j++ {
+					s.y[j*rows+r] = dot(row, s.act32[j*nb:(j+1)*nb])
+				}
+			}
+		}
+	case s.q8:
+		dot := s.k.q8K[s.w.Type]
+		nb := cols / quant.QK_K
+		for j0 := 0; j0 < s.n; j0 += chunkVecs {
+			j1 := min(j0+chunkVecs, s.n)
+			for r := r0; r < r1; r++ {
+				row := data[r*rb : (r+1)*rb]
+				for j := j0; j < j1; j++ {
+					s.y[j*rows+r] = dot(row, s.actK[j*nb:(j+1)*nb])
+				}
+			}
+		}
+	default:
+		dot := s.k.f32[s.w.Type]
+		ns := cols / 32
+		var xs []float32
+		for j0 := 0; j0 < s.n; j0 += chunkVecs {
+			j1 := min(j0+chunkVecs, s.n)
+			for r := r0; r < r1; r++ {
+				row := data[r*rb : (r+1)*rb]
+				for j := j0; j < j1; j++ {
+					if s.sums {
+						xs = s.xs[j*ns : (j+1)*ns]
+					}
+					s.y[j*rows+r] = dot(row, s.x[j*cols:(j+1)*cols], xs)
+				}
+			}
+		}
+	}
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
