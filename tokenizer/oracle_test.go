@@ -13,7 +13,8 @@ import (
 // vocabularies and both parse_special settings (add_special=false). The
 // committed ones, testdata/llamacpp-golden*.json, were made by
 // testdata/oracle/gen.mjs (the -pre-default one with the Llama 3
-// vocabulary rewritten to the 'default' pre-tokenizer); more can be made
+// vocabulary rewritten to the 'default' pre-tokenizer, the -stories260k
+// one with stories260K's 512-token vocabulary as SPM); more can be made
 // there and checked with
 // GRETA_TOKENIZER_ORACLE=file1.json,file2.json go test -run TestLlamaCppOracle.
 type oracleFile struct {
@@ -21,7 +22,10 @@ type oracleFile struct {
 	// BPEPre, when set, means the BPE ids were made with the shared Llama 3
 	// vocabulary rewritten to this tokenizer.ggml.pre.
 	BPEPre string `json:"bpe_pre"`
-	Cases  []struct {
+	// SPMShared, when set, names the SPM file under shared/ that made the
+	// SPM ids (default: vocab/ggml-vocab-llama-spm.gguf).
+	SPMShared string `json:"spm_shared"`
+	Cases     []struct {
 		Text       string  `json:"text"`
 		SPM        []int32 `json:"spm"`
 		SPMSpecial []int32 `json:"spm_special"`
@@ -34,12 +38,13 @@ func TestLlamaCppOracle(t *testing.T) {
 	files := []string{
 		filepath.Join("testdata", "llamacpp-golden.json"),
 		filepath.Join("testdata", "llamacpp-golden-pre-default.json"),
+		filepath.Join("testdata", "llamacpp-golden-stories260k.json"),
 	}
 	if env := os.Getenv("GRETA_TOKENIZER_ORACLE"); env != "" {
 		files = strings.Split(env, ",")
 	}
-	spm := loadShared(t, "vocab/ggml-vocab-llama-spm.gguf")
 	for _, fn := range files {
+		spm := loadShared(t, "vocab/ggml-vocab-llama-spm.gguf")
 		bpe := loadShared(t, "vocab/ggml-vocab-llama-bpe.gguf")
 		b, err := os.ReadFile(fn)
 		if err != nil {
@@ -48,6 +53,9 @@ func TestLlamaCppOracle(t *testing.T) {
 		var of oracleFile
 		if err := json.Unmarshal(b, &of); err != nil {
 			t.Fatalf("%s: %v", fn, err)
+		}
+		if of.SPMShared != "" {
+			spm = loadShared(t, of.SPMShared)
 		}
 		if of.BPEPre != "" {
 			bpe = withMetadata(t, "vocab/ggml-vocab-llama-bpe.gguf", map[string]any{"tokenizer.ggml.pre": of.BPEPre})

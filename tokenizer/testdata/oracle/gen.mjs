@@ -78,7 +78,10 @@ const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
 // SPM_VOCAB / BPE_VOCAB replace the vocabularies. For the Llama 3
 // vocabulary with tokenizer.ggml.pre rewritten (the Go test rebuilds it in
 // memory), set BPE_PRE to that pre and BPE_VOCAB to the rewritten file.
-const spm = await llama.loadModel({modelPath: process.env.SPM_VOCAB ?? "../../../../shared/vocab/ggml-vocab-llama-spm.gguf", vocabOnly: true});
+// SPM_SHARED names another SPM file under shared/ (e.g.
+// models/stories260K.gguf); the Go test loads the same one.
+const spmPath = process.env.SPM_SHARED ? "../../../../shared/" + process.env.SPM_SHARED : process.env.SPM_VOCAB;
+const spm = await llama.loadModel({modelPath: spmPath ?? "../../../../shared/vocab/ggml-vocab-llama-spm.gguf", vocabOnly: true});
 const bpe = await llama.loadModel({modelPath: process.env.BPE_VOCAB ?? "../../../../shared/vocab/ggml-vocab-llama-bpe.gguf", vocabOnly: true});
 const texts = mode === "sweep" ? sweepCases() : Array.from({length: Number(countArg)}, () => randomText(Number(maxLenArg)));
 const tok = (m, s, sp) => Array.from(m.tokenize(s, sp));
@@ -89,8 +92,10 @@ const cases = texts.map((text) => ({
 }));
 fs.writeFileSync(outPath, JSON.stringify({
   bpe_pre: process.env.BPE_PRE ?? "",
+  spm_shared: process.env.SPM_SHARED ?? "",
   generator: `gen.mjs ${process.argv.slice(2, 6).join(" ")} ${mode ?? ""}`.trim() +
     (process.env.BPE_PRE ? ` BPE_PRE=${process.env.BPE_PRE}` : "") +
+    (process.env.SPM_SHARED ? ` SPM_SHARED=${process.env.SPM_SHARED}` : "") +
     "; llama.cpp via node-llama-cpp 3.22.1 (vocab-only load)",
   cases,
 }));
