@@ -87,7 +87,7 @@ func quantizeKGeneric(dst []actK, x []float32, k4 bool) {
 }
 
 // quantize32Generic quantizes len(x) values (a multiple of 32) into dst:
-// d = amax/127, q = round(x/d) half away from zero.
+// d = amax/127, q = round(x·(127/amax)) half to even.
 func quantize32Generic(dst []act32, x []float32) {
 	for i := range len(x) / 32 {
 		xb := x[i*32 : (i+1)*32]
@@ -103,7 +103,7 @@ func quantize32Generic(dst []act32, x []float32) {
 		}
 		var s int32
 		for j, v := range xb {
-			q := int8(math.Round(float64(v * id)))
+			q := int8(math.RoundToEven(float64(v * id)))
 			a.qs[j] = q
 			s += int32(q)
 		}
