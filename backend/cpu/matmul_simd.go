@@ -71,7 +71,9 @@ func ld32u8(b []byte, off int) archsimd.Uint8x32 {
 func ld64u8(b []byte, off int) archsimd.Uint8x64 {
 	return archsimd.LoadUint8x64((*[64]uint8)(b[off : off+64]))
 }
-func ldx(x []float32, off int) f32x16 { return archsimd.LoadFloat32x16((*[16]float32)(x[off : off+16])) }
+func ldx(x []float32, off int) f32x16 {
+	return archsimd.LoadFloat32x16((*[16]float32)(x[off : off+16]))
+}
 
 // u8to32 zero-extends 16 bytes to 16 int32 lanes.
 func u8to32(b []byte, off int) i32x16 { return ld16u8(b, off).ExtendToUint32().AsInt32x16() }
@@ -238,10 +240,10 @@ func dotQ4_KF32SIMD(row []byte, x, xs []float32) float32 {
 func q5kGroup(a0, a1 f32x16, b []byte, off int, h0, h1 i32x16, g uint, xb []float32, s0, s1 float32, m15, m16 i32x16) (f32x16, f32x16) {
 	v0 := u8to32(b, off)
 	v1 := u8to32(b, off+16)
-	l0 := v0.And(m15).Or(h0.ShiftAllLeft(4).ShiftAllRight(uint64(2*g)).And(m16)).ConvertToFloat32()
-	l1 := v1.And(m15).Or(h1.ShiftAllLeft(4).ShiftAllRight(uint64(2*g)).And(m16)).ConvertToFloat32()
-	u0 := v0.ShiftAllRight(4).Or(h0.ShiftAllLeft(3).ShiftAllRight(uint64(2*g)).And(m16)).ConvertToFloat32()
-	u1 := v1.ShiftAllRight(4).Or(h1.ShiftAllLeft(3).ShiftAllRight(uint64(2*g)).And(m16)).ConvertToFloat32()
+	l0 := v0.And(m15).Or(h0.ShiftAllLeft(4).ShiftAllRight(uint64(2 * g)).And(m16)).ConvertToFloat32()
+	l1 := v1.And(m15).Or(h1.ShiftAllLeft(4).ShiftAllRight(uint64(2 * g)).And(m16)).ConvertToFloat32()
+	u0 := v0.ShiftAllRight(4).Or(h0.ShiftAllLeft(3).ShiftAllRight(uint64(2 * g)).And(m16)).ConvertToFloat32()
+	u1 := v1.ShiftAllRight(4).Or(h1.ShiftAllLeft(3).ShiftAllRight(uint64(2 * g)).And(m16)).ConvertToFloat32()
 	pl := l1.MulAdd(ldx(xb, 16), l0.Mul(ldx(xb, 0)))
 	ph := u1.MulAdd(ldx(xb, 48), u0.Mul(ldx(xb, 32)))
 	return pl.MulAdd(bcast(s0), a0), ph.MulAdd(bcast(s1), a1)
@@ -356,7 +358,9 @@ var k4ScaleIdx = func() (r [4]archsimd.Int8x64) {
 	return r
 }()
 
-func ldact(a *actK, off int) archsimd.Int8x64 { return archsimd.LoadInt8x64((*[64]int8)(a.qs[off : off+64])) }
+func ldact(a *actK, off int) archsimd.Int8x64 {
+	return archsimd.LoadInt8x64((*[64]int8)(a.qs[off : off+64]))
+}
 
 func dotQ4_KQ8SIMD(row []byte, a []actK) float32 {
 	var facc f32x16
@@ -440,7 +444,9 @@ var q6ScaleIdx = func() (r [2][4]archsimd.Uint16x16) {
 	return r
 }()
 
-func ldact32(a *actK, off int) archsimd.Int8x32 { return archsimd.LoadInt8x32((*[32]int8)(a.qs[off : off+32])) }
+func ldact32(a *actK, off int) archsimd.Int8x32 {
+	return archsimd.LoadInt8x32((*[32]int8)(a.qs[off : off+32]))
+}
 
 func dotQ6_KQ8SIMD(row []byte, a []actK) float32 {
 	var facc f32x8
