@@ -11,10 +11,11 @@ import (
 // weight format's SIMD kernel reads them (see k4Pos) and with precomputed
 // partial sums. value = d·q.
 type actK struct {
-	qs   [256]int8  // quants, natural or K4 order
-	d    float32    // scale
-	bs16 [16]int16  // Σ of each run of 16 quants, natural order
-	ms   [8]float32 // d·Σ of each run of 32 quants, natural order
+	qs   [256]int8   // quants, natural or K4 order
+	d    float32     // scale
+	bs16 [16]int16   // Σ of each run of 16 quants, natural order
+	ms   [8]float32  // d·Σ of each run of 32 quants, natural order
+	ms16 [16]float32 // d·Σ of each run of 16 quants, natural order
 }
 
 // act32 is one block of 32 activations quantized to 8 bits for the Q8_0
@@ -75,6 +76,9 @@ func quantizeKGeneric(dst []actK, x []float32, k4 bool) {
 		}
 		for j := range 8 {
 			a.ms[j] = a.d * float32(int(a.bs16[2*j])+int(a.bs16[2*j+1]))
+		}
+		for j := range 16 {
+			a.ms16[j] = a.d * float32(a.bs16[j])
 		}
 		if k4 {
 			for j, v := range q {

@@ -34,6 +34,12 @@ type kernels struct {
 	// k4 reports whether the format's q8K kernel wants K4 order.
 	k4 [gguf.BF16 + 1]bool
 
+	// repack unpacks a K-quant row; dotRp multiplies it with a vector of
+	// natural-order activations (the batch path, matmul_repack.go).
+	repack func(t gguf.Type, dst []rpK, row []byte)
+	dotRp  func(rp []rpK, a []actK) float32
+	dotRp2 func(rp []rpK, a, b []actK) (float32, float32) // two vectors at once
+
 	quantizeK  func(dst []actK, x []float32, k4 bool)
 	quantize32 func(dst []act32, x []float32)
 	sums32     func(xs, x []float32)
@@ -60,6 +66,9 @@ var genericKernels = kernels{
 		gguf.Q4_0: dotQ4_0Q8Generic,
 	},
 	k4:         [gguf.BF16 + 1]bool{gguf.Q4_K: true, gguf.Q5_K: true},
+	repack:     repackGeneric,
+	dotRp:      dotRpKGeneric,
+	dotRp2:     dotRpK2Generic,
 	quantizeK:  quantizeKGeneric,
 	quantize32: quantize32Generic,
 	sums32:     sums32Generic,

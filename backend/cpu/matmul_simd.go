@@ -36,6 +36,9 @@ func init() {
 	k.q8K[gguf.Q4_K] = dotQ4_KQ8SIMD
 	k.q8K[gguf.Q5_K] = dotQ5_KQ8SIMD
 	k.q8K[gguf.Q6_K] = dotQ6_KQ8SIMD
+	k.repack = repackSIMD
+	k.dotRp = dotRpKSIMD
+	k.dotRp2 = dotRpK2SIMD
 	k.quantizeK = quantizeKSIMD
 	k.quantize32 = quantize32SIMD
 	k.sums32 = sums32SIMD
@@ -541,6 +544,9 @@ func quantizeKSIMD(dst []actK, x []float32, k4 bool) {
 		}
 		for j := range 8 {
 			a.ms[j] = a.d * float32(int(a.bs16[2*j])+int(a.bs16[2*j+1]))
+		}
+		for j := range 16 {
+			a.ms16[j] = a.d * float32(a.bs16[j])
 		}
 	}
 }

@@ -16,6 +16,9 @@ const (
 	tileRows   = 8  // rows per tile (both cases)
 	chunkVecs  = 16 // vectors per chunk in a batch tile
 	serialWork = 1 << 16
+	// repackMinN is the smallest batch for which K-quant rows are unpacked
+	// once (rpK) rather than decoded again for every vector.
+	repackMinN = 4
 )
 
 // matmulState is MatMul's reusable task: the operands of the current call,
@@ -33,6 +36,9 @@ type matmulState struct {
 	k32  bool // q8 with 32-blocks (Q8_0, Q4_0) rather than 256-blocks
 	k4   bool // K4 order
 	sums bool // f32 path needs the sums of 32
+	rp   bool // q8 batch through repacked rows
+
+	rpBuf [][]rpK // per worker: tileRows rows of repacked blocks
 
 	xs    []float32 // n × Cols/32 sums of x
 	actK  []actK    // n × Cols/256
@@ -74,7 +80,8 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	s.rb = w.Type.RowBytes(w.Cols)
 	s.q8 = p.Act.q8For(w.Type, n)
 	s.k32 = w.Type == gguf.Q8_0 || w.Type == gguf.Q4_0
-	s.k4 = s.k.k4[w.Type]
+	s.rp = s.q8 && !s.k32 && n >= repackMinN
+	s.k4 = s.k.k4[w.Type] && !s.rp
 	s.sums = !s.q8 && (w.Type == gguf.Q4_K || w.Type == gguf.Q5_K)
 	c := w.Cols
 	switch {
@@ -82,6 +89,14 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 		s.act32 = grow(s.act32, n*c/32)
 	case s.q8:
 		s.actK = grow(s.actK, n*c/quant.QK_K)
+		if s.rp {
+			if len(s.rpBuf) < p.threads {
+				s.rpBuf = make([][]rpK, p.threads)
+			}
+			for i := range s.rpBuf {
+				s.rpBuf[i] = grow(s.rpBuf[i], tileRows*c/quant.QK_K)
+			}
+		}
 	case s.sums:
 		s.xs = grow(s.xs, n*c/32)
 	}
@@ -103,7 +118,7 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 }
 
 // Do computes the row tiles [lo, hi) for every vector.
-func (s *matmulState) Do(_, lo, hi int) {
+func (s *matmulState) Do(wk, lo, hi int) {
 	r0, r1 := lo*tileRows, min(hi*tileRows, s.w.Rows)
 	rows, cols, rb := s.w.Rows, s.w.Cols, s.rb
 	data := s.w.Data
@@ -117,6 +132,28 @@ func (s *matmulState) Do(_, lo, hi int) {
 				row := data[r*rb : (r+1)*rb]
 				for j := j0; j < j1; j++ {
 					s.y[j*rows+r] = dot(row, s.act32[j*nb:(j+1)*nb])
+				}
+			}
+		}
+	case s.rp:
+		nb := cols / quant.QK_K
+		buf := s.rpBuf[wk]
+		for t := lo; t < hi; t++ {
+			t0, t1 := t*tileRows, min((t+1)*tileRows, rows)
+			for r := t0; r < t1; r++ {
+				s.k.repack(s.w.Type, buf[(r-t0)*nb:(r-t0+1)*nb], data[r*rb:(r+1)*rb])
+			}
+			for j0 := 0; j0 < s.n; j0 += chunkVecs {
+				j1 := min(j0+chunkVecs, s.n)
+				for r := t0; r < t1; r++ {
+					rp := buf[(r-t0)*nb : (r-t0+1)*nb]
+					j := j0
+					for ; j+2 <= j1; j += 2 {
+						s.y[j*rows+r], s.y[(j+1)*rows+r] = s.k.dotRp2(rp, s.actK[j*nb:(j+1)*nb], s.actK[(j+1)*nb:(j+2)*nb])
+					}
+					if j < j1 {
+						s.y[j*rows+r] = s.k.dotRp(rp, s.actK[j*nb:(j+1)*nb])
+					}
 				}
 			}
 		}

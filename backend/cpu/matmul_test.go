@@ -253,6 +253,26 @@ func TestQuantizersAgree(t *testing.T) {
 	}
 }
 
+// TestRepackAgrees: the SIMD repackers must write exactly what their
+// pure-Go twins write.
+func TestRepackAgrees(t *testing.T) {
+	if simdKernels == nil {
+		t.Skip("SIMD kernels not built or not supported here")
+	}
+	r := rand.New(rand.NewPCG(21, 22))
+	for _, typ := range []gguf.Type{gguf.Q4_K, gguf.Q5_K, gguf.Q6_K} {
+		w := randomMatrix(r, typ, 1, 1024)
+		a, b := make([]rpK, 4), make([]rpK, 4)
+		genericKernels.repack(typ, a, w.Data)
+		simdKernels.repack(typ, b, w.Data)
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("%s block %d differs:\n%+v\n%+v", typ, i, a[i], b[i])
+			}
+		}
+	}
+}
+
 func absSum(x []float32) float32 {
 	var s float32
 	for _, v := range x {
