@@ -21,6 +21,15 @@ var f16Table = func() *[1 << 16]float32 {
 	return &t
 }()
 
+// nibbles[v] is the low and high nibble of byte v as float32: one load
+// instead of two int-to-float conversions in the pure-Go 4-bit kernels.
+var nibbles = func() (t [256][2]float32) {
+	for v := range t {
+		t[v] = [2]float32{float32(v & 0xf), float32(v >> 4)}
+	}
+	return t
+}()
+
 func f16At(b []byte, off int) float32 { return f16Table[binary.LittleEndian.Uint16(b[off:])] }
 
 // kernels is the table MatMul dispatches through, indexed by gguf.Type.
@@ -120,13 +129,16 @@ func dotBF16Generic(row []byte, x, _ []float32) float32 {
 func dotQ8_0F32Generic(row []byte, x, _ []float32) float32 {
 	var sum float32
 	for i := range len(x) / 32 {
-		b := row[i*34 : i*34+34]
-		xb := x[i*32 : i*32+32]
-		var s float32
-		for j, q := range b[2:] {
-			s += float32(int8(q)) * xb[j]
+		b := (*[34]byte)(row[i*34:])
+		xb := (*[32]float32)(x[i*32:])
+		var s0, s1, s2, s3 float32
+		for j := 0; j < 32; j += 4 {
+			s0 += float32(int8(b[2+j])) * xb[j]
+			s1 += float32(int8(b[3+j])) * xb[j+1]
+			s2 += float32(int8(b[4+j])) * xb[j+2]
+			s3 += float32(int8(b[5+j])) * xb[j+3]
 		}
-		sum += f16At(b, 0) * s
+		sum += f16At(b[:], 0) * ((s0 + s1) + (s2 + s3))
 	}
 	return sum
 }
@@ -134,13 +146,17 @@ func dotQ8_0F32Generic(row []byte, x, _ []float32) float32 {
 func dotQ4_0F32Generic(row []byte, x, _ []float32) float32 {
 	var sum float32
 	for i := range len(x) / 32 {
-		b := row[i*18 : i*18+18]
-		xb := x[i*32 : i*32+32]
-		var s float32
-		for j, q := range b[2:] {
-			s += float32(int(q&0xf)-8)*xb[j] + float32(int(q>>4)-8)*xb[j+16]
+		b := (*[18]byte)(row[i*18:])
+		xb := (*[32]float32)(x[i*32:])
+		var s0, s1, s2, s3 float32
+		for j := 0; j < 16; j += 2 {
+			n0, n1 := &nibbles[b[2+j]], &nibbles[b[3+j]]
+			s0 += (n0[0] - 8) * xb[j]
+			s1 += (n1[0] - 8) * xb[j+1]
+			s2 += (n0[1] - 8) * xb[j+16]
+			s3 += (n1[1] - 8) * xb[j+17]
 		}
-		sum += f16At(b, 0) * s
+		sum += f16At(b[:], 0) * ((s0 + s1) + (s2 + s3))
 	}
 	return sum
 }
@@ -148,22 +164,25 @@ func dotQ4_0F32Generic(row []byte, x, _ []float32) float32 {
 func dotQ4_KF32Generic(row []byte, x, xs []float32) float32 {
 	var sum, msum float32
 	for i := range len(x) / 256 {
-		b := row[i*144 : i*144+144]
-		xb := x[i*256 : i*256+256]
-		d, dmin := f16At(b, 0), f16At(b, 2)
-		scales := b[quant.Q4_KOffScales:]
+		b := (*[144]byte)(row[i*144:])
+		xb := (*[256]float32)(x[i*256:])
+		d, dmin := f16At(b[:], 0), f16At(b[:], 2)
+		sc, m := scalesK4(b[quant.Q4_KOffScales:])
 		var bs, bm float32
 		for g := range 4 {
-			q := b[quant.Q4_KOffQs+32*g : quant.Q4_KOffQs+32*g+32]
-			var lo, hi float32
-			for l, v := range q {
-				lo += float32(v&0xf) * xb[64*g+l]
-				hi += float32(v>>4) * xb[64*g+32+l]
+			q := (*[32]byte)(b[quant.Q4_KOffQs+32*g:])
+			xl := (*[32]float32)(xb[64*g:])
+			xh := (*[32]float32)(xb[64*g+32:])
+			var l0, l1, h0, h1 float32
+			for l := 0; l < 32; l += 2 {
+				n0, n1 := &nibbles[q[l]], &nibbles[q[l+1]]
+				l0 += n0[0] * xl[l]
+				l1 += n1[0] * xl[l+1]
+				h0 += n0[1] * xh[l]
+				h1 += n1[1] * xh[l+1]
 			}
-			sc0, m0 := quant.ScaleMinK4(2*g, scales)
-			sc1, m1 := quant.ScaleMinK4(2*g+1, scales)
-			bs += float32(sc0)*lo + float32(sc1)*hi
-			bm += float32(m0)*xs[8*i+2*g] + float32(m1)*xs[8*i+2*g+1]
+			bs += float32(sc>>(16*g)&0xff)*(l0+l1) + float32(sc>>(16*g+8)&0xff)*(h0+h1)
+			bm += float32(m>>(16*g)&0xff)*xs[8*i+2*g] + float32(m>>(16*g+8)&0xff)*xs[8*i+2*g+1]
 		}
 		sum += d * bs
 		msum += dmin * bm
@@ -265,26 +284,39 @@ func scalesK4(s []byte) (sc, m uint64) {
 	return sc, m
 }
 
+// k4Off returns where, in K4 order, the activations of group g's low and
+// high nibbles start (see k4Pos).
+func k4Off(g int) (lo, hi int) {
+	base := 128 * (g / 2)
+	if g%2 == 0 {
+		return base, base + 64
+	}
+	return base + 32, base + 96
+}
+
 func dotQ4_KQ8Generic(row []byte, a []actK) float32 {
 	var sum, msum float32
 	for i := range a {
-		b := row[i*144 : i*144+144]
+		b := (*[144]byte)(row[i*144:])
 		ab := &a[i]
 		sc, m := scalesK4(b[quant.Q4_KOffScales:])
 		var is int32
 		var mm float32
 		for g := range 4 {
-			q := b[quant.Q4_KOffQs+32*g : quant.Q4_KOffQs+32*g+32]
+			q := (*[32]byte)(b[quant.Q4_KOffQs+32*g:])
+			ol, oh := k4Off(g)
+			al := (*[32]int8)(ab.qs[ol:])
+			ah := (*[32]int8)(ab.qs[oh:])
 			var lo, hi int32
 			for l, v := range q {
-				lo += int32(v&0xf) * int32(ab.qs[k4Pos[64*g+l]])
-				hi += int32(v>>4) * int32(ab.qs[k4Pos[64*g+32+l]])
+				lo += int32(v&0xf) * int32(al[l])
+				hi += int32(v>>4) * int32(ah[l])
 			}
 			is += int32(sc>>(16*g)&0xff)*lo + int32(sc>>(16*g+8)&0xff)*hi
 			mm += float32(m>>(16*g)&0xff)*ab.ms[2*g] + float32(m>>(16*g+8)&0xff)*ab.ms[2*g+1]
 		}
-		sum += f16At(b, 0) * ab.d * float32(is)
-		msum += f16At(b, 2) * mm
+		sum += f16At(b[:], 0) * ab.d * float32(is)
+		msum += f16At(b[:], 2) * mm
 	}
 	return sum - msum
 }
@@ -300,10 +332,11 @@ func dotQ5_KQ8Generic(row []byte, a []actK) float32 {
 		var mm float32
 		for g := range 4 {
 			q := b[quant.Q5_KOffQs+32*g : quant.Q5_KOffQs+32*g+32]
+			ol, oh := k4Off(g)
 			var lo, hi int32
 			for l, v := range q {
-				lo += int32(v&0xf|(qh[l]>>(2*g)&1)<<4) * int32(ab.qs[k4Pos[64*g+l]])
-				hi += int32(v>>4|(qh[l]>>(2*g+1)&1)<<4) * int32(ab.qs[k4Pos[64*g+32+l]])
+				lo += int32(v&0xf|(qh[l]>>(2*g)&1)<<4) * int32(ab.qs[ol+l])
+				hi += int32(v>>4|(qh[l]>>(2*g+1)&1)<<4) * int32(ab.qs[oh+l])
 			}
 			is += int32(sc>>(16*g)&0xff)*lo + int32(sc>>(16*g+8)&0xff)*hi
 			mm += float32(m>>(16*g)&0xff)*ab.ms[2*g] + float32(m>>(16*g+8)&0xff)*ab.ms[2*g+1]
