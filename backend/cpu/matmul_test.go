@@ -375,3 +375,54 @@ func TestMatrixCheckAndInt8Mode(t *testing.T) {
 		t.Error("ToQ8_0 converted 100 columns")
 	}
 }
+
+// TestActivationError measures what each activation path costs against
+// the float64 oracle, for docs/QUANT.md (run with -v): 256 rows × 2048
+// columns, 8 vectors of N(0,1) activations and 8 heavy-tailed ones
+// (N(0,1)·e^{N(0,1)}, like hidden states with outlier channels).
+func TestActivationError(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	p := NewPool(2)
+	defer p.Close()
+	const rows, cols, n = 256, 2048, 8
+	gauss := randomVec(r, n*cols)
+	heavy := randomVec(r, n*cols)
+	for i := range heavy {
+		heavy[i] *= float32(math.Exp(r.NormFloat64()))
+	}
+	for _, kc := range kernelCases(t) {
+		p.Generic = kc.generic
+		for _, typ := range allTypes {
+			w := randomMatrix(r, typ, rows, cols)
+			for _, in := range []struct {
+				name string
+				x    []float32
+			}{{"gaussian", gauss}, {"heavy", heavy}} {
+				ref := refMatMul(w, in.x, n)
+				y := make([]float32, n*rows)
+				line := fmt.Sprintf("%-6s %-5s %-8s", kc.name, typ, in.name)
+				for _, act := range []Activations{ActF32, ActQ8} {
+					if act == ActQ8 && !isQuantized(typ) {
+						continue
+					}
+					p.Act = act
+					for _, nn := range []int{1, n} { // decode kernels and batch kernels
+						for j := 0; j < n; j += nn {
+							p.MatMul(y[j*rows:(j+nn)*rows], w, in.x[j*cols:(j+nn)*cols], nn)
+						}
+						e := nmse(y, ref)
+						line += fmt.Sprintf("  %v/n%d %.2g", act, nn, e)
+						bound := nmseF32
+						if act == ActQ8 {
+							bound = nmseQ8
+						}
+						if !(e <= bound) {
+							t.Errorf("%s %v n=%d: NMSE %.3g > %.0g", line, act, nn, e, bound)
+						}
+					}
+				}
+				t.Log(line)
+			}
+		}
+	}
+}
