@@ -22,7 +22,9 @@ type Activations int
 
 const (
 	// ActAuto keeps float32 activations for a single vector (decode)
-	// and quantizes them to 8 bits for batches (prefill).
+	// and quantizes them to 8 bits for batches (prefill) when the SIMD
+	// kernels run; the pure-Go build keeps float32 everywhere, since its
+	// integer batch kernel is the slower of the two there.
 	ActAuto Activations = iota
 	// ActF32 keeps float32 activations: each weight is dequantized exactly
 	// and multiplied in float32. Most accurate; compute-bound on quantized
@@ -48,8 +50,9 @@ func (a Activations) String() string {
 }
 
 // q8For reports whether MatMul quantizes activations for weights of type t
-// and n vectors. F32, F16 and BF16 weights always take float32 activations.
-func (a Activations) q8For(t gguf.Type, n int) bool {
+// and n vectors, with SIMD kernels or not. F32, F16 and BF16 weights always
+// take float32 activations.
+func (a Activations) q8For(t gguf.Type, n int, simd bool) bool {
 	switch t {
 	case gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K:
 	default:
@@ -61,7 +64,7 @@ func (a Activations) q8For(t gguf.Type, n int) bool {
 	case ActQ8:
 		return true
 	}
-	return n > 1
+	return n > 1 && simd
 }
 
 // Check returns an error if m is not a matrix MatMul can multiply.

@@ -78,7 +78,7 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	}
 	s.y, s.w, s.x, s.n = y, w, x, n
 	s.rb = w.Type.RowBytes(w.Cols)
-	s.q8 = p.Act.q8For(w.Type, n)
+	s.q8 = p.Act.q8For(w.Type, n, s.k != &genericKernels)
 	s.k32 = w.Type == gguf.Q8_0 || w.Type == gguf.Q4_0
 	s.rp = s.q8 && !s.k32 && n >= repackMinN
 	s.k4 = s.k.k4[w.Type] && !s.rp

@@ -195,19 +195,22 @@ func TestMatMul(t *testing.T) {
 	}
 }
 
-// TestActAuto: n == 1 takes float32 activations, n > 1 the 8-bit ones.
+// TestActAuto: n == 1 takes float32 activations, n > 1 the 8-bit ones
+// where SIMD kernels run.
 func TestActAuto(t *testing.T) {
 	for _, c := range []struct {
 		a    Activations
 		t    gguf.Type
 		n    int
+		simd bool
 		want bool
 	}{
-		{ActAuto, gguf.Q4_K, 1, false}, {ActAuto, gguf.Q4_K, 2, true}, {ActAuto, gguf.F16, 8, false},
-		{ActF32, gguf.Q6_K, 8, false}, {ActQ8, gguf.Q8_0, 1, true}, {ActQ8, gguf.BF16, 1, false},
+		{ActAuto, gguf.Q4_K, 1, true, false}, {ActAuto, gguf.Q4_K, 2, true, true}, {ActAuto, gguf.Q4_K, 2, false, false},
+		{ActAuto, gguf.F16, 8, true, false}, {ActF32, gguf.Q6_K, 8, true, false}, {ActQ8, gguf.Q8_0, 1, false, true},
+		{ActQ8, gguf.BF16, 1, true, false},
 	} {
-		if got := c.a.q8For(c.t, c.n); got != c.want {
-			t.Errorf("%v.q8For(%s, %d) = %v", c.a, c.t, c.n, got)
+		if got := c.a.q8For(c.t, c.n, c.simd); got != c.want {
+			t.Errorf("%v.q8For(%s, %d, simd=%v) = %v", c.a, c.t, c.n, c.simd, got)
 		}
 	}
 }
