@@ -80,8 +80,11 @@ func BenchmarkMatVec(b *testing.B) {
 				x := randomVec(rand.New(rand.NewPCG(1, 2)), sh.cols)
 				y := make([]float32, sh.rows)
 				for _, kc := range implCases(b) {
-					for _, act := range []Activations{ActF32, ActQ8} {
+					for _, act := range []Activations{ActF32, ActQ8, ActQ15} {
 						for _, threads := range []int{1, 2} {
+							if act == ActQ15 && typ == gguf.Q8_0 {
+								continue // Q8_0 keeps float32 under ActQ15
+							}
 							name := fmt.Sprintf("%s/%dx%d/%s/%s/%v/t%d", typ, sh.rows, sh.cols, temp, kc.name, act, threads)
 							b.Run(name, func(b *testing.B) {
 								p := NewPool(threads)
@@ -121,7 +124,7 @@ func BenchmarkMatMulBatch(b *testing.B) {
 			x := randomVec(rand.New(rand.NewPCG(3, 4)), n*sh.cols)
 			y := make([]float32, n*sh.rows)
 			for _, kc := range implCases(b) {
-				for _, act := range []Activations{ActF32, ActQ8} {
+				for _, act := range []Activations{ActF32, ActQ8, ActQ15} {
 					if kc.generic && n == 512 {
 						continue // minutes per iteration; n=64 shows the pure-Go rate
 					}

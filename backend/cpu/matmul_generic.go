@@ -40,18 +40,22 @@ type kernels struct {
 	// q8K and q832 return Σ w·(d·q) over one row with quantized activations.
 	q8K  [gguf.BF16 + 1]func(row []byte, a []actK) float32
 	q832 [gguf.BF16 + 1]func(row []byte, a []act32) float32
-	// k4 reports whether the format's q8K kernel wants K4 order.
+	// q15K returns Σ w·(d·q) with 15-bit activations (K-quants).
+	q15K [gguf.BF16 + 1]func(row []byte, a []actK15) float32
+	// k4 reports whether the format's q8K and q15K kernels want K4 order.
 	k4 [gguf.BF16 + 1]bool
 
 	// repack unpacks a K-quant row; dotRp multiplies it with a vector of
 	// natural-order activations (the batch path, matmul_repack.go).
-	repack func(t gguf.Type, dst []rpK, row []byte)
-	dotRp  func(rp []rpK, a []actK) float32
-	dotRp2 func(rp []rpK, a, b []actK) (float32, float32) // two vectors at once
+	repack  func(t gguf.Type, dst []rpK, row []byte)
+	dotRp   func(rp []rpK, a []actK) float32
+	dotRp2  func(rp []rpK, a, b []actK) (float32, float32) // two vectors at once
+	dotRp15 func(rp []rpK, a []actK15) float32
 
-	quantizeK  func(dst []actK, x []float32, k4 bool)
-	quantize32 func(dst []act32, x []float32)
-	sums32     func(xs, x []float32)
+	quantizeK   func(dst []actK, x []float32, k4 bool)
+	quantizeK15 func(dst []actK15, x []float32, k4 bool)
+	quantize32  func(dst []act32, x []float32)
+	sums32      func(xs, x []float32)
 }
 
 var genericKernels = kernels{
@@ -74,13 +78,20 @@ var genericKernels = kernels{
 		gguf.Q8_0: dotQ8_0Q8Generic,
 		gguf.Q4_0: dotQ4_0Q8Generic,
 	},
-	k4:         [gguf.BF16 + 1]bool{gguf.Q4_K: true, gguf.Q5_K: true},
-	repack:     repackGeneric,
-	dotRp:      dotRpKGeneric,
-	dotRp2:     dotRpK2Generic,
-	quantizeK:  quantizeKGeneric,
-	quantize32: quantize32Generic,
-	sums32:     sums32Generic,
+	q15K: [gguf.BF16 + 1]func([]byte, []actK15) float32{
+		gguf.Q4_K: dotQ4_KQ15Generic,
+		gguf.Q5_K: dotQ5_KQ15Generic,
+		gguf.Q6_K: dotQ6_KQ15Generic,
+	},
+	k4:          [gguf.BF16 + 1]bool{gguf.Q4_K: true, gguf.Q5_K: true},
+	repack:      repackGeneric,
+	dotRp:       dotRpKGeneric,
+	dotRp2:      dotRpK2Generic,
+	dotRp15:     dotRpK15Generic,
+	quantizeK:   quantizeKGeneric,
+	quantizeK15: quantizeK15Generic,
+	quantize32:  quantize32Generic,
+	sums32:      sums32Generic,
 }
 
 // ---- float32 activations ----

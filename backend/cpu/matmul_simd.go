@@ -39,6 +39,11 @@ func init() {
 	k.repack = repackSIMD
 	k.dotRp = dotRpKSIMD
 	k.dotRp2 = dotRpK2SIMD
+	k.q15K[gguf.Q4_K] = dotQ4_KQ15SIMD
+	k.q15K[gguf.Q5_K] = dotQ5_KQ15SIMD
+	k.q15K[gguf.Q6_K] = dotQ6_KQ15SIMD
+	k.dotRp15 = dotRpK15SIMD
+	k.quantizeK15 = quantizeK15SIMD
 	k.quantizeK = quantizeKSIMD
 	k.quantize32 = quantize32SIMD
 	k.sums32 = sums32SIMD

@@ -32,7 +32,8 @@ type matmulState struct {
 	x    []float32
 	n    int
 	rb   int  // bytes per weight row
-	q8   bool // quantized activations
+	q8   bool // 8-bit activations
+	q15  bool // 15-bit activations (K-quants)
 	k32  bool // q8 with 32-blocks (Q8_0, Q4_0) rather than 256-blocks
 	k4   bool // K4 order
 	sums bool // f32 path needs the sums of 32
@@ -42,6 +43,7 @@ type matmulState struct {
 
 	xs    []float32 // n × Cols/32 sums of x
 	actK  []actK    // n × Cols/256
+	act15 []actK15  // n × Cols/256
 	act32 []act32   // n × Cols/32
 
 	prep prepTask
@@ -61,6 +63,8 @@ func (t *prepTask) Do(_, lo, hi int) {
 	for j := lo; j < hi; j++ {
 		x := s.x[j*c : (j+1)*c]
 		switch {
+		case s.q15:
+			s.k.quantizeK15(s.act15[j*c/256:(j+1)*c/256], x, s.k4)
 		case s.q8 && s.k32:
 			s.k.quantize32(s.act32[j*c/32:(j+1)*c/32], x)
 		case s.q8:
@@ -78,30 +82,33 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	}
 	s.y, s.w, s.x, s.n = y, w, x, n
 	s.rb = w.Type.RowBytes(w.Cols)
-	s.q8 = p.Act.q8For(w.Type, n, s.k != &genericKernels)
+	mode := p.Act.mode(w.Type, n, s.k != &genericKernels)
+	s.q8, s.q15 = mode == modeQ8, mode == modeQ15
 	s.k32 = w.Type == gguf.Q8_0 || w.Type == gguf.Q4_0
-	s.rp = s.q8 && !s.k32 && n >= repackMinN
+	s.rp = (s.q8 || s.q15) && !s.k32 && n >= repackMinN
 	s.k4 = s.k.k4[w.Type] && !s.rp
-	s.sums = !s.q8 && (w.Type == gguf.Q4_K || w.Type == gguf.Q5_K)
+	s.sums = mode == modeF32 && (w.Type == gguf.Q4_K || w.Type == gguf.Q5_K)
 	c := w.Cols
 	switch {
 	case s.q8 && s.k32:
 		s.act32 = grow(s.act32, n*c/32)
 	case s.q8:
 		s.actK = grow(s.actK, n*c/quant.QK_K)
-		if s.rp {
-			if len(s.rpBuf) < p.threads {
-				s.rpBuf = make([][]rpK, p.threads)
-			}
-			for i := range s.rpBuf {
-				s.rpBuf[i] = grow(s.rpBuf[i], tileRows*c/quant.QK_K)
-			}
-		}
+	case s.q15:
+		s.act15 = grow(s.act15, n*c/quant.QK_K)
 	case s.sums:
 		s.xs = grow(s.xs, n*c/32)
 	}
+	if s.rp {
+		if len(s.rpBuf) < p.threads {
+			s.rpBuf = make([][]rpK, p.threads)
+		}
+		for i := range s.rpBuf {
+			s.rpBuf[i] = grow(s.rpBuf[i], tileRows*c/quant.QK_K)
+		}
+	}
 	work := w.Rows * c * n
-	if s.q8 || s.sums {
+	if s.q8 || s.q15 || s.sums {
 		if n >= 4 && work >= serialWork {
 			p.Run(n, &s.prep)
 		} else {
@@ -147,6 +154,12 @@ func (s *matmulState) Do(wk, lo, hi int) {
 				j1 := min(j0+chunkVecs, s.n)
 				for r := t0; r < t1; r++ {
 					rp := buf[(r-t0)*nb : (r-t0+1)*nb]
+					if s.q15 {
+						for j := j0; j < j1; j++ {
+							s.y[j*rows+r] = s.k.dotRp15(rp, s.act15[j*nb:(j+1)*nb])
+						}
+						continue
+					}
 					j := j0
 					for ; j+2 <= j1; j += 2 {
 						s.y[j*rows+r], s.y[(j+1)*rows+r] = s.k.dotRp2(rp, s.actK[j*nb:(j+1)*nb], s.actK[(j+1)*nb:(j+2)*nb])
@@ -154,6 +167,18 @@ func (s *matmulState) Do(wk, lo, hi int) {
 					if j < j1 {
 						s.y[j*rows+r] = s.k.dotRp(rp, s.actK[j*nb:(j+1)*nb])
 					}
+				}
+			}
+		}
+	case s.q15:
+		dot := s.k.q15K[s.w.Type]
+		nb := cols / quant.QK_K
+		for j0 := 0; j0 < s.n; j0 += chunkVecs {
+			j1 := min(j0+chunkVecs, s.n)
+			for r := r0; r < r1; r++ {
+				row := data[r*rb : (r+1)*rb]
+				for j := j0; j < j1; j++ {
+					s.y[j*rows+r] = dot(row, s.act15[j*nb:(j+1)*nb])
 				}
 			}
 		}

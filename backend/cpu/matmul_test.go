@@ -25,9 +25,13 @@ import (
 //     dots that cancel. nmseQ8 = 1e-3 (llama.cpp's level on logits) is
 //     checked only on outputs of at least 64 values; docs/QUANT.md reports
 //     measured values.
+//   - 15-bit activations against the float32 oracle: steps 128× finer than
+//     8 bits, so ~16000× less NMSE: nmseQ15 = 1e-7 on outputs of at least
+//     64 values, 1e-5 on the single dots that cancel.
 const (
 	nmseF32 = 1e-9
 	nmseQ8  = 1e-3
+	nmseQ15 = 1e-7
 )
 
 var allTypes = []gguf.Type{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K}
@@ -107,10 +111,19 @@ func nmse(got []float32, want []float64) float64 {
 
 // dequantizedActivations returns x as the q8 kernels see it: each vector
 // quantized with ks's quantizer and decoded to float32.
-func dequantizedActivations(ks *kernels, t gguf.Type, x []float32, n, cols int) []float32 {
+func dequantizedActivations(ks *kernels, t gguf.Type, x []float32, n, cols int, q15 bool) []float32 {
 	out := make([]float32, len(x))
 	for j := range n {
 		xj, oj := x[j*cols:(j+1)*cols], out[j*cols:(j+1)*cols]
+		if q15 {
+			a := make([]actK15, cols/256)
+			ks.quantizeK15(a, xj, false)
+			for i := range oj {
+				b := &a[i/256]
+				oj[i] = b.d * float32(128*int32(b.hi[i%256])+int32(b.lo[i%256]))
+			}
+			continue
+		}
 		if t == gguf.Q8_0 || t == gguf.Q4_0 {
 			a := make([]act32, cols/32)
 			ks.quantize32(a, xj)
@@ -183,34 +196,53 @@ func TestMatMul(t *testing.T) {
 				p.Act = ActQ8
 				clear(y)
 				p.MatMul(y, w, x, sh.n)
-				xq := dequantizedActivations(ks, typ, x, sh.n, sh.cols)
+				xq := dequantizedActivations(ks, typ, x, sh.n, sh.cols, false)
 				if e := nmse(y, refMatMul(w, xq, sh.n)); !(e <= nmseF32) {
 					t.Errorf("%s q8 activations vs oracle on the same 8-bit activations: NMSE %.3g > %.0g", name, e, nmseF32)
 				}
 				if e := nmse(y, ref); len(y) >= 64 && !(e <= nmseQ8) {
 					t.Errorf("%s q8 activations vs float32 oracle: NMSE %.3g > %.0g", name, e, nmseQ8)
 				}
+				if typ == gguf.Q8_0 || typ == gguf.Q4_0 {
+					continue
+				}
+				p.Act = ActQ15
+				clear(y)
+				p.MatMul(y, w, x, sh.n)
+				xq = dequantizedActivations(ks, typ, x, sh.n, sh.cols, true)
+				if e := nmse(y, refMatMul(w, xq, sh.n)); !(e <= nmseF32) {
+					t.Errorf("%s q15 activations vs oracle on the same 15-bit activations: NMSE %.3g > %.0g", name, e, nmseF32)
+				}
+				bound := nmseQ15
+				if len(y) < 64 {
+					bound = 1e-5
+				}
+				if e := nmse(y, ref); !(e <= bound) {
+					t.Errorf("%s q15 activations vs float32 oracle: NMSE %.3g > %.0g", name, e, bound)
+				}
 			}
 		}
 	}
 }
 
-// TestActAuto: n == 1 takes float32 activations, n > 1 the 8-bit ones
-// where SIMD kernels run.
-func TestActAuto(t *testing.T) {
+// TestActMode: with SIMD kernels ActAuto takes 15-bit activations for
+// n == 1 on K-quants, float32 on other types, 8-bit ones for n > 1; without
+// them float32. ActQ15 covers the K-quants only.
+func TestActMode(t *testing.T) {
 	for _, c := range []struct {
 		a    Activations
 		t    gguf.Type
 		n    int
 		simd bool
-		want bool
+		want actMode
 	}{
-		{ActAuto, gguf.Q4_K, 1, true, false}, {ActAuto, gguf.Q4_K, 2, true, true}, {ActAuto, gguf.Q4_K, 2, false, false},
-		{ActAuto, gguf.F16, 8, true, false}, {ActF32, gguf.Q6_K, 8, true, false}, {ActQ8, gguf.Q8_0, 1, false, true},
-		{ActQ8, gguf.BF16, 1, true, false},
+		{ActAuto, gguf.Q4_K, 1, true, modeQ15}, {ActAuto, gguf.Q8_0, 1, true, modeF32}, {ActAuto, gguf.Q4_K, 1, false, modeF32},
+		{ActAuto, gguf.Q4_K, 2, true, modeQ8}, {ActAuto, gguf.Q4_K, 2, false, modeF32},
+		{ActAuto, gguf.F16, 8, true, modeF32}, {ActF32, gguf.Q6_K, 8, true, modeF32}, {ActQ8, gguf.Q8_0, 1, false, modeQ8},
+		{ActQ8, gguf.BF16, 1, true, modeF32}, {ActQ15, gguf.Q5_K, 1, true, modeQ15}, {ActQ15, gguf.Q4_0, 4, true, modeF32},
 	} {
-		if got := c.a.q8For(c.t, c.n, c.simd); got != c.want {
-			t.Errorf("%v.q8For(%s, %d, simd=%v) = %v", c.a, c.t, c.n, c.simd, got)
+		if got := c.a.mode(c.t, c.n, c.simd); got != c.want {
+			t.Errorf("%v.mode(%s, %d, simd=%v) = %v, want %v", c.a, c.t, c.n, c.simd, got, c.want)
 		}
 	}
 }
@@ -235,6 +267,16 @@ func TestQuantizersAgree(t *testing.T) {
 		for i := range a {
 			if a[i] != b[i] {
 				t.Fatalf("quantizeK(k4=%v) block %d differs:\n%+v\n%+v", k4, i, a[i], b[i])
+			}
+		}
+	}
+	for _, k4 := range []bool{false, true} {
+		a, b := make([]actK15, 16), make([]actK15, 16)
+		genericKernels.quantizeK15(a, x, k4)
+		simdKernels.quantizeK15(b, x, k4)
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("quantizeK15(k4=%v) block %d differs:\n%+v\n%+v", k4, i, a[i], b[i])
 			}
 		}
 	}
@@ -306,12 +348,15 @@ func TestMatMulRealTensors(t *testing.T) {
 			y := make([]float32, n*w.Rows)
 			for _, kc := range kernelCases(t) {
 				p.Generic = kc.generic
-				for _, act := range []Activations{ActF32, ActQ8} {
+				for _, act := range []Activations{ActF32, ActQ8, ActQ15} {
 					p.Act = act
 					p.MatMul(y, w, x, n)
 					bound := nmseF32
 					if act == ActQ8 && isQuantized(w.Type) {
 						bound = nmseQ8
+					}
+					if act == ActQ15 && isQuantized(w.Type) {
+						bound = nmseQ15
 					}
 					if e := nmse(y, ref); !(e <= bound) {
 						t.Errorf("%s %s (%s) %s %v: NMSE %.3g > %.0g", model, ti.Name, w.Type, kc.name, act, e, bound)
@@ -404,8 +449,8 @@ func TestActivationError(t *testing.T) {
 				ref := refMatMul(w, in.x, n)
 				y := make([]float32, n*rows)
 				line := fmt.Sprintf("%-6s %-5s %-8s", kc.name, typ, in.name)
-				for _, act := range []Activations{ActF32, ActQ8} {
-					if act == ActQ8 && !isQuantized(typ) {
+				for _, act := range []Activations{ActF32, ActQ8, ActQ15} {
+					if act != ActF32 && !isQuantized(typ) || act == ActQ15 && (typ == gguf.Q8_0 || typ == gguf.Q4_0) {
 						continue
 					}
 					p.Act = act
@@ -418,6 +463,9 @@ func TestActivationError(t *testing.T) {
 						bound := nmseF32
 						if act == ActQ8 {
 							bound = nmseQ8
+						}
+						if act == ActQ15 {
+							bound = nmseQ15
 						}
 						if !(e <= bound) {
 							t.Errorf("%s %v n=%d: NMSE %.3g > %.0g", line, act, nn, e, bound)
