@@ -377,9 +377,12 @@ func TestMatMulNoAllocs(t *testing.T) {
 		for _, n := range []int{1, 8} {
 			x := randomVec(r, n*w.Cols)
 			y := make([]float32, n*w.Rows)
-			p.MatMul(y, w, x, n) // grows scratch
-			if a := testing.AllocsPerRun(20, func() { p.MatMul(y, w, x, n) }); a != 0 {
-				t.Errorf("%s n=%d: %v allocations per MatMul", typ, n, a)
+			for _, act := range []Activations{ActAuto, ActF32, ActQ8, ActQ15} {
+				p.Act = act
+				p.MatMul(y, w, x, n) // grows scratch
+				if a := testing.AllocsPerRun(20, func() { p.MatMul(y, w, x, n) }); a != 0 {
+					t.Errorf("%s n=%d %v: %v allocations per MatMul", typ, n, act, a)
+				}
 			}
 		}
 	}
