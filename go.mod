@@ -6,3 +6,8 @@ require (
 	github.com/spf13/pflag v1.1.0
 	golang.org/x/sys v0.49.0
 )
+
+require (
+	github.com/ebitengine/purego v0.11.3 // indirect
+	golang.org/x/term v0.47.0 // indirect
+)

@@ -52,21 +52,26 @@ type Stats struct {
 // Record is one trace point at one step. Values holds the first values of
 // each token row (all of them with --trace-values all).
 type Record struct {
-	Step   int         `json:"step"`
-	Pos    []int       `json:"pos"`
-	Layer  int         `json:"layer"`
-	Point  string      `json:"point"`
-	Shape  []int       `json:"shape"` // innermost first: [cols, rows]
-	DType  string      `json:"dtype"`
-	Stats  Stats       `json:"stats"`
-	Hash   string      `json:"hash"` // fnv-1a 64 of the float32 values, little-endian
-	Values [][]Float   `json:"values"`
+	Step   int       `json:"step"`
+	Pos    []int     `json:"pos"`
+	Layer  int       `json:"layer"`
+	Point  string    `json:"point"`
+	Shape  []int     `json:"shape"` // innermost first: [cols, rows]
+	DType  string    `json:"dtype"`
+	Stats  Stats     `json:"stats"`
+	Hash   string    `json:"hash"` // fnv-1a 64 of the float32 values, little-endian
+	Values [][]Float `json:"values"`
 
-	// Sums holds each row's sum when the source only gives edges and sums
-	// (llama.cpp's eval-callback dump); then Values holds the row's first
-	// and last values and Edge how many of each.
-	Sums []float64 `json:"sums,omitempty"`
-	Edge int       `json:"edge,omitempty"`
+	// Sparse records (llama.cpp's eval-callback dump) hold some values of
+	// each row: Index[r][i] is the column of Values[r][i]. Sums[0] is then
+	// the sum of the whole tensor. Dense records leave both empty: Values[r]
+	// holds the first columns of row r.
+	Index [][]int   `json:"index,omitempty"`
+	Sums  []float64 `json:"sums,omitempty"`
+	Edge  int       `json:"edge,omitempty"`
+	// Quantum is the resolution the values were printed with (llama.cpp
+	// prints 4 decimals: 1e-4). Differences within half of it are noise.
+	Quantum float64 `json:"quantum,omitempty"`
 }
 
 // Options choose what a Recorder keeps.

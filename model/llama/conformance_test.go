@@ -3,6 +3,7 @@ package llama_test
 import (
 	"testing"
 
+	"greta/backend/cpu"
 	"greta/backend/ref"
 	"greta/gguf"
 	"greta/internal/testmodels"
@@ -22,6 +23,18 @@ var backends = []backendCase{
 	// The oracle against the stored float64 rows: only summation order and
 	// the float32 storage of the rows differ.
 	{"ref", func(t *testing.T) ml.Backend { return ref.New() }, 1e-9},
+	// float32 activations throughout: rounding of float32 sums only.
+	{"cpu-f32", func(t *testing.T) ml.Backend { return newCPU(t, cpu.ActF32) }, 1e-5},
+	// 8-bit activations into quantized matmuls, as llama.cpp does; its own
+	// logits sit at NMSE up to 2.3e-3 from the oracle.
+	{"cpu-q8", func(t *testing.T) ml.Backend { return newCPU(t, cpu.ActQ8) }, 3e-3},
+}
+
+func newCPU(t *testing.T, act cpu.Activations) ml.Backend {
+	b := cpu.New(0)
+	b.Pool().Act = act
+	t.Cleanup(func() { b.Close() })
+	return b
 }
 
 // teacherLogits runs tokens through the model in one prefill and returns

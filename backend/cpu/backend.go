@@ -1,0 +1,174 @@
+package cpu
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+
+	"greta/gguf"
+	"greta/ml"
+	"greta/quant"
+)
+
+// Backend runs the model on the CPU in float32 with a worker pool.
+type Backend struct {
+	pool     *Pool
+	scratch  []float32 // GateUp's second product
+	scratchT Tensor
+	device   string
+
+	// Tasks of the parallel ops, kept here so Run gets a pointer and
+	// nothing is allocated per call.
+	norm normTask
+	rope ropeTask
+	attn attnTask
+}
+
+// New returns a CPU backend with threads workers (all cores if ≤ 0).
+func New(threads int) *Backend {
+	p := NewPool(threads)
+	return &Backend{pool: p, device: fmt.Sprintf("%s (%d threads)", cpuName(), p.Threads())}
+}
+
+// Pool exposes the worker pool (tests, benchmarks).
+func (b *Backend) Pool() *Pool { return b.pool }
+
+func (b *Backend) Name() string   { return "cpu" }
+func (b *Backend) Device() string { return b.device }
+func (b *Backend) DType() string  { return "f32" }
+func (b *Backend) Close() error   { b.pool.Close(); return nil }
+
+func cpuName() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return runtime.GOARCH
+}
+
+// Tensor is rows × cols float32 values, row-major.
+type Tensor struct {
+	cols, rows, capRows int
+	d                   []float32
+}
+
+func (t *Tensor) Cols() int { return t.cols }
+func (t *Tensor) Rows() int { return t.rows }
+func (t *Tensor) SetRows(n int) {
+	if n < 1 || n > t.capRows {
+		panic(fmt.Sprintf("cpu: SetRows(%d) outside 1..%d", n, t.capRows))
+	}
+	t.rows = n
+}
+
+// data returns the live values.
+func (t *Tensor) data() []float32 { return t.d[:t.rows*t.cols] }
+func (t *Tensor) row(i int) []float32 {
+	return t.d[i*t.cols : (i+1)*t.cols : (i+1)*t.cols]
+}
+
+func (b *Backend) NewTensor(cols, rows int) ml.Tensor {
+	return &Tensor{cols: cols, rows: rows, capRows: rows, d: make([]float32, cols*rows)}
+}
+
+// Weight is a matrix kept in its file format, or a vector (norm weights)
+// dequantized to float32 at load.
+type Weight struct {
+	m     Matrix
+	shape []int64
+	vec   []float32
+}
+
+func (w *Weight) Type() gguf.Type { return w.m.Type }
+func (w *Weight) Shape() []int64  { return w.shape }
+
+func (b *Backend) LoadWeight(wd ml.WeightData) (ml.Weight, error) {
+	if !quant.Supported(wd.Type) {
+		return nil, fmt.Errorf("type %s is not supported on the cpu backend", wd.Type)
+	}
+	w := &Weight{shape: wd.Shape, m: Matrix{Type: wd.Type, Cols: int(wd.Shape[0]), Rows: 1, Data: wd.Data}}
+	if len(wd.Shape) > 1 {
+		w.m.Rows = int(wd.Shape[1])
+	}
+	if len(wd.Shape) == 1 {
+		w.vec = make([]float32, wd.Shape[0])
+		if err := quant.Dequantize(wd.Type, w.vec, wd.Data); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+func check(ok bool, format string, args ...any) {
+	if !ok {
+		panic("cpu: " + fmt.Sprintf(format, args...))
+	}
+}
+
+func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
+	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
+	check(xs.cols == ww.m.Cols && d.cols == ww.m.Rows && d.rows == xs.rows,
+		"MatMul: W [%d,%d], x [%d,%d], dst [%d,%d]", ww.m.Cols, ww.m.Rows, xs.cols, xs.rows, d.cols, d.rows)
+	b.pool.MatMul(d.data(), &ww.m, xs.data(), xs.rows)
+}
+
+func (b *Backend) MatMulAdd(dst, resid, x ml.Tensor, w ml.Weight) {
+	b.MatMul(dst, x, w)
+	d, r := dst.(*Tensor), resid.(*Tensor)
+	check(d.rows == r.rows && d.cols == r.cols, "MatMulAdd: resid shape")
+	rd := r.data()
+	for i, v := range d.data() {
+		rd[i] += v
+	}
+}
+
+func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {
+	d := dst.(*Tensor)
+	n := d.rows * d.cols
+	if cap(b.scratch) < n {
+		b.scratch = make([]float32, d.capRows*d.cols)
+	}
+	u := &b.scratchT
+	*u = Tensor{cols: d.cols, rows: d.rows, capRows: d.rows, d: b.scratch[:n]}
+	b.MatMul(d, x, gate)
+	b.MatMul(u, x, up)
+	swiglu(d.data(), u.d)
+}
+
+func (b *Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
+	c := &KVCache{ctx: ctx, kvDim: kvDim, k: make([][]float32, layers), v: make([][]float32, layers)}
+	for l := range c.k {
+		c.k[l] = make([]float32, ctx*kvDim)
+		c.v[l] = make([]float32, ctx*kvDim)
+	}
+	return c, nil
+}
+
+func (b *Backend) CopyRows(dst, src ml.Tensor, from int) {
+	d, s := dst.(*Tensor), src.(*Tensor)
+	check(d.cols == s.cols && from+d.rows <= s.rows, "CopyRows: %d rows from %d of %d", d.rows, from, s.rows)
+	copy(d.data(), s.d[from*s.cols:])
+}
+
+func (b *Backend) Argmax(x ml.Tensor, dst []int32) {
+	xs := x.(*Tensor)
+	for r := 0; r < xs.rows; r++ {
+		row := xs.row(r)
+		best := 0
+		for i, v := range row {
+			if v > row[best] {
+				best = i
+			}
+		}
+		dst[r] = int32(best)
+	}
+}
+
+func (b *Backend) Read(x ml.Tensor, dst []float32) {
+	copy(dst, x.(*Tensor).data())
+}

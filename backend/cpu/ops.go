@@ -1,0 +1,87 @@
+package cpu
+
+import (
+	"math"
+
+	"greta/ml"
+	"greta/quant"
+)
+
+func (b *Backend) Embed(dst ml.Tensor, table ml.Weight, tokens []int32) {
+	d, w := dst.(*Tensor), table.(*Weight)
+	check(d.rows == len(tokens) && d.cols == w.m.Cols, "Embed: %d tokens into [%d,%d]", len(tokens), d.cols, d.rows)
+	rb := w.m.Type.RowBytes(w.m.Cols)
+	for i, t := range tokens {
+		if err := quant.Dequantize(w.m.Type, d.row(i), w.m.Data[int(t)*rb:(int(t)+1)*rb]); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// normTask is RMSNorm over rows.
+type normTask struct {
+	d, x *Tensor
+	w    []float32
+	eps  float32
+}
+
+func (t *normTask) Do(_, lo, hi int) {
+	for r := lo; r < hi; r++ {
+		in, out := t.x.row(r), t.d.row(r)
+		var ss float64 // as ggml: the sum of squares in double
+		for _, v := range in {
+			ss += float64(v) * float64(v)
+		}
+		scale := float32(1 / math.Sqrt(ss/float64(len(in))+float64(t.eps)))
+		w := t.w[:len(in)]
+		for i, v := range in {
+			out[i] = v * scale * w[i]
+		}
+	}
+}
+
+func (b *Backend) RMSNorm(dst, x ml.Tensor, w ml.Weight, eps float32) {
+	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
+	check(d.rows == xs.rows && d.cols == xs.cols && len(ww.vec) == xs.cols, "RMSNorm shapes")
+	b.norm = normTask{d: d, x: xs, w: ww.vec, eps: eps}
+	b.pool.Run(xs.rows, &b.norm)
+}
+
+// ropeTask rotates adjacent pairs (ggml's normal mode) of every head.
+type ropeTask struct {
+	x    *Tensor
+	pos0 int
+	r    *ml.Rope
+}
+
+func (t *ropeTask) Do(_, lo, hi int) {
+	hd := t.r.HeadDim
+	for r := lo; r < hi; r++ {
+		p := float64(t.pos0+r) * t.r.PosScale
+		row := t.x.row(r)
+		for i, f := range t.r.Freqs {
+			s, c := math.Sincos(p * f)
+			sin, cos := float32(s), float32(c)
+			for h := 2 * i; h+1 < len(row); h += hd {
+				a, b := row[h], row[h+1]
+				row[h] = a*cos - b*sin
+				row[h+1] = a*sin + b*cos
+			}
+		}
+	}
+}
+
+func (b *Backend) Rope(x ml.Tensor, pos0 int, r *ml.Rope) {
+	xs := x.(*Tensor)
+	check(xs.cols%r.HeadDim == 0, "Rope: %d columns, head dim %d", xs.cols, r.HeadDim)
+	b.rope = ropeTask{x: xs, pos0: pos0, r: r}
+	b.pool.Run(xs.rows, &b.rope)
+}
+
+// swiglu writes g = silu(g)·u.
+func swiglu(g, u []float32) {
+	u = u[:len(g)]
+	for i, v := range g {
+		g[i] = v / (1 + float32(math.Exp(float64(-v)))) * u[i]
+	}
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+
+	"greta/generate"
+)
+
+func init() {
+	register("logits", "write teacher-forced logits for every position", cmdLogits)
+}
+
+func cmdLogits(args []string) error {
+	fs := newFlags("logits", "--model M (--tokens 1,2,3 | --prompt TEXT) -o FILE")
+	ef := addEngineFlags(fs, true)
+	tokStr := fs.String("tokens", "", "comma-separated token ids")
+	prompt := fs.StringP("prompt", "p", "", "tokenize this text instead (BOS added, special tokens parsed)")
+	out := fs.StringP("output", "o", "", "output file: float32 little-endian [n_tokens × n_vocab], row-major (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" || (*tokStr == "") == (*prompt == "") {
+		fs.Usage()
+		return &exitError{code: 2, err: errors.New("need -o FILE and exactly one of --tokens or --prompt")}
+	}
+	e, err := ef.load()
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	var tokens []int32
+	if *prompt != "" {
+		tokens = e.tok.Encode(*prompt, true, true)
+	} else {
+		for _, f := range strings.Split(*tokStr, ",") {
+			n, err := strconv.ParseInt(strings.TrimSpace(f), 10, 32)
+			if err != nil {
+				return fmt.Errorf("--tokens: %q is not a token id", f)
+			}
+			if n < 0 || int(n) >= e.model.Config.VocabSize {
+				return fmt.Errorf("--tokens: id %d is outside the vocabulary (0..%d)", n, e.model.Config.VocabSize-1)
+			}
+			tokens = append(tokens, int32(n))
+		}
+	}
+	if len(tokens) > e.ctx {
+		return fmt.Errorf("%w: %d tokens but the context holds %d; raise --ctx", generate.ErrContext, len(tokens), e.ctx)
+	}
+	V := e.model.Config.VocabSize
+	batch := max(1, min(*ef.batch, (256<<20)/(4*V), len(tokens))) // keep the logits buffer ≤ 256 MiB
+	st, err := e.model.NewState(len(tokens), batch, true)
+	if err != nil {
+		return err
+	}
+	fd, err := os.Create(*out)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(fd, 1<<20)
+	buf := make([]float32, batch*V)
+	raw := make([]byte, 4)
+	for i := 0; i < len(tokens); i += batch {
+		chunk := tokens[i:min(len(tokens), i+batch)]
+		if err := e.model.Forward(st, chunk); err != nil {
+			fd.Close()
+			return err
+		}
+		vals := buf[:len(chunk)*V]
+		e.backend.Read(st.Logits, vals)
+		for _, v := range vals {
+			binary.LittleEndian.PutUint32(raw, math.Float32bits(v))
+			w.Write(raw)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		fd.Close()
+		return err
+	}
+	if err := fd.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %d × %d logits to %s (%s)\n", len(tokens), V, *out, e.backend.Name())
+	return nil
+}

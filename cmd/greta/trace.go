@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"greta/trace"
+)
+
+func init() {
+	register("trace", "compare LayerTraces: greta trace diff A.jsonl B.jsonl", cmdTrace)
+}
+
+func cmdTrace(args []string) error {
+	if len(args) == 0 || args[0] != "diff" {
+		fmt.Fprintln(os.Stderr, "usage: greta trace diff A B [--tol 1e-4] [--html OUT.html]\n\nA and B are GRETA JSONL traces (greta run --trace-out, or GRETA_TRACE_LAYER=1)\nor llama.cpp llama-eval-callback logs. B is the reference. Exit 0: agree, 1: diverge, 2: bad input.")
+		return &exitError{code: 2}
+	}
+	fs := newFlags("trace diff", "A B [--tol 1e-4] [--html OUT.html]")
+	tol := fs.Float64("tol", 1e-4, "relative error past which two records diverge")
+	htmlOut := fs.String("html", "", "write a self-contained heatmap page")
+	if err := fs.Parse(args[1:]); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return &exitError{code: 2, err: fmt.Errorf("expected two trace files, got %d", fs.NArg())}
+	}
+	a, err := trace.ReadFile(fs.Arg(0))
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	b, err := trace.ReadFile(fs.Arg(1))
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	rep := trace.Diff(a, b, *tol)
+	if len(rep.Entries) == 0 {
+		return &exitError{code: 2, err: fmt.Errorf("%s and %s have no (step, layer, point) records in common", fs.Arg(0), fs.Arg(1))}
+	}
+	rep.WriteTable(os.Stdout)
+	if *htmlOut != "" {
+		f, err := os.Create(*htmlOut)
+		if err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		err = rep.WriteHTML(f, a.Path+" ("+a.Header.Backend+")", b.Path+" ("+b.Header.Backend+")")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return &exitError{code: 2, err: err}
+		}
+	}
+	if rep.First != nil {
+		return &exitError{code: 1}
+	}
+	return nil
+}
