@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 
 	"greta/ml"
@@ -67,8 +68,12 @@ func (t *attnTask) Do(w, lo, hi int) {
 
 func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos0 int, a *ml.Attn) {
 	d, qs, ks, vs, c := dst.(*Tensor), q.(*Tensor), k.(*Tensor), v.(*Tensor), cache.(*KVCache)
-	check(pos0+qs.rows <= c.ctx, "Attention: positions %d..%d past the context %d", pos0, pos0+qs.rows, c.ctx)
-	check(ks.cols == c.kvDim && vs.cols == c.kvDim && qs.cols == a.NHeads*a.HeadDim && d.cols == qs.cols, "Attention shapes")
+	if !(pos0+qs.rows <= c.ctx) {
+		panic("cpu: " + fmt.Sprintf("Attention: positions %d..%d past the context %d", pos0, pos0+qs.rows, c.ctx))
+	}
+	if !(ks.cols == c.kvDim && vs.cols == c.kvDim && qs.cols == a.NHeads*a.HeadDim && d.cols == qs.cols) {
+		panic("cpu: " + fmt.Sprintf("Attention shapes"))
+	}
 	copy(c.k[layer][pos0*c.kvDim:], ks.data())
 	copy(c.v[layer][pos0*c.kvDim:], vs.data())
 	t := &b.attn

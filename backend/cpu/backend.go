@@ -104,23 +104,20 @@ func (b *Backend) LoadWeight(wd ml.WeightData) (ml.Weight, error) {
 	return w, nil
 }
 
-func check(ok bool, format string, args ...any) {
-	if !ok {
-		panic("cpu: " + fmt.Sprintf(format, args...))
-	}
-}
-
 func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
 	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
-	check(xs.cols == ww.m.Cols && d.cols == ww.m.Rows && d.rows == xs.rows,
-		"MatMul: W [%d,%d], x [%d,%d], dst [%d,%d]", ww.m.Cols, ww.m.Rows, xs.cols, xs.rows, d.cols, d.rows)
+	if !(xs.cols == ww.m.Cols && d.cols == ww.m.Rows && d.rows == xs.rows) {
+		panic("cpu: " + fmt.Sprintf("MatMul: W [%d,%d], x [%d,%d], dst [%d,%d]", ww.m.Cols, ww.m.Rows, xs.cols, xs.rows, d.cols, d.rows))
+	}
 	b.pool.MatMul(d.data(), &ww.m, xs.data(), xs.rows)
 }
 
 func (b *Backend) MatMulAdd(dst, resid, x ml.Tensor, w ml.Weight) {
 	b.MatMul(dst, x, w)
 	d, r := dst.(*Tensor), resid.(*Tensor)
-	check(d.rows == r.rows && d.cols == r.cols, "MatMulAdd: resid shape")
+	if !(d.rows == r.rows && d.cols == r.cols) {
+		panic("cpu: " + fmt.Sprintf("MatMulAdd: resid shape"))
+	}
 	rd := r.data()
 	for i, v := range d.data() {
 		rd[i] += v
@@ -151,7 +148,9 @@ func (b *Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
 
 func (b *Backend) CopyRows(dst, src ml.Tensor, from int) {
 	d, s := dst.(*Tensor), src.(*Tensor)
-	check(d.cols == s.cols && from+d.rows <= s.rows, "CopyRows: %d rows from %d of %d", d.rows, from, s.rows)
+	if !(d.cols == s.cols && from+d.rows <= s.rows) {
+		panic("cpu: " + fmt.Sprintf("CopyRows: %d rows from %d of %d", d.rows, from, s.rows))
+	}
 	copy(d.data(), s.d[from*s.cols:])
 }
 

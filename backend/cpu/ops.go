@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 
 	"greta/ml"
@@ -9,7 +10,9 @@ import (
 
 func (b *Backend) Embed(dst ml.Tensor, table ml.Weight, tokens []int32) {
 	d, w := dst.(*Tensor), table.(*Weight)
-	check(d.rows == len(tokens) && d.cols == w.m.Cols, "Embed: %d tokens into [%d,%d]", len(tokens), d.cols, d.rows)
+	if !(d.rows == len(tokens) && d.cols == w.m.Cols) {
+		panic("cpu: " + fmt.Sprintf("Embed: %d tokens into [%d,%d]", len(tokens), d.cols, d.rows))
+	}
 	rb := w.m.Type.RowBytes(w.m.Cols)
 	for i, t := range tokens {
 		if err := quant.Dequantize(w.m.Type, d.row(i), w.m.Data[int(t)*rb:(int(t)+1)*rb]); err != nil {
@@ -42,7 +45,9 @@ func (t *normTask) Do(_, lo, hi int) {
 
 func (b *Backend) RMSNorm(dst, x ml.Tensor, w ml.Weight, eps float32) {
 	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
-	check(d.rows == xs.rows && d.cols == xs.cols && len(ww.vec) == xs.cols, "RMSNorm shapes")
+	if !(d.rows == xs.rows && d.cols == xs.cols && len(ww.vec) == xs.cols) {
+		panic("cpu: " + fmt.Sprintf("RMSNorm shapes"))
+	}
 	b.norm = normTask{d: d, x: xs, w: ww.vec, eps: eps}
 	b.pool.Run(xs.rows, &b.norm)
 }
@@ -73,7 +78,9 @@ func (t *ropeTask) Do(_, lo, hi int) {
 
 func (b *Backend) Rope(x ml.Tensor, pos0 int, r *ml.Rope) {
 	xs := x.(*Tensor)
-	check(xs.cols%r.HeadDim == 0, "Rope: %d columns, head dim %d", xs.cols, r.HeadDim)
+	if !(xs.cols%r.HeadDim == 0) {
+		panic("cpu: " + fmt.Sprintf("Rope: %d columns, head dim %d", xs.cols, r.HeadDim))
+	}
 	b.rope = ropeTask{x: xs, pos0: pos0, r: r}
 	b.pool.Run(xs.rows, &b.rope)
 }
