@@ -115,3 +115,94 @@ func TestInspectSynthJSON(t *testing.T) {
 		}
 	}
 }
+
+// The reports' reproduction command: one record per step × listed layer ×
+// listed point, exactly the listed points, and a clean diff against the
+// oracle run of the same command.
+func TestReportsTraceReproduction(t *testing.T) {
+	dir := t.TempDir()
+	models := []string{}
+	if shared, err := filepath.Abs("../../../shared/models/stories260K.gguf"); err == nil {
+		if _, err := os.Stat(shared); err == nil {
+			models = append(models, shared)
+		}
+	}
+	// TinyLlama's shape (dim 2048, 32 heads, 4 KV heads, ffn 5632), cut to
+	// 3 layers to keep CI fast; `greta synth --preset tinyllama-1.1b` gives
+	// all 22.
+	tl := filepath.Join(dir, "tinyllama-shaped.gguf")
+	if _, stderr, code := greta(t, nil, "synth", "--preset", "tinyllama-1.1b", "--layers", "3", "--type", "q4_k_m", "-o", tl); code != 0 {
+		t.Fatal(stderr)
+	}
+	models = append(models, tl)
+	points := "x,norm_out,q,k,v,attn_out,ffn_norm,mlp_out,x_out"
+	for _, m := range models {
+		var paths []string
+		for _, dev := range []string{"cpu", "ref"} {
+			out := filepath.Join(dir, filepath.Base(m)+"."+dev+".jsonl")
+			cmd := exec.Command(gretaBin, "run", "--model", m, "--prompt", "Hi", "--max-tokens", "16", "--greedy", "--debug-decode", "16", "--device", dev, "--json")
+			cmd.Env = append(os.Environ(), "GRETA_TRACE_LAYER=1", "GRETA_TRACE_LAYER_OUT="+out,
+				"GRETA_TRACE_LAYER_LAYERS=0,1,2", "GRETA_TRACE_LAYER_POINTS="+points)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("%s on %s: %v: %s", filepath.Base(m), dev, err, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), "[debug-decode] step 0") {
+				t.Errorf("no debug-decode output: %q", stderr.String())
+			}
+			var res struct{ Generated []int32 }
+			json.Unmarshal(stdout.Bytes(), &res)
+			lines := strings.Split(strings.TrimSpace(readFile(t, out)), "\n")
+			// Steps: the prefill plus one per generated token fed back.
+			steps := len(res.Generated)
+			if steps == 0 {
+				t.Fatalf("nothing generated")
+			}
+			seen := map[string]int{}
+			for _, l := range lines[1:] {
+				var r struct {
+					Step  int
+					Layer int
+					Point string
+				}
+				json.Unmarshal([]byte(l), &r)
+				seen[r.Point]++
+				if r.Layer < 0 || r.Layer > 2 || r.Step >= steps {
+					t.Fatalf("unexpected record %s", l[:min(len(l), 120)])
+				}
+			}
+			if want := steps * 3 * 9; len(lines)-1 != want || len(seen) != 9 {
+				t.Fatalf("%s/%s: %d records over %d points, want %d (= %d steps × 3 layers × 9 points)", filepath.Base(m), dev, len(lines)-1, len(seen), want, steps)
+			}
+			paths = append(paths, out)
+		}
+		stdout, stderr, code := greta(t, nil, "trace", "diff", paths[0], paths[1], "--tol", "1e-1", "--html", filepath.Join(dir, "d.html"))
+		if code != 0 || !strings.HasPrefix(stdout, "no divergence") {
+			t.Errorf("%s: cpu vs ref: exit %d\n%s%s", filepath.Base(m), code, stdout, stderr)
+		}
+		if html := readFile(t, filepath.Join(dir, "d.html")); !strings.Contains(html, "<svg") || strings.Contains(html, "http://www.w3.org/1999/xhtml\" src") {
+			t.Errorf("html report lacks an inline svg")
+		}
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestTraceDiffExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte("{\"type\":\"nope\"}\n"), 0o644)
+	if _, _, code := greta(t, nil, "trace", "diff", bad, bad); code != 2 {
+		t.Errorf("bad input: exit %d, want 2", code)
+	}
+	if _, _, code := greta(t, nil, "trace", "diff", bad); code != 2 {
+		t.Errorf("one file: exit %d, want 2", code)
+	}
+}
