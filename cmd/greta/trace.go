@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"greta/trace"
 )
@@ -12,8 +13,28 @@ func init() {
 }
 
 func cmdTrace(args []string) error {
+	if len(args) > 0 && args[0] == "record" {
+		// greta trace record -o T.jsonl [run flags]: a run with tracing on.
+		rest := []string{}
+		out := ""
+		for i := 1; i < len(args); i++ {
+			switch a := args[i]; {
+			case (a == "-o" || a == "--output") && i+1 < len(args):
+				out = args[i+1]
+				i++
+			case strings.HasPrefix(a, "--output="):
+				out = strings.TrimPrefix(a, "--output=")
+			default:
+				rest = append(rest, a)
+			}
+		}
+		if out == "" {
+			return &exitError{code: 2, err: fmt.Errorf("trace record needs -o OUT.jsonl")}
+		}
+		return cmdRun(append([]string{"--trace-out", out}, rest...))
+	}
 	if len(args) == 0 || args[0] != "diff" {
-		fmt.Fprintln(os.Stderr, "usage: greta trace diff A B [--tol 1e-4] [--html OUT.html]\n\nA and B are GRETA JSONL traces (greta run --trace-out, or GRETA_TRACE_LAYER=1)\nor llama.cpp llama-eval-callback logs. B is the reference. Exit 0: agree, 1: diverge, 2: bad input.")
+		fmt.Fprintln(os.Stderr, "usage: greta trace record -o T.jsonl --model M --prompt TEXT [run flags, --device cuda|cpu|ref]\n       greta trace diff A B [--tol 1e-4] [--html OUT.html]\n\nA and B are GRETA JSONL traces (trace record, run --trace-out, or GRETA_TRACE_LAYER=1)\nor llama.cpp llama-eval-callback logs. B is the reference. Exit 0: agree, 1: diverge, 2: bad input.")
 		return &exitError{code: 2}
 	}
 	fs := newFlags("trace diff", "A B [--tol 1e-4] [--html OUT.html]")
