@@ -26,6 +26,7 @@ type engineFlags struct {
 	ctx     *int
 	batch   *int
 	int8    *bool
+	act     *string
 
 	traceOut, traceLayers, tracePoints, traceValues *string
 }
@@ -38,6 +39,7 @@ func addEngineFlags(fs *flag.FlagSet, withTrace bool) *engineFlags {
 		ctx:     fs.Int("ctx", 0, "context size in tokens (0: the model's, at most 4096)"),
 		batch:   fs.Int("batch", 512, "tokens per prefill batch"),
 		int8:    fs.Bool("int8", false, "INT8 mode: quantize F32/F16/BF16 weight matrices to Q8_0 at load"),
+		act:     fs.String("act", "auto", "CPU activations into quantized matmuls: auto (8-bit for prefill batches, exact-ish for decode), f32, q8, q15"),
 	}
 	if withTrace {
 		e.traceOut = fs.String("trace-out", "", "write a LayerTrace JSONL file (also GRETA_TRACE_LAYER=1 GRETA_TRACE_LAYER_OUT=...)")
@@ -117,6 +119,10 @@ func (f *engineFlags) load() (*engine, error) {
 		e.ctx = min(cfg.ContextLength, 4096)
 	}
 	if e.backend, err = newBackend(*f.device, *f.threads); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if err := setActivations(e.backend, *f.act); err != nil {
 		e.Close()
 		return nil, err
 	}

@@ -23,6 +23,9 @@ func cmdLogits(args []string) error {
 	tokStr := fs.String("tokens", "", "comma-separated token ids")
 	prompt := fs.StringP("prompt", "p", "", "tokenize this text instead (BOS added, special tokens parsed)")
 	out := fs.StringP("output", "o", "", "output file: float32 little-endian [n_tokens × n_vocab], row-major (required)")
+	// logits is an accuracy tool: exact float32 activations unless asked.
+	fs.Lookup("act").DefValue = "f32"
+	fs.Set("act", "f32")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
