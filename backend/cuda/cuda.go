@@ -1,14 +1,377 @@
-// Package cuda is the NVIDIA GPU backend. (Stub: the real backend replaces
-// this file.)
+// Package cuda is the NVIDIA GPU backend (--device cuda).
+//
+// greta stays one static binary: the CUDA driver (libcuda.so.1) and the
+// run-time compiler (libnvrtc.so.13) are loaded when the backend opens, with
+// purego, and the kernels (kernels/*.cu, embedded) are compiled for the
+// device by NVRTC and cached on disk. cuBLAS is loaded lazily for the
+// tensor-core GEMMs of prefill.
+//
+// Ops are not launched when they are called: they are queued, and the queue
+// is run when a result is needed (Argmax, Read) or it grows long. A queue
+// that repeats the previous one exactly (a decode step: the same ops on the
+// same buffers, with only the position and the token changing) is captured
+// as a CUDA graph and replayed on later steps. Everything that changes
+// between such steps (positions, token ids) lives in a small device buffer
+// written before each run, never in a kernel's arguments, so one graph
+// serves every decode step. docs/CUDA.md has the design.
 package cuda
 
 import (
-	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"unsafe"
 
 	"greta/ml"
 )
 
-// New opens the first CUDA device.
+// Backend runs the model on one NVIDIA GPU.
+type Backend struct {
+	d      *driver
+	nv     *nvrtc
+	dev    cuDevice
+	ctx    cuContext
+	stream cuStream
+	mod    cuModule
+	fn     map[string]cuFunction
+
+	name             string
+	major, minor     int
+	sms              int
+	maxSmem          int
+	totalMem         uint64
+	driverVersion    int
+	compiled, cached bool
+
+	// Switches (environment, read at New; tests set them directly).
+	Check     bool // GRETA_CUDA_CHECK=1: synchronize and check after every launch
+	Graphs    bool // GRETA_CUDA_GRAPH=0 turns graph replay off
+	Fuse      bool // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
+	UseBLAS   bool // GRETA_CUDA_CUBLAS=0: prefill without cuBLAS
+	blas      *cublas
+	blasErr   error
+	blasTried bool
+
+	// The queue (see queue.go).
+	ops      []op
+	dyn      []int32 // per-run values: positions, token ids
+	dynDev   devPtr
+	dynHost  unsafe.Pointer // pinned staging for dyn
+	dynCap   int
+	dynEvent cuEvent
+	dynBusy  bool
+
+	// Graph replay.
+	sig, lastSig []byte
+	graphSig     []byte
+	graphExec    cuGraphExec
+	graph        cuGraph
+	capturing    bool
+	gen          uint64 // bumped whenever a buffer a graph may use is reallocated
+	Stats        Stats
+
+	// Scratch buffers of the GEMM and attention paths, grown on demand.
+	scratch map[string]*buffer
+
+	// Results copied back to the host.
+	resDev  devPtr
+	resHost unsafe.Pointer
+	resCap  int
+
+	// Launch arguments: one struct per launch, copied by the driver at
+	// launch time. Heap memory owned here, alive through every call.
+	argBuf [64]uint64
+	argPtr [1]uintptr
+
+	lastLaunch string // what ran last, for error messages
+	layerHint  string // the layer the last weight op belonged to
+
+	ropes  map[*ml.Rope]*ropeDev
+	allocs map[devPtr]uint64
+	closed bool
+}
+
+// Stats counts how decode steps ran (tests, bench notes).
+type Stats struct {
+	Runs, Replays, Captures, Launches int
+}
+
+type buffer struct {
+	ptr  devPtr
+	size uint64
+}
+
+type ropeDev struct {
+	freqs    devPtr
+	n        int
+	src      *float64
+	posScale float64
+	headDim  int
+}
+
+// New opens the first CUDA device. Without a driver or a GPU it returns one
+// clear error line.
 func New() (ml.Backend, error) {
-	return nil, errors.New("--device cuda: the CUDA backend is not built yet")
+	b, err := Open(0)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Open opens CUDA device ordinal.
+func Open(ordinal int) (*Backend, error) {
+	d, err := loadDriver()
+	if err != nil {
+		return nil, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := d.Init(); err != nil {
+		var ce *cuError
+		if ok := asCuError(err, &ce); ok && (ce.code == cuErrNoDevice || ce.code == 999) {
+			return nil, fmt.Errorf("no CUDA device: %s", ce.desc)
+		}
+		return nil, fmt.Errorf("CUDA driver: %w", err)
+	}
+	n, err := d.DeviceCount()
+	if err != nil {
+		return nil, fmt.Errorf("CUDA driver: %w", err)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("no CUDA device: the driver sees no GPU")
+	}
+	if ordinal < 0 || ordinal >= n {
+		return nil, fmt.Errorf("CUDA device %d does not exist (%d found)", ordinal, n)
+	}
+	b := &Backend{d: d, fn: map[string]cuFunction{}, scratch: map[string]*buffer{}, ropes: map[*ml.Rope]*ropeDev{}, allocs: map[devPtr]uint64{}}
+	b.Check = envFlag("GRETA_CUDA_CHECK", false)
+	b.Graphs = envFlag("GRETA_CUDA_GRAPH", true)
+	b.Fuse = envFlag("GRETA_CUDA_FUSE", true)
+	b.UseBLAS = envFlag("GRETA_CUDA_CUBLAS", true)
+	if b.dev, err = d.Device(ordinal); err != nil {
+		return nil, err
+	}
+	b.name = d.DeviceName(b.dev)
+	b.major, b.minor = d.Attr(b.dev, attrComputeMajor), d.Attr(b.dev, attrComputeMinor)
+	b.sms = d.Attr(b.dev, attrSMCount)
+	b.maxSmem = d.Attr(b.dev, attrMaxSharedPerBlockOptin)
+	b.totalMem = d.TotalMem(b.dev)
+	b.driverVersion, _ = d.DriverVersion()
+	if b.major < 7 {
+		return nil, fmt.Errorf("CUDA device %q has compute capability %d.%d; greta needs 7.0 or newer", b.name, b.major, b.minor)
+	}
+	if b.ctx, err = d.PrimaryCtxRetain(b.dev); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Backend, error) {
+		b.release()
+		return nil, err
+	}
+	if err := d.CtxSetCurrent(b.ctx); err != nil {
+		return fail(err)
+	}
+	if b.stream, err = d.StreamCreate(0); err != nil {
+		return fail(err)
+	}
+	if b.nv, err = loadNVRTC(); err != nil {
+		return fail(err)
+	}
+	image, cached, err := buildModule(b.nv, kernelSource(), b.major, b.minor, b.driverVersion)
+	if err != nil {
+		return fail(err)
+	}
+	b.cached, b.compiled = cached, !cached
+	if b.mod, err = d.ModuleLoadData(image); err != nil {
+		return fail(fmt.Errorf("loading the compiled kernels: %w", err))
+	}
+	for _, k := range kernelNames() {
+		f, err := d.ModuleGetFunction(b.mod, k)
+		if err != nil {
+			return fail(err)
+		}
+		b.fn[k] = f
+	}
+	// Attention's tiles need more than the default 48 KB of shared memory.
+	if err := d.FuncSetAttribute(b.fn["attention"], funcAttrMaxDynamicShared, min(b.maxSmem, attnSmem(32, maxHeadDim))); err != nil {
+		return fail(err)
+	}
+	if b.dynEvent, err = d.EventCreate(); err != nil {
+		return fail(err)
+	}
+	b.argPtr[0] = uintptr(unsafe.Pointer(&b.argBuf[0]))
+	return b, nil
+}
+
+func asCuError(err error, dst **cuError) bool {
+	ce, ok := err.(*cuError)
+	if ok {
+		*dst = ce
+	}
+	return ok
+}
+
+func (b *Backend) Name() string { return "cuda" }
+func (b *Backend) Device() string {
+	return fmt.Sprintf("%s (sm_%d%d, %d SMs, %.0f GiB)", b.name, b.major, b.minor, b.sms, float64(b.totalMem)/(1<<30))
+}
+func (b *Backend) DType() string { return "f32" }
+
+// enter binds the CUDA context to this goroutine's OS thread until exit.
+func (b *Backend) enter() {
+	runtime.LockOSThread()
+	if err := b.d.CtxSetCurrent(b.ctx); err != nil {
+		runtime.UnlockOSThread()
+		panic(fmt.Sprintf("cuda: %v", err))
+	}
+}
+
+func (b *Backend) exit() { runtime.UnlockOSThread() }
+
+// fatal reports a CUDA failure inside an op, which has no error result.
+// After an illegal address or a launch failure the context is unusable.
+func (b *Backend) fatal(what string, err error) {
+	panic(fmt.Sprintf("cuda: %s: %v", what, err))
+}
+
+// alloc takes n bytes of device memory; what names them in the error.
+func (b *Backend) alloc(n uint64, what string) (devPtr, error) {
+	if n == 0 {
+		n = 4
+	}
+	if b.capturing {
+		panic("cuda: allocation during graph capture (" + what + ")")
+	}
+	p, err := b.d.MemAlloc(n)
+	if err != nil {
+		var ce *cuError
+		if asCuError(err, &ce) && ce.code == cuErrOutOfMem {
+			free, total := b.d.MemInfo()
+			return 0, &OOMError{What: what, Need: n, Free: free, Total: total}
+		}
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	b.allocs[p] = n
+	return p, nil
+}
+
+func (b *Backend) free(p devPtr) {
+	if p != 0 {
+		b.d.MemFree(p)
+		delete(b.allocs, p)
+	}
+}
+
+// OOMError is an allocation the GPU could not satisfy.
+type OOMError struct {
+	What              string
+	Need, Free, Total uint64
+}
+
+func (e *OOMError) Error() string {
+	hint := "use a smaller model or quantization"
+	if strings.Contains(e.What, "KV cache") {
+		hint = "try a smaller --ctx"
+	}
+	return fmt.Sprintf("out of GPU memory: %s needs %s, %s of %s is free; %s",
+		e.What, gib(e.Need), gib(e.Free), gib(e.Total), hint)
+}
+
+func gib(n uint64) string {
+	if n >= 1<<30 {
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
+
+// scratchBuf returns a scratch buffer of at least n bytes, growing it (and
+// invalidating captured graphs) when needed.
+func (b *Backend) scratchBuf(name string, n uint64) devPtr {
+	s := b.scratch[name]
+	if s != nil && s.size >= n {
+		return s.ptr
+	}
+	if s != nil {
+		// Launches queued on the stream may still read the old buffer.
+		if err := b.d.StreamSynchronize(b.stream); err != nil {
+			b.fatal("scratch "+name, err)
+		}
+		b.free(s.ptr)
+	}
+	n = max(n, 1<<16)
+	p, err := b.alloc(n, "scratch buffer "+name)
+	if err != nil {
+		b.fatal("scratch "+name, err)
+	}
+	b.scratch[name] = &buffer{ptr: p, size: n}
+	b.gen++
+	return p
+}
+
+// Close frees everything the backend holds on the device.
+func (b *Backend) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.enter()
+	defer b.exit()
+	var err error
+	if len(b.ops) > 0 {
+		err = b.runQueue()
+	}
+	if e := b.d.StreamSynchronize(b.stream); e != nil && err == nil {
+		err = e
+	}
+	b.closed = true
+	b.release()
+	return err
+}
+
+func (b *Backend) release() {
+	if b.graphExec != 0 {
+		b.d.GraphExecDestroy(b.graphExec)
+		b.graphExec = 0
+	}
+	if b.graph != 0 {
+		b.d.GraphDestroy(b.graph)
+		b.graph = 0
+	}
+	if b.blas != nil {
+		b.blas.destroy()
+	}
+	for p := range b.allocs {
+		b.d.MemFree(p)
+	}
+	b.allocs = map[devPtr]uint64{}
+	if b.dynHost != nil {
+		b.d.MemFreeHost(b.dynHost)
+		b.dynHost = nil
+	}
+	if b.resHost != nil {
+		b.d.MemFreeHost(b.resHost)
+		b.resHost = nil
+	}
+	if b.dynEvent != 0 {
+		b.d.EventDestroy(b.dynEvent)
+	}
+	if b.mod != 0 {
+		b.d.ModuleUnload(b.mod)
+	}
+	if b.stream != 0 {
+		b.d.StreamDestroy(b.stream)
+	}
+	if b.ctx != 0 {
+		b.d.PrimaryCtxRelease(b.dev)
+	}
+}
+
+// Compiled reports whether New compiled the kernels (false: disk cache).
+func (b *Backend) Compiled() bool { return b.compiled }
+
+// debugf prints when GRETA_CUDA_DEBUG is set.
+func debugf(format string, a ...any) {
+	if os.Getenv("GRETA_CUDA_DEBUG") != "" {
+		fmt.Fprintf(os.Stderr, "cuda: "+format+"\n", a...)
+	}
 }

@@ -1,0 +1,130 @@
+package cuda
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"testing"
+
+	"greta/gguf"
+	"greta/ml"
+)
+
+// TestKernelBandwidth measures the decode matvec kernels against a
+// device-to-device copy (GRETA_CUDA_BENCH=1; prints a table). Each kernel
+// reads its weight once, so bytes read / time is its bandwidth; several
+// copies of the weight are rotated so that L2 (50 MB) holds none of them.
+func TestKernelBandwidth(t *testing.T) {
+	if os.Getenv("GRETA_CUDA_BENCH") == "" {
+		t.Skip("GRETA_CUDA_BENCH=1 runs it")
+	}
+	g := device(t)
+	g.Graphs = false
+	defer func() { g.Graphs = true }()
+	g.enter()
+	defer g.exit()
+	start, stop := mustEvent(t, g), mustEvent(t, g)
+	elapsed := func(f func(), reps int) float64 { // median ms per rep
+		var ms []float64
+		for i := 0; i < 5; i++ {
+			g.d.EventRecord(start, g.stream)
+			for j := 0; j < reps; j++ {
+				f()
+			}
+			if err := g.runQueue(); err != nil {
+				t.Fatal(err)
+			}
+			g.d.EventRecord(stop, g.stream)
+			g.d.EventSynchronize(stop)
+			v, _ := g.d.EventElapsed(start, stop)
+			ms = append(ms, float64(v)/float64(reps))
+		}
+		sort.Float64s(ms)
+		return ms[len(ms)/2]
+	}
+
+	// The copy: 1 GiB each way.
+	const n = 1 << 30
+	src, _ := g.alloc(n, "bench")
+	dst, _ := g.alloc(n, "bench")
+	copyMs := elapsed(func() { g.d.MemcpyDtoDAsync(dst, src, n, g.stream) }, 5)
+	copyBW := 2 * n / copyMs / 1e6 // GB/s, read + write
+	g.free(src)
+	g.free(dst)
+	fmt.Printf("BENCH copy: %.0f GB/s (1 GiB device to device, read+write)\n", copyBW)
+
+	r := rand.New(rand.NewPCG(9, 9))
+	type shape struct{ cols, rows int }
+	for _, c := range []struct {
+		typ gguf.Type
+		s   shape
+		gu  bool
+	}{
+		{gguf.Q4_K, shape{4096, 14336}, false}, // ffn_gate/up of Llama-3-8B
+		{gguf.Q4_K, shape{4096, 14336}, true},  // both, fused with SwiGLU
+		{gguf.Q4_K, shape{14336, 4096}, false}, // ffn_down
+		{gguf.Q4_K, shape{4096, 6144}, false},  // q, k, v
+		{gguf.Q6_K, shape{14336, 4096}, false},
+		{gguf.Q6_K, shape{4096, 128256}, false}, // output
+		{gguf.Q5_K, shape{4096, 14336}, false},
+		{gguf.Q8_0, shape{4096, 14336}, false},
+		{gguf.Q4_0, shape{4096, 14336}, false},
+		{gguf.F16, shape{4096, 14336}, false},
+		{gguf.BF16, shape{4096, 14336}, false},
+		{gguf.F32, shape{4096, 4096}, false},
+	} {
+		wd := randomWeight(r, c.typ, c.s.cols, c.s.rows)
+		copies := max(2, int((200<<20)/len(wd.Data))+1)
+		var ws []ml.Weight
+		for i := 0; i < copies; i++ {
+			w, err := g.LoadWeight(wd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws = append(ws, w)
+		}
+		x := g.NewTensor(c.s.cols, 1)
+		y := g.NewTensor(c.s.rows, 1)
+		xv := make([]float32, c.s.cols)
+		for i := range xv {
+			xv[i] = float32(r.NormFloat64())
+		}
+		if err := g.d.MemcpyHtoD(x.(*Tensor).ptr, f32Bytes(xv)); err != nil {
+			t.Fatal(err)
+		}
+		i := 0
+		f := func() {
+			if c.gu {
+				g.GateUp(y, x, ws[i%copies], ws[(i+1)%copies])
+			} else {
+				g.MatMul(y, x, ws[i%copies])
+			}
+			i++
+		}
+		ms := elapsed(f, 40)
+		bytes := float64(len(wd.Data) + 4*c.s.cols + 4*c.s.rows)
+		if c.gu {
+			bytes += float64(len(wd.Data))
+		}
+		bw := bytes / ms / 1e6
+		name := fmt.Sprintf("%s %dx%d", c.typ, c.s.cols, c.s.rows)
+		if c.gu {
+			name += " gate+up"
+		}
+		fmt.Printf("BENCH matvec %-26s %8.1f us %7.0f GB/s %5.1f%% of copy\n", name, ms*1000, bw, 100*bw/copyBW)
+		for _, w := range ws {
+			g.free(w.(*Weight).ptr)
+		}
+		g.free(x.(*Tensor).ptr)
+		g.free(y.(*Tensor).ptr)
+	}
+}
+
+func mustEvent(t *testing.T, g *Backend) cuEvent {
+	e, err := g.d.EventCreate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}

@@ -1,0 +1,94 @@
+package cuda
+
+import (
+	"embed"
+	"fmt"
+	"math"
+	"strings"
+)
+
+// The kernel sources, compiled by NVRTC at run time. They are one program:
+// the files are joined in this order.
+//
+//go:embed kernels/*.cuh kernels/*.cu
+var kernelFS embed.FS
+
+var kernelFiles = []string{"common.cuh", "formats.cuh", "matvec.cu", "ops.cu", "attention.cu"}
+
+// kernelSource returns the whole program.
+func kernelSource() string {
+	var sb strings.Builder
+	for _, f := range kernelFiles {
+		b, err := kernelFS.ReadFile("kernels/" + f)
+		if err != nil {
+			panic(err) // embedded at build time: cannot happen
+		}
+		fmt.Fprintf(&sb, "// ---- %s\n%s\n", f, b)
+	}
+	return sb.String()
+}
+
+// formatNames are the weight formats the kernels know, by their suffix in
+// kernel names (kernels/formats.cuh FORMATS).
+var formatNames = []string{"q4_k", "q5_k", "q6_k", "q8_0", "q4_0", "f16", "bf16", "f32", "f16s", "bf16s", "f32s"}
+
+// kernelNames lists every kernel the backend launches.
+func kernelNames() []string {
+	names := []string{"rmsnorm", "rope", "kv_store", "argmax", "add_f32", "silu_mul", "to_f16", "attention", "attn_combine"}
+	for _, f := range formatNames {
+		names = append(names, "mv_"+f+"_1", "mv_"+f+"_8", "gu_"+f+"_1", "gu_"+f+"_8", "deq_"+f)
+	}
+	return names
+}
+
+// mvRows is how many output rows one matvec block computes (R in
+// kernels/matvec.cu): nx is 1 or up to 8 activation rows.
+func mvRows(nx int, gateUp bool) int {
+	switch {
+	case nx > 1:
+		return 1
+	case gateUp:
+		return 2
+	default:
+		return 4
+	}
+}
+
+// mvMaxRows is the most activation rows one matvec launch takes.
+const mvMaxRows = 8
+
+const (
+	mvThreads   = 128 // MV_THREADS
+	attThreads  = 256 // ATT_THREADS
+	attTK       = 32  // ATT_TK
+	deqThreads  = 256
+	eltThreads  = 256
+	maxHeadDim  = 256
+	maxGridY    = 65535
+	ropeThreads = 128
+)
+
+// attnSmem is the dynamic shared memory of the attention kernel, in bytes,
+// for nq queries of head size hd (kernels/attention.cu).
+func attnSmem(nq, hd int) int {
+	floats := nq*(hd+1) + nq*hd + attTK*(hd+1) + attTK*hd + nq*(attTK+1) + 3*nq
+	return 4 * floats
+}
+
+// attnMaxQueries is the most queries one attention block holds for head
+// size hd, keeping its shared memory under 140 KB.
+func attnMaxQueries(hd int) int {
+	if hd <= 128 {
+		return 64
+	}
+	return 32
+}
+
+// args builds a kernel's argument struct: every field 8 bytes.
+type args []uint64
+
+func (a args) p(p devPtr) args  { return append(a, uint64(p)) }
+func (a args) i(v int) args     { return append(a, uint64(int64(v))) }
+func (a args) f(v float64) args { return append(a, math.Float64bits(v)) }
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }

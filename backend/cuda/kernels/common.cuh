@@ -1,0 +1,64 @@
+// common.cuh: types and helpers every kernel uses. The kernels include no
+// CUDA headers: half and bfloat16 conversions are written in PTX here, so
+// NVRTC needs no include path at run time.
+//
+// Launch arguments: every kernel takes one struct of 8-byte fields (u64
+// pointers, i64 integers, double), filled field by field by the Go side in
+// the same order (backend/cuda/kernels.go). Keep the two in step.
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef long long i64;
+
+#define NEG_INF __int_as_float(0xff800000u)
+#define FULL_MASK 0xffffffffu
+
+__device__ __forceinline__ float h2f(u16 h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+
+__device__ __forceinline__ u16 f2h(float f) {
+  u16 h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+}
+
+__device__ __forceinline__ float bf2f(u16 b) { return __uint_as_float(((u32)b) << 16); }
+
+// Byte k (0..3) of w as a float, exactly: the byte goes into the low
+// mantissa bits of 2^23, and 2^23 is taken away again. One PRMT and one
+// FADD, where an int-to-float conversion would run at a quarter rate.
+template <int K>
+__device__ __forceinline__ float bytef(u32 w) {
+  return __int_as_float(__byte_perm(w, 0x4B000000u, 0x7440 | K)) - 8388608.0f;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+  return v;
+}
+
+// Weights are read once per token: load them around L1, streaming.
+__device__ __forceinline__ uint4 ld_stream(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ uint4 ld_nc(const void* p) { return __ldg((const uint4*)p); }
+
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }

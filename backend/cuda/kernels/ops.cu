@@ -1,0 +1,155 @@
+// ops.cu: the small ops: RMSNorm, rope, the KV-cache store, argmax, and the
+// elementwise epilogues of the GEMM path.
+
+// Sum of v over the block (blockDim.x a multiple of 32, ≤ 1024); every
+// thread gets the result.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float part[32];
+  __shared__ float total;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float s = lane < (int)(blockDim.x >> 5) ? part[lane] : 0.f;
+    s = warp_sum(s);
+    if (lane == 0) total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
+struct NormArgs {
+  u64 x, w, y;  // x, y [rows][cols]; w [cols]
+  i64 rows, cols;
+  double eps;
+};
+
+// One block a row: y = x / sqrt(mean(x²) + eps) ⊙ w.
+extern "C" __global__ void __launch_bounds__(1024) rmsnorm(const NormArgs a) {
+  const i64 r = blockIdx.x;
+  if (r >= a.rows) return;
+  const float* x = (const float*)a.x + r * a.cols;
+  float* y = (float*)a.y + r * a.cols;
+  const float* w = (const float*)a.w;
+  float ss = 0.f;
+  for (i64 i = threadIdx.x; i < a.cols; i += blockDim.x) ss = fmaf(x[i], x[i], ss);
+  ss = block_sum(ss);
+  const float s = 1.0f / sqrtf(ss / (float)a.cols + (float)a.eps);
+  for (i64 i = threadIdx.x; i < a.cols; i += blockDim.x) y[i] = x[i] * s * w[i];
+}
+
+struct RopeArgs {
+  u64 x0;       // [rows][ld0] float, heads0 heads of hd values
+  i64 heads0, ld0;
+  u64 x1;       // a second tensor (k), or 0
+  i64 heads1, ld1;
+  i64 rows, hd, npairs;
+  u64 freqs;    // [npairs] double
+  u64 pos0;     // int32: position of row 0
+  double pos_scale;
+};
+
+// Rotates pair i of every head of every row r by (pos0+r)·pos_scale·freq[i]
+// (ggml's normal mode: values 2i and 2i+1). Grid: x over (heads0+heads1)·
+// npairs pairs, y strides over rows.
+extern "C" __global__ void __launch_bounds__(128) rope(const RopeArgs a) {
+  const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+  const i64 n0 = a.heads0 * a.npairs, total = n0 + a.heads1 * a.npairs;
+  if (idx >= total) return;
+  const i64 local = idx < n0 ? idx : idx - n0;
+  const i64 head = local / a.npairs, i = local % a.npairs;
+  const double freq = ((const double*)a.freqs)[i];
+  const i64 pos0 = ((const int*)a.pos0)[0];
+  for (i64 r = blockIdx.y; r < a.rows; r += gridDim.y) {
+    float* p = (idx < n0 ? (float*)a.x0 + r * a.ld0 : (float*)a.x1 + r * a.ld1) + head * a.hd + 2 * i;
+    double s, c;
+    sincos((double)(pos0 + r) * a.pos_scale * freq, &s, &c);
+    const float x0 = p[0], x1 = p[1], cf = (float)c, sf = (float)s;
+    p[0] = x0 * cf - x1 * sf;
+    p[1] = x0 * sf + x1 * cf;
+  }
+}
+
+struct KVStoreArgs {
+  u64 k, v;     // [rows][kvdim] float
+  u64 kc, vc;   // the layer's cache [ctx][kvdim] f16
+  i64 rows, kvdim, ctx;
+  u64 pos0;     // int32
+};
+
+// Grid: x over kvdim, y strides over rows.
+extern "C" __global__ void __launch_bounds__(256) kv_store(const KVStoreArgs a) {
+  const i64 d = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (d >= a.kvdim) return;
+  for (i64 r = blockIdx.y; r < a.rows; r += gridDim.y) {
+    const i64 p = (i64)((const int*)a.pos0)[0] + r;
+    if (p < 0 || p >= a.ctx) continue;
+    ((u16*)a.kc)[p * a.kvdim + d] = f2h(((const float*)a.k)[r * a.kvdim + d]);
+    ((u16*)a.vc)[p * a.kvdim + d] = f2h(((const float*)a.v)[r * a.kvdim + d]);
+  }
+}
+
+struct ArgmaxArgs {
+  u64 x;  // [rows][cols] float
+  i64 rows, cols;
+  u64 out;  // [rows] int32
+};
+
+// One block of 1024 a row; the first index wins ties, as in the oracle.
+extern "C" __global__ void __launch_bounds__(1024) argmax(const ArgmaxArgs a) {
+  __shared__ float bv[32];
+  __shared__ int bi[32];
+  const i64 r = blockIdx.x;
+  if (r >= a.rows) return;
+  const float* x = (const float*)a.x + r * a.cols;
+  float best = NEG_INF;
+  int idx = 0x7fffffff;
+  for (i64 i = threadIdx.x; i < a.cols; i += blockDim.x) {
+    const float v = x[i];
+    if (v > best) best = v, idx = (int)i;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(FULL_MASK, best, o);
+    const int oi = __shfl_xor_sync(FULL_MASK, idx, o);
+    if (ov > best || (ov == best && oi < idx)) best = ov, idx = oi;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) bv[warp] = best, bi[warp] = idx;
+  __syncthreads();
+  if (warp == 0) {
+    best = lane < (int)(blockDim.x >> 5) ? bv[lane] : NEG_INF;
+    idx = lane < (int)(blockDim.x >> 5) ? bi[lane] : 0x7fffffff;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(FULL_MASK, best, o);
+      const int oi = __shfl_xor_sync(FULL_MASK, idx, o);
+      if (ov > best || (ov == best && oi < idx)) best = ov, idx = oi;
+    }
+    if (lane == 0) ((int*)a.out)[r] = idx == 0x7fffffff ? 0 : idx;
+  }
+}
+
+struct EltArgs {
+  u64 a, b, out;
+  i64 n;
+};
+
+// out = a + b (out may be a).
+extern "C" __global__ void __launch_bounds__(256) add_f32(const EltArgs e) {
+  const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < e.n) ((float*)e.out)[i] = ((const float*)e.a)[i] + ((const float*)e.b)[i];
+}
+
+// out = silu(a) ⊙ b.
+extern "C" __global__ void __launch_bounds__(256) silu_mul(const EltArgs e) {
+  const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < e.n) ((float*)e.out)[i] = silu(((const float*)e.a)[i]) * ((const float*)e.b)[i];
+}
+
+// out (f16) = a (f32).
+extern "C" __global__ void __launch_bounds__(256) to_f16(const EltArgs e) {
+  const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < e.n) ((u16*)e.out)[i] = f2h(((const float*)e.a)[i]);
+}

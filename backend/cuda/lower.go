@@ -1,0 +1,280 @@
+package cuda
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// Lowering: each queued op becomes one or a few kernel launches. Every grid
+// and bound here comes from the shapes of the tensors and weights involved,
+// which the op methods checked against each other when the op was queued.
+
+// unitOf is the values a thread takes per step in each format (UNIT in
+// kernels/formats.cuh).
+var unitOf = map[string]int{
+	"q4_k": 32, "q5_k": 32, "q6_k": 32, "q8_0": 16, "q4_0": 32,
+	"f16": 8, "bf16": 8, "f32": 4, "f16s": 1, "bf16s": 1, "f32s": 1,
+}
+
+// launch runs kernel name on the stream with the argument struct a.
+func (b *Backend) launch(name string, grid [3]int, block, smem int, a args, what string) {
+	f, ok := b.fn[name]
+	if !ok {
+		panic("cuda: no kernel " + name)
+	}
+	for i, g := range grid {
+		if g < 1 || (i == 0 && g > 1<<31-1) || (i > 0 && g > maxGridY) {
+			panic(fmt.Sprintf("cuda: %s (%s): grid %v out of range", name, what, grid))
+		}
+	}
+	if len(a) > len(b.argBuf) {
+		panic("cuda: too many kernel arguments")
+	}
+	copy(b.argBuf[:], a)
+	b.lastLaunch = name + " (" + what + ")"
+	r := b.d.LaunchKernel(f, [3]uint32{uint32(grid[0]), uint32(grid[1]), uint32(grid[2])}, [3]uint32{uint32(block), 1, 1},
+		uint32(smem), b.stream, unsafe.Pointer(&b.argPtr[0]))
+	b.Stats.Launches++
+	if r != cuSuccess {
+		b.fatal("launch "+b.lastLaunch, b.d.err(r, "cuLaunchKernel"))
+	}
+	if b.Check {
+		if err := b.d.StreamSynchronize(b.stream); err != nil {
+			b.fatal("GRETA_CUDA_CHECK: kernel "+b.lastLaunch, err)
+		}
+	}
+}
+
+// usesBLAS reports whether the op's lowering calls cuBLAS (such runs are
+// not captured).
+func (o *op) usesBLAS(b *Backend) bool {
+	return (o.kind == opMatMul || o.kind == opGateUp) && o.rows > mvMaxRows && b.blasReady()
+}
+
+// attnPlan is how an attention op is split into blocks.
+type attnPlan struct {
+	gb, br, nsplit, splitLen int
+}
+
+func (b *Backend) planAttn(o *op) attnPlan {
+	hd, G := o.attn.HeadDim, o.attn.NHeads/o.attn.NKVHeads
+	nqMax := attnMaxQueries(hd)
+	for nqMax > 1 && attnSmem(nqMax, hd) > min(b.maxSmem, attnSmem(32, maxHeadDim)) {
+		nqMax /= 2
+	}
+	gb := 1
+	for g := 1; g <= G && g <= nqMax; g++ {
+		if G%g == 0 {
+			gb = g
+		}
+	}
+	p := attnPlan{gb: gb, br: max(1, min(nqMax/gb, o.rows)), nsplit: 1, splitLen: o.cache.ctx}
+	if o.rows <= 16 {
+		// Decode: split the KV length; by the context size alone, so the
+		// plan does not change as the position grows.
+		p.splitLen = max(64, ceilDiv(ceilDiv(o.cache.ctx, 32), 32)*32)
+		p.nsplit = ceilDiv(o.cache.ctx, p.splitLen)
+	}
+	return p
+}
+
+// prepare makes the scratch buffers the queued ops need before anything is
+// launched or captured.
+func (b *Backend) prepare() {
+	for i := range b.ops {
+		o := &b.ops[i]
+		switch o.kind {
+		case opAttn:
+			p := b.planAttn(o)
+			if p.nsplit > 1 {
+				b.scratchBuf("attn", uint64(4*p.nsplit*o.rows*o.attn.NHeads*(o.attn.HeadDim+2)))
+			}
+		case opMatMul, opGateUp:
+			if o.usesBLAS(b) {
+				w := o.w[0]
+				b.scratchBuf("x16", uint64(2*o.rows*w.cols))
+				b.scratchBuf("w16", uint64(2*b.gemmChunk(w)*w.cols))
+				if o.kind == opGateUp {
+					b.scratchBuf("up", uint64(4*o.rows*w.rows))
+				}
+			}
+		}
+	}
+}
+
+func (b *Backend) lower(o *op) {
+	switch o.kind {
+	case opEmbed:
+		w, d := o.w[0], o.y[0]
+		u := unitOf[w.kfmt]
+		b.launch("deq_"+w.kfmt, [3]int{ceilDiv(w.cols/u, deqThreads), min(o.rows, maxGridY), 1}, deqThreads, 0,
+			args{}.p(w.ptr).i(w.rows).i(w.cols).p(d.ptr).i(0).i(o.rows).p(b.dynPtr(o.dyn)).i(0), "embed "+w.name)
+
+	case opNorm:
+		w, x, d := o.w[0], o.x, o.y[0]
+		threads := 1024
+		if x.cols < 1024 {
+			threads = max(32, ceilDiv(x.cols, 32)*32)
+		}
+		b.launch("rmsnorm", [3]int{o.rows, 1, 1}, threads, 0,
+			args{}.p(x.ptr).p(w.ptr).p(d.ptr).i(o.rows).i(x.cols).f(float64(o.eps)), "rmsnorm "+w.name)
+
+	case opMatMul, opGateUp:
+		if o.rows > mvMaxRows && b.blasReady() {
+			b.lowerGEMM(o)
+			return
+		}
+		for c0 := 0; c0 < o.rows; c0 += mvMaxRows {
+			b.lowerMatvec(o, c0, min(mvMaxRows, o.rows-c0))
+		}
+
+	case opRope:
+		x0, x1 := o.rx[0], o.rx[1]
+		hd, np := o.rope.headDim, o.rope.n
+		h0, h1 := x0.cols/hd, 0
+		var p1 devPtr
+		ld1 := 0
+		if o.nrope == 2 {
+			h1, p1, ld1 = x1.cols/hd, x1.ptr, x1.cols
+		}
+		b.launch("rope", [3]int{ceilDiv((h0+h1)*np, ropeThreads), min(o.rows, maxGridY), 1}, ropeThreads, 0,
+			args{}.p(x0.ptr).i(h0).i(x0.cols).p(p1).i(h1).i(ld1).i(o.rows).i(hd).i(np).p(o.rope.freqs).p(b.dynPtr(o.dyn)).f(o.rope.posScale),
+			fmt.Sprintf("rope, layer %s", b.layerHint))
+
+	case opAttn:
+		b.lowerAttn(o)
+
+	case opCopy:
+		d, s := o.y[0], o.x
+		n := uint64(4 * d.rows * d.cols)
+		b.lastLaunch = "copy rows"
+		if err := b.d.MemcpyDtoDAsync(d.ptr, s.ptr+devPtr(4*o.from*s.cols), n, b.stream); err != nil {
+			b.fatal("CopyRows", err)
+		}
+
+	case opArgmax:
+		x := o.x
+		b.launch("argmax", [3]int{o.rows, 1, 1}, 1024, 0, args{}.p(x.ptr).i(o.rows).i(x.cols).p(b.resDev), "argmax")
+	}
+}
+
+// lowerMatvec launches the matvec kernels for activation rows c0..c0+nx.
+func (b *Backend) lowerMatvec(o *op, c0, nx int) {
+	w0 := o.w[0]
+	gu := o.kind == opGateUp
+	R := mvRows(nx, gu)
+	suffix := "_1"
+	if nx > 1 {
+		suffix = "_8"
+	}
+	name := "mv_" + w0.kfmt + suffix
+	if gu {
+		name = "gu_" + w0.kfmt + suffix
+	}
+	xoff := devPtr(4 * c0 * w0.cols)
+	a := args{}
+	var rows [3]int
+	var ws, ys [3]devPtr
+	nw := o.nw
+	if gu {
+		nw = 1 // one output; both weights have its rows
+		ws[0], ws[1] = o.w[0].ptr, o.w[1].ptr
+		ys[0] = o.y[0].ptr + devPtr(4*c0*w0.rows)
+		rows[0] = w0.rows
+	} else {
+		for i := 0; i < nw; i++ {
+			ws[i] = o.w[i].ptr
+			ys[i] = o.y[i].ptr + devPtr(4*c0*o.w[i].rows)
+			rows[i] = o.w[i].rows
+		}
+	}
+	blk1 := ceilDiv(rows[0], R)
+	blk2 := blk1 + ceilDiv(rows[1], R)
+	blk3 := blk2 + ceilDiv(rows[2], R)
+	a = a.p(ws[0]).p(ws[1]).p(ws[2]).p(ys[0]).p(ys[1]).p(ys[2]).i(rows[0]).i(rows[1]).i(rows[2]).i(blk1).i(blk2).i(blk3)
+	var resid devPtr
+	if o.resid != nil {
+		resid = o.resid.ptr + devPtr(4*c0*w0.rows)
+	}
+	a = a.p(o.x.ptr + xoff).p(resid).i(w0.cols).i(nx)
+	what := w0.name
+	for i := 1; i < o.nw; i++ {
+		what += "+" + o.w[i].name
+	}
+	if l := layerOf(w0.name); l != "" {
+		b.layerHint = l
+	}
+	b.launch(name, [3]int{blk3, 1, 1}, mvThreads, 0, a, what)
+}
+
+func (b *Backend) lowerAttn(o *op) {
+	a, c := o.attn, o.cache
+	kc, vc := c.layer(o.layer)
+	b.layerHint = fmt.Sprint(o.layer)
+	kvdim := c.kvDim
+	pos := b.dynPtr(o.dyn)
+	what := fmt.Sprintf("layer %d", o.layer)
+	b.launch("kv_store", [3]int{ceilDiv(kvdim, 256), min(o.rows, maxGridY), 1}, 256, 0,
+		args{}.p(o.k.ptr).p(o.v.ptr).p(kc).p(vc).i(o.rows).i(kvdim).i(c.ctx).p(pos), what)
+	p := b.planAttn(o)
+	out, part := o.y[0].ptr, devPtr(0)
+	if p.nsplit > 1 {
+		part = b.scratchBuf("attn", uint64(4*p.nsplit*o.rows*a.NHeads*(a.HeadDim+2)))
+	}
+	G := a.NHeads / a.NKVHeads
+	grid := [3]int{ceilDiv(o.rows, p.br), a.NKVHeads * (G / p.gb), p.nsplit}
+	b.launch("attention", grid, attThreads, attnSmem(p.gb*p.br, a.HeadDim),
+		args{}.p(o.q.ptr).p(kc).p(vc).p(out).p(part).p(pos).i(o.rows).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).i(c.ctx).
+			i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale), what)
+	if p.nsplit > 1 {
+		b.launch("attn_combine", [3]int{o.rows * a.NHeads, 1, 1}, 128, 0,
+			args{}.p(part).p(out).i(o.rows).i(a.NHeads).i(a.HeadDim).i(p.nsplit), what)
+	}
+}
+
+// gemmChunk is how many weight rows are dequantized to f16 at a time.
+func (b *Backend) gemmChunk(w *Weight) int {
+	return max(1, min(w.rows, (64<<20)/(2*w.cols)))
+}
+
+// lowerGEMM runs a batch through cuBLAS: x to f16, then for each chunk of
+// weight rows a dequantization to f16 and a tensor-core GEMM with float32
+// accumulation and output.
+func (b *Backend) lowerGEMM(o *op) {
+	w := o.w[0]
+	n, cols := o.rows, w.cols
+	x16 := b.scratchBuf("x16", uint64(2*n*cols))
+	b.launch("to_f16", [3]int{ceilDiv(n*cols, eltThreads), 1, 1}, eltThreads, 0, args{}.p(o.x.ptr).p(0).p(x16).i(n*cols), "gemm input "+w.name)
+	gemm := func(w *Weight, y devPtr) {
+		chunk := b.gemmChunk(w)
+		w16 := b.scratchBuf("w16", uint64(2*chunk*cols))
+		u := unitOf[w.kfmt]
+		for r0 := 0; r0 < w.rows; r0 += chunk {
+			cr := min(chunk, w.rows-r0)
+			b.launch("deq_"+w.kfmt, [3]int{ceilDiv(cols/u, deqThreads), min(cr, maxGridY), 1}, deqThreads, 0,
+				args{}.p(w.ptr).i(w.rows).i(cols).p(w16).i(r0).i(cr).p(0).i(1), "dequantize "+w.name)
+			b.lastLaunch = "cublasGemmEx (" + w.name + ")"
+			if err := b.blas.gemm(cr, n, cols, w16, x16, y+devPtr(4*r0), w.rows); err != nil {
+				b.fatal("GEMM "+w.name, err)
+			}
+			if b.Check {
+				if err := b.d.StreamSynchronize(b.stream); err != nil {
+					b.fatal("GRETA_CUDA_CHECK: "+b.lastLaunch, err)
+				}
+			}
+		}
+	}
+	d := o.y[0]
+	total := n * w.rows
+	if o.kind == opGateUp {
+		up := b.scratchBuf("up", uint64(4*total))
+		gemm(o.w[0], d.ptr)
+		gemm(o.w[1], up)
+		b.launch("silu_mul", [3]int{ceilDiv(total, eltThreads), 1, 1}, eltThreads, 0, args{}.p(d.ptr).p(up).p(d.ptr).i(total), "swiglu "+w.name)
+		return
+	}
+	gemm(w, d.ptr)
+	if o.resid != nil {
+		b.launch("add_f32", [3]int{ceilDiv(total, eltThreads), 1, 1}, eltThreads, 0, args{}.p(o.resid.ptr).p(d.ptr).p(o.resid.ptr).i(total), "residual "+w.name)
+	}
+}

@@ -1,0 +1,425 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"greta/backend/ref"
+	"greta/gguf"
+	"greta/internal/testmodels"
+	"greta/ml"
+	"greta/quant"
+)
+
+// Op conformance: every op against the float64 oracle (backend/ref) on
+// fresh random inputs, with sizes that are not multiples of any tile. The
+// tests skip where there is no GPU.
+
+var (
+	gpuOnce sync.Once
+	gpu     *Backend
+	gpuErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if gpu != nil {
+		gpu.Close()
+	}
+	os.Exit(code)
+}
+
+// device returns the shared backend with its switches at their defaults,
+// or skips.
+func device(t testing.TB) *Backend {
+	t.Helper()
+	gpuOnce.Do(func() { gpu, gpuErr = Open(0) })
+	if gpuErr != nil {
+		t.Skipf("no GPU: %v", gpuErr)
+	}
+	gpu.Check = envFlag("GRETA_CUDA_CHECK", false)
+	gpu.Graphs, gpu.Fuse, gpu.UseBLAS = true, true, true
+	return gpu
+}
+
+func TestNoDeviceIsOneLine(t *testing.T) {
+	_, err := New()
+	if err == nil {
+		t.Skip("a GPU is present")
+	}
+	if strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "CUDA") {
+		t.Errorf("error %q: want one line naming CUDA", err)
+	}
+	t.Logf("without a GPU: %v", err)
+}
+
+// randomWeight returns rows×cols values of type typ: random blocks with
+// valid, finite scales (as in quant's tests), or normal floats.
+func randomWeight(r *rand.Rand, typ gguf.Type, cols, rows int) ml.WeightData {
+	n := cols * rows
+	var b []byte
+	switch typ {
+	case gguf.F32, gguf.F16, gguf.BF16:
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(r.NormFloat64() * 0.1)
+		}
+		b = make([]byte, typ.RowBytes(n))
+		if err := quant.Quantize(typ, b, x); err != nil {
+			panic(err)
+		}
+	default:
+		b = make([]byte, rows*typ.RowBytes(cols))
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		ts := typ.TypeSize()
+		scale := func(off int) {
+			h := quant.F32ToF16(float32((r.Float64()*2 - 1) * 0.01))
+			b[off], b[off+1] = byte(h), byte(h>>8)
+		}
+		for o := 0; o < len(b); o += ts {
+			switch typ {
+			case gguf.Q8_0, gguf.Q4_0:
+				scale(o)
+			case gguf.Q4_K, gguf.Q5_K:
+				scale(o)
+				scale(o + 2)
+			case gguf.Q6_K:
+				scale(o + quant.Q6_KOffD)
+			}
+		}
+	}
+	shape := []int64{int64(cols)}
+	if rows > 1 {
+		shape = append(shape, int64(rows))
+	}
+	return ml.WeightData{Name: fmt.Sprintf("test.%s.%dx%d", typ, cols, rows), Type: typ, Shape: shape, Data: b}
+}
+
+// pair runs the same ops on the GPU and on the oracle.
+type pair struct {
+	t   *testing.T
+	g   *Backend
+	ref *ref.Backend
+}
+
+func newPair(t *testing.T) *pair { return &pair{t: t, g: device(t), ref: ref.New()} }
+
+type twoT struct{ g, r ml.Tensor }
+type twoW struct{ g, r ml.Weight }
+
+func (p *pair) weight(wd ml.WeightData) twoW {
+	p.t.Helper()
+	g, err := p.g.LoadWeight(wd)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	r, err := p.ref.LoadWeight(wd)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return twoW{g, r}
+}
+
+func (p *pair) tensor(cols, rows int) twoT {
+	return twoT{p.g.NewTensor(cols, rows), p.ref.NewTensor(cols, rows)}
+}
+
+// input returns a tensor holding random values, set through Embed of a
+// float32 table (the only way in through ml.Backend).
+func (p *pair) input(r *rand.Rand, cols, rows int, scale float64) twoT {
+	p.t.Helper()
+	x := make([]float32, cols*rows)
+	for i := range x {
+		x[i] = float32(r.NormFloat64() * scale)
+	}
+	return p.inputFrom(x, cols, rows)
+}
+
+func (p *pair) inputFrom(x []float32, cols, rows int) twoT {
+	p.t.Helper()
+	wd := ml.WeightData{Name: "input", Type: gguf.F32, Shape: []int64{int64(cols), int64(rows)}, Data: f32Bytes(x)}
+	if rows == 1 {
+		// A one-row table is a vector to LoadWeight; two rows keep it a matrix.
+		wd.Shape[1] = 2
+		wd.Data = append(wd.Data, wd.Data...)
+	}
+	w := p.weight(wd)
+	tok := make([]int32, rows)
+	for i := range tok {
+		tok[i] = int32(i)
+	}
+	t := p.tensor(cols, rows)
+	p.g.Embed(t.g, w.g, tok)
+	p.ref.Embed(t.r, w.r, tok)
+	return t
+}
+
+// compare reads both and checks the NMSE; it also fails on NaN (an
+// unwritten value: tensors start as NaN).
+func (p *pair) compare(what string, t twoT, bound float64) float64 {
+	p.t.Helper()
+	n := t.r.Rows() * t.r.Cols()
+	a, b := make([]float32, n), make([]float32, n)
+	p.g.Read(t.g, a)
+	p.ref.Read(t.r, b)
+	for i, v := range a {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			p.t.Errorf("%s: value %d (row %d) is %v", what, i, i/t.r.Cols(), v)
+			return math.Inf(1)
+		}
+	}
+	e := testmodels.NMSE(a, b)
+	if e > bound || math.IsNaN(e) {
+		p.t.Errorf("%s: NMSE %.3g > %.0g", what, e, bound)
+	}
+	return e
+}
+
+var allTypes = []gguf.Type{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K}
+
+// colsFor are row widths per format, the odd ones included.
+func colsFor(t gguf.Type) []int {
+	switch t.BlockSize() {
+	case 256:
+		return []int{256, 768, 4096}
+	case 32:
+		return []int{32, 96, 4096}
+	}
+	return []int{7, 33, 172, 4096}
+}
+
+// Bounds: float32 accumulation of f32 activations against float64 lands
+// near 1e-13; the cuBLAS path rounds weights and activations to f16
+// (2^-11 relative each), near 1e-7.
+const (
+	boundF32  = 1e-9
+	boundGEMM = 3e-6
+)
+
+func TestMatMul(t *testing.T) {
+	p := newPair(t)
+	r := rand.New(rand.NewPCG(1, uint64(os.Getpid())))
+	for _, typ := range allTypes {
+		for _, cols := range colsFor(typ) {
+			for _, rows := range []int{1, 3, 17, 130} {
+				w := p.weight(randomWeight(r, typ, cols, rows))
+				for _, nx := range []int{1, 2, 5, 8, 9, 40} {
+					x := p.input(r, cols, nx, 1)
+					y := p.tensor(rows, nx)
+					p.g.MatMul(y.g, x.g, w.g)
+					p.ref.MatMul(y.r, x.r, w.r)
+					bound := boundF32
+					if nx > mvMaxRows && p.g.blasReady() {
+						bound = boundGEMM
+					}
+					p.compare(fmt.Sprintf("%s %dx%d nx=%d", typ, cols, rows, nx), y, bound)
+				}
+			}
+		}
+	}
+}
+
+// TestMatMulNoBLAS runs batches through the matvec kernels, as on a machine
+// without cuBLAS.
+func TestMatMulNoBLAS(t *testing.T) {
+	p := newPair(t)
+	p.g.UseBLAS = false
+	defer func() { p.g.UseBLAS = true }()
+	r := rand.New(rand.NewPCG(2, uint64(os.Getpid())))
+	for _, typ := range []gguf.Type{gguf.Q4_K, gguf.Q6_K, gguf.F16} {
+		w := p.weight(randomWeight(r, typ, 512, 37))
+		x := p.input(r, 512, 21, 1)
+		y := p.tensor(37, 21)
+		p.g.MatMul(y.g, x.g, w.g)
+		p.ref.MatMul(y.r, x.r, w.r)
+		p.compare(fmt.Sprintf("%s no cuBLAS", typ), y, boundF32)
+	}
+}
+
+func TestMatMulAddGateUpFused(t *testing.T) {
+	p := newPair(t)
+	r := rand.New(rand.NewPCG(3, uint64(os.Getpid())))
+	for _, typ := range allTypes {
+		cols := colsFor(typ)[1]
+		for _, nx := range []int{1, 3, 33} {
+			bound := boundF32
+			if nx > mvMaxRows {
+				bound = boundGEMM
+			}
+			// MatMulAdd: dst = W·x, resid += dst.
+			w := p.weight(randomWeight(r, typ, cols, 97))
+			x := p.input(r, cols, nx, 1)
+			resid := p.input(r, 97, nx, 1)
+			y := p.tensor(97, nx)
+			p.g.MatMulAdd(y.g, resid.g, x.g, w.g)
+			p.ref.MatMulAdd(y.r, resid.r, x.r, w.r)
+			p.compare(fmt.Sprintf("MatMulAdd %s nx=%d dst", typ, nx), y, bound)
+			p.compare(fmt.Sprintf("MatMulAdd %s nx=%d resid", typ, nx), resid, bound)
+
+			// GateUp: silu(Wg·x) ⊙ (Wu·x).
+			g := p.weight(randomWeight(r, typ, cols, 131))
+			u := p.weight(randomWeight(r, typ, cols, 131))
+			h := p.tensor(131, nx)
+			p.g.GateUp(h.g, x.g, g.g, u.g)
+			p.ref.GateUp(h.r, x.r, g.r, u.r)
+			p.compare(fmt.Sprintf("GateUp %s nx=%d", typ, nx), h, 4*bound)
+
+			// q, k, v from one x: fused into one launch.
+			wq := p.weight(randomWeight(r, typ, cols, 64))
+			wk := p.weight(randomWeight(r, typ, cols, 16))
+			wv := p.weight(randomWeight(r, typ, cols, 16))
+			q, k, v := p.tensor(64, nx), p.tensor(16, nx), p.tensor(16, nx)
+			for _, m := range []struct {
+				y twoT
+				w twoW
+			}{{q, wq}, {k, wk}, {v, wv}} {
+				p.g.MatMul(m.y.g, x.g, m.w.g)
+				p.ref.MatMul(m.y.r, x.r, m.w.r)
+			}
+			p.compare(fmt.Sprintf("fused q %s nx=%d", typ, nx), q, bound)
+			p.compare(fmt.Sprintf("fused k %s nx=%d", typ, nx), k, bound)
+			p.compare(fmt.Sprintf("fused v %s nx=%d", typ, nx), v, bound)
+		}
+	}
+}
+
+func TestEmbed(t *testing.T) {
+	p := newPair(t)
+	r := rand.New(rand.NewPCG(4, uint64(os.Getpid())))
+	for _, typ := range allTypes {
+		for _, cols := range colsFor(typ) {
+			w := p.weight(randomWeight(r, typ, cols, 300))
+			toks := []int32{299, 0, 17, 17, 123}
+			y := p.tensor(cols, len(toks))
+			p.g.Embed(y.g, w.g, toks)
+			p.ref.Embed(y.r, w.r, toks)
+			p.compare(fmt.Sprintf("Embed %s cols %d", typ, cols), y, 1e-14)
+		}
+	}
+}
+
+func TestRMSNorm(t *testing.T) {
+	p := newPair(t)
+	r := rand.New(rand.NewPCG(5, uint64(os.Getpid())))
+	for _, cols := range []int{7, 64, 1000, 4096, 5000} {
+		for _, rows := range []int{1, 3} {
+			w := p.weight(randomWeight(r, gguf.F32, cols, 1))
+			x := p.input(r, cols, rows, 3)
+			y := p.tensor(cols, rows)
+			p.g.RMSNorm(y.g, x.g, w.g, 1e-5)
+			p.ref.RMSNorm(y.r, x.r, w.r, 1e-5)
+			p.compare(fmt.Sprintf("RMSNorm %dx%d", cols, rows), y, 1e-11)
+		}
+	}
+}
+
+func TestRope(t *testing.T) {
+	p := newPair(t)
+	r := rand.New(rand.NewPCG(6, uint64(os.Getpid())))
+	for _, c := range []struct{ heads, hd, pairs int }{{4, 8, 4}, {32, 128, 64}, {8, 64, 16}} {
+		rp := &ml.Rope{HeadDim: c.hd, PosScale: 0.5, Freqs: make([]float64, c.pairs)}
+		for i := range rp.Freqs {
+			// base^(−2i/d) divided by a Llama-3.1-style factor.
+			rp.Freqs[i] = math.Pow(500000, -2*float64(i)/float64(2*c.pairs)) / (1 + 7*r.Float64())
+		}
+		for _, rows := range []int{1, 7} {
+			for _, pos := range []int{0, 5000} {
+				q := p.input(r, c.heads*c.hd, rows, 1)
+				k := p.input(r, c.hd, rows, 1)
+				p.g.Rope(q.g, pos, rp)
+				p.g.Rope(k.g, pos, rp)
+				p.ref.Rope(q.r, pos, rp)
+				p.ref.Rope(k.r, pos, rp)
+				what := fmt.Sprintf("Rope %d heads × %d (%d pairs) rows %d pos %d", c.heads, c.hd, c.pairs, rows, pos)
+				p.compare(what+" q", q, 1e-11)
+				p.compare(what+" k", k, 1e-11)
+			}
+		}
+	}
+}
+
+func TestArgmaxAndCopyRows(t *testing.T) {
+	p := newPair(t)
+	r := rand.New(rand.NewPCG(7, uint64(os.Getpid())))
+	for _, cols := range []int{5, 1000, 128256} {
+		x := make([]float32, 3*cols)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		// Row 1: a tie between two maxima; the first must win.
+		x[cols+cols/3], x[cols+cols-1] = 50, 50
+		t3 := p.inputFrom(x, cols, 3)
+		got, want := make([]int32, 3), make([]int32, 3)
+		p.g.Argmax(t3.g, got)
+		p.ref.Argmax(t3.r, want)
+		if got != nil && fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("Argmax cols %d: %v, want %v", cols, got, want)
+		}
+		one := p.tensor(cols, 1)
+		p.g.CopyRows(one.g, t3.g, 2)
+		p.ref.CopyRows(one.r, t3.r, 2)
+		p.compare(fmt.Sprintf("CopyRows cols %d", cols), one, 0)
+	}
+}
+
+// TestAttention checks causal GQA attention with the KV cache: a prefill
+// at position 0, then a decode step, then a second prefill chunk at a
+// later position, for head layouts from 1 to 8 queries per KV head and KV
+// lengths of 1, 17 and 4097.
+func TestAttention(t *testing.T) {
+	p := newPair(t)
+	r := rand.New(rand.NewPCG(8, uint64(os.Getpid())))
+	cases := []struct {
+		nh, nkv, hd int
+		steps       []int // rows of each forward step
+		ctx         int
+	}{
+		{8, 4, 8, []int{1}, 1},                    // length 1
+		{8, 2, 32, []int{16, 1}, 17},              // length 17: prefill then decode
+		{32, 8, 128, []int{9, 1, 7}, 40},          // Llama-3 heads
+		{32, 4, 64, []int{5, 1, 1}, 300},          // TinyLlama heads
+		{32, 32, 128, []int{3, 1}, 64},            // Llama-2-7B heads (no GQA)
+		{12, 4, 96, []int{20, 1}, 100},            // odd head size
+		{4, 2, 64, []int{2048, 2048, 1}, 4097},    // length 4097: long prefill, then decode
+		{8, 8, 256, []int{33, 1}, 40},             // the largest head size
+		{6, 1, 16, []int{1, 1, 1, 1, 70, 1}, 100}, // multi-query
+	}
+	for _, c := range cases {
+		a := &ml.Attn{NHeads: c.nh, NKVHeads: c.nkv, HeadDim: c.hd, Scale: 1 / math.Sqrt(float64(c.hd))}
+		kvDim := c.nkv * c.hd
+		gc, err := p.g.NewKVCache(2, c.ctx, kvDim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, _ := p.ref.NewKVCache(2, c.ctx, kvDim)
+		pos := 0
+		for _, n := range c.steps {
+			q := p.input(r, c.nh*c.hd, n, 1)
+			k := p.input(r, kvDim, n, 1)
+			v := p.input(r, kvDim, n, 1)
+			out := p.tensor(c.nh*c.hd, n)
+			p.g.Attention(out.g, q.g, k.g, v.g, gc, 1, pos, a)
+			p.ref.Attention(out.r, q.r, k.r, v.r, rc, 1, pos, a)
+			// The cache holds keys and values in f16 (2^-11 relative).
+			p.compare(fmt.Sprintf("Attention %d/%d heads × %d, rows %d at %d", c.nh, c.nkv, c.hd, n, pos), out, 2e-6)
+			pos += n
+		}
+	}
+}
+
+// TestKVCacheTooLarge: out of memory is an error that says what to try.
+func TestKVCacheTooLarge(t *testing.T) {
+	g := device(t)
+	_, err := g.NewKVCache(1000, 1<<24, 8192)
+	if err == nil || !strings.Contains(err.Error(), "smaller --ctx") || !strings.Contains(err.Error(), "free") {
+		t.Fatalf("error %v: want an out-of-memory error naming --ctx", err)
+	}
+	t.Log(err)
+}

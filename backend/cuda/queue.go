@@ -1,0 +1,490 @@
+package cuda
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strings"
+	"unsafe"
+
+	"greta/ml"
+)
+
+// The op queue. Each Backend op appends an op; runQueue turns the queue
+// into launches (lower.go), replaying a captured graph when the queue
+// equals the one the graph was made from. An op's signature holds every
+// value its launches depend on (buffer addresses, shapes, offsets into the
+// dyn buffer), and none of the values that change from one decode step to
+// the next (positions and token ids, which live in dyn).
+
+type opKind uint8
+
+const (
+	opEmbed opKind = iota + 1
+	opNorm
+	opMatMul
+	opGateUp
+	opRope
+	opAttn
+	opCopy
+	opArgmax
+)
+
+type op struct {
+	kind opKind
+	rows int
+
+	// Embed, Norm, MatMul (w[:nw], y[:nw]), GateUp (w[0] gate, w[1] up,
+	// y[0]), Copy (y[0] ← x), Argmax (x).
+	x     *Tensor
+	y     [3]*Tensor
+	w     [3]*Weight
+	nw    int
+	resid *Tensor
+	eps   float32
+	from  int
+
+	// Rope: rx[:nrope]; Attention.
+	rx    [2]*Tensor
+	nrope int
+	rope  *ropeDev
+	pos   int // host value of the position (not in the signature)
+	q     *Tensor
+	k, v  *Tensor
+	cache *KVCache
+	layer int
+	attn  ml.Attn
+
+	dyn int // offset in dyn of the token ids or the position
+}
+
+func (o *op) appendSig(s []byte) []byte {
+	u := func(v uint64) { s = binary.LittleEndian.AppendUint64(s, v) }
+	t := func(x *Tensor) {
+		if x == nil {
+			u(0)
+		} else {
+			u(uint64(x.ptr))
+			u(uint64(x.cols))
+		}
+	}
+	u(uint64(o.kind)<<32 | uint64(o.rows))
+	t(o.x)
+	for i := 0; i < 3; i++ {
+		t(o.y[i])
+		if o.w[i] != nil {
+			u(uint64(o.w[i].ptr))
+		} else {
+			u(0)
+		}
+	}
+	u(uint64(o.nw))
+	t(o.resid)
+	u(uint64(math.Float32bits(o.eps))<<32 | uint64(uint32(o.from)))
+	t(o.rx[0])
+	t(o.rx[1])
+	u(uint64(o.nrope))
+	if o.rope != nil {
+		u(uint64(o.rope.freqs))
+	}
+	t(o.q)
+	t(o.k)
+	t(o.v)
+	if o.cache != nil {
+		u(uint64(o.cache.k))
+	}
+	u(uint64(o.layer)<<32 | uint64(o.dyn))
+	u(uint64(o.attn.NHeads)<<32 | uint64(o.attn.NKVHeads))
+	u(uint64(o.attn.HeadDim)<<32 | uint64(math.Float32bits(float32(o.attn.Scale))))
+	return s
+}
+
+const maxQueue = 4096
+
+func (b *Backend) push(o op) {
+	if b.closed {
+		panic("cuda: use of a closed backend")
+	}
+	b.ops = append(b.ops, o)
+	if len(b.ops) >= maxQueue {
+		b.enter()
+		defer b.exit()
+		if err := b.runQueue(); err != nil {
+			b.fatal("run", err)
+		}
+	}
+}
+
+func (b *Backend) last() *op {
+	if len(b.ops) == 0 {
+		return nil
+	}
+	return &b.ops[len(b.ops)-1]
+}
+
+// pushDyn appends values to dyn and returns their offset.
+func (b *Backend) pushDyn(vals ...int32) int {
+	if len(b.dyn)+len(vals) > b.dynCap {
+		b.enter()
+		defer b.exit()
+		if len(b.ops) > 0 {
+			if err := b.runQueue(); err != nil {
+				b.fatal("run", err)
+			}
+		}
+		if len(vals) > b.dynCap {
+			b.growDyn(len(vals))
+		}
+	}
+	off := len(b.dyn)
+	b.dyn = append(b.dyn, vals...)
+	return off
+}
+
+func (b *Backend) growDyn(n int) {
+	n = max(n, 1<<14)
+	if b.dynBusy {
+		b.d.EventSynchronize(b.dynEvent)
+		b.dynBusy = false
+	}
+	if err := b.d.StreamSynchronize(b.stream); err != nil {
+		b.fatal("dyn", err)
+	}
+	b.free(b.dynDev)
+	if b.dynHost != nil {
+		b.d.MemFreeHost(b.dynHost)
+		b.dynHost = nil
+	}
+	var err error
+	if b.dynDev, err = b.alloc(uint64(4*n), "the per-step values"); err != nil {
+		b.fatal("dyn", err)
+	}
+	if b.dynHost, err = b.d.MemAllocHost(uint64(4 * n)); err != nil {
+		b.fatal("dyn", err)
+	}
+	b.dynCap = n
+	b.gen++
+}
+
+func (b *Backend) dynPtr(off int) devPtr { return b.dynDev + devPtr(4*off) }
+
+// runQueue runs the queued ops: by replaying the captured graph when the
+// queue matches it, by capturing a new graph when the queue matches the
+// previous run (the second decode step), and otherwise launch by launch.
+// The caller holds the context (enter).
+func (b *Backend) runQueue() error {
+	if len(b.ops) == 0 {
+		return nil
+	}
+	defer func() {
+		b.ops = b.ops[:0]
+		b.dyn = b.dyn[:0]
+	}()
+	b.Stats.Runs++
+	if len(b.dyn) > 0 {
+		if b.dynBusy {
+			if err := b.d.EventSynchronize(b.dynEvent); err != nil {
+				return err
+			}
+		}
+		copy(unsafe.Slice((*int32)(b.dynHost), b.dynCap), b.dyn)
+		if err := b.d.MemcpyHtoDAsync(b.dynDev, b.dynHost, uint64(4*len(b.dyn)), b.stream); err != nil {
+			return err
+		}
+		if err := b.d.EventRecord(b.dynEvent, b.stream); err != nil {
+			return err
+		}
+		b.dynBusy = true
+	}
+	// Scratch that lowering will need is made now, outside any capture.
+	b.prepare()
+	b.sig = binary.LittleEndian.AppendUint64(b.sig[:0], b.gen)
+	graphable := b.Graphs && !b.Check
+	for i := range b.ops {
+		b.sig = b.ops[i].appendSig(b.sig)
+		if b.ops[i].usesBLAS(b) {
+			graphable = false
+		}
+	}
+	defer func() { b.sig, b.lastSig = b.lastSig, b.sig }()
+	if graphable && b.graphExec != 0 && bytes.Equal(b.sig, b.graphSig) {
+		b.Stats.Replays++
+		return b.d.GraphLaunch(b.graphExec, b.stream)
+	}
+	if graphable && bytes.Equal(b.sig, b.lastSig) {
+		if err := b.capture(); err == nil {
+			b.Stats.Captures++
+			return b.d.GraphLaunch(b.graphExec, b.stream)
+		} else {
+			debugf("graph capture failed, running launch by launch from now on: %v", err)
+			b.Graphs = false
+		}
+	}
+	for i := range b.ops {
+		b.lower(&b.ops[i])
+	}
+	return nil
+}
+
+// capture records the queue's launches into a graph and instantiates it.
+func (b *Backend) capture() error {
+	if err := b.d.BeginCapture(b.stream); err != nil {
+		return err
+	}
+	b.capturing = true
+	var perr any
+	func() {
+		defer func() { perr = recover() }()
+		for i := range b.ops {
+			b.lower(&b.ops[i])
+		}
+	}()
+	b.capturing = false
+	g, err := b.d.EndCapture(b.stream)
+	if perr != nil {
+		if g != 0 {
+			b.d.GraphDestroy(g)
+		}
+		return fmt.Errorf("%v", perr)
+	}
+	if err != nil {
+		return err
+	}
+	exec, err := b.d.GraphInstantiate(g)
+	if err != nil {
+		b.d.GraphDestroy(g)
+		return err
+	}
+	if b.graphExec != 0 {
+		b.d.GraphExecDestroy(b.graphExec)
+		b.d.GraphDestroy(b.graph)
+	}
+	b.graph, b.graphExec = g, exec
+	b.graphSig = append(b.graphSig[:0], b.sig...)
+	return nil
+}
+
+// ---- the Backend ops: checks, then a queued op.
+
+func shapeErr(format string, a ...any) { panic(fmt.Sprintf("cuda: "+format, a...)) }
+
+func (b *Backend) Embed(dst ml.Tensor, table ml.Weight, tokens []int32) {
+	d, w := dst.(*Tensor), table.(*Weight)
+	if d.cols != w.cols || len(tokens) < 1 || len(tokens) > d.capRows {
+		shapeErr("Embed shapes: table [%d,%d], dst [%d,%d], %d tokens", w.cols, w.rows, d.cols, d.capRows, len(tokens))
+	}
+	off := b.pushDyn(tokens...)
+	b.push(op{kind: opEmbed, rows: len(tokens), y: [3]*Tensor{d}, w: [3]*Weight{w}, nw: 1, dyn: off})
+}
+
+func (b *Backend) RMSNorm(dst, x ml.Tensor, w ml.Weight, eps float32) {
+	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
+	if d.cols != xs.cols || ww.cols*ww.rows != xs.cols || d.capRows < xs.rows {
+		shapeErr("RMSNorm shapes: w %v, x [%d,%d], dst [%d,%d]", ww.shape, xs.cols, xs.rows, d.cols, d.rows)
+	}
+	b.push(op{kind: opNorm, rows: xs.rows, x: xs, y: [3]*Tensor{d}, w: [3]*Weight{ww}, nw: 1, eps: eps})
+}
+
+func (b *Backend) checkMatMul(d, x *Tensor, w *Weight) {
+	if x.cols != w.cols || d.cols != w.rows || d.rows != x.rows {
+		shapeErr("MatMul shapes: W %s [%d,%d], x [%d,%d], dst [%d,%d]", w.name, w.cols, w.rows, x.cols, x.rows, d.cols, d.rows)
+	}
+}
+
+func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
+	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
+	b.checkMatMul(d, xs, ww)
+	// q, k and v read the same x: one launch does all three.
+	if l := b.last(); b.Fuse && l != nil && l.kind == opMatMul && l.resid == nil && l.nw < 3 && l.x == xs &&
+		l.rows == xs.rows && xs.rows <= mvMaxRows && l.w[0].kfmt == ww.kfmt && l.w[0].cols == ww.cols && d != xs {
+		for i := 0; i < l.nw; i++ {
+			if l.y[i] == d {
+				goto separate
+			}
+		}
+		l.w[l.nw], l.y[l.nw] = ww, d
+		l.nw++
+		return
+	}
+separate:
+	b.push(op{kind: opMatMul, rows: xs.rows, x: xs, y: [3]*Tensor{d}, w: [3]*Weight{ww}, nw: 1})
+}
+
+func (b *Backend) MatMulAdd(dst, resid, x ml.Tensor, w ml.Weight) {
+	d, r, xs, ww := dst.(*Tensor), resid.(*Tensor), x.(*Tensor), w.(*Weight)
+	b.checkMatMul(d, xs, ww)
+	if r.cols != d.cols || r.rows != d.rows {
+		shapeErr("MatMulAdd shapes: resid [%d,%d], dst [%d,%d]", r.cols, r.rows, d.cols, d.rows)
+	}
+	b.push(op{kind: opMatMul, rows: xs.rows, x: xs, y: [3]*Tensor{d}, w: [3]*Weight{ww}, nw: 1, resid: r})
+}
+
+func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {
+	d, xs, g, u := dst.(*Tensor), x.(*Tensor), gate.(*Weight), up.(*Weight)
+	b.checkMatMul(d, xs, g)
+	if u.cols != g.cols || u.rows != g.rows || u.kfmt != g.kfmt {
+		shapeErr("GateUp: gate %s [%d,%d] %s and up %s [%d,%d] %s differ", g.name, g.cols, g.rows, g.kfmt, u.name, u.cols, u.rows, u.kfmt)
+	}
+	b.push(op{kind: opGateUp, rows: xs.rows, x: xs, y: [3]*Tensor{d}, w: [3]*Weight{g, u}, nw: 2})
+}
+
+// ropeFor returns the device copy of r's frequencies.
+func (b *Backend) ropeFor(r *ml.Rope) *ropeDev {
+	if len(r.Freqs) == 0 || 2*len(r.Freqs) > r.HeadDim {
+		shapeErr("Rope: %d frequencies for head size %d", len(r.Freqs), r.HeadDim)
+	}
+	if rd := b.ropes[r]; rd != nil && rd.n == len(r.Freqs) && rd.src == &r.Freqs[0] && rd.posScale == r.PosScale && rd.headDim == r.HeadDim {
+		return rd
+	}
+	b.enter()
+	defer b.exit()
+	buf := make([]byte, 8*len(r.Freqs))
+	for i, f := range r.Freqs {
+		binary.LittleEndian.PutUint64(buf[8*i:], math.Float64bits(f))
+	}
+	p, err := b.alloc(uint64(len(buf)), "rope frequencies")
+	if err != nil {
+		b.fatal("Rope", err)
+	}
+	if err := b.d.MemcpyHtoD(p, buf); err != nil {
+		b.fatal("Rope", err)
+	}
+	rd := &ropeDev{freqs: p, n: len(r.Freqs), src: &r.Freqs[0], posScale: r.PosScale, headDim: r.HeadDim}
+	b.ropes[r] = rd
+	return rd
+}
+
+func (b *Backend) Rope(x ml.Tensor, pos0 int, r *ml.Rope) {
+	xs := x.(*Tensor)
+	if xs.cols < r.HeadDim || pos0 < 0 || pos0 > math.MaxInt32-xs.rows {
+		shapeErr("Rope: x [%d,%d], head size %d, pos %d", xs.cols, xs.rows, r.HeadDim, pos0)
+	}
+	rd := b.ropeFor(r)
+	// Rope of q then of k at the same position: one launch.
+	if l := b.last(); b.Fuse && l != nil && l.kind == opRope && l.nrope == 1 && l.rope == rd && l.rows == xs.rows && l.pos == pos0 && l.rx[0] != xs {
+		l.rx[1] = xs
+		l.nrope = 2
+		return
+	}
+	off := b.pushDyn(int32(pos0))
+	b.push(op{kind: opRope, rows: xs.rows, rx: [2]*Tensor{xs}, nrope: 1, rope: rd, pos: pos0, dyn: off})
+}
+
+func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos0 int, a *ml.Attn) {
+	d, qs, ks, vs, c := dst.(*Tensor), q.(*Tensor), k.(*Tensor), v.(*Tensor), cache.(*KVCache)
+	switch {
+	case a.NHeads < 1 || a.NKVHeads < 1 || a.NHeads%a.NKVHeads != 0 || a.HeadDim < 1:
+		shapeErr("Attention: %d heads, %d KV heads, head size %d", a.NHeads, a.NKVHeads, a.HeadDim)
+	case a.HeadDim > maxHeadDim:
+		shapeErr("Attention: head size %d is over the %d this backend supports", a.HeadDim, maxHeadDim)
+	case qs.cols != a.NHeads*a.HeadDim || d.cols != qs.cols || ks.cols != a.NKVHeads*a.HeadDim || vs.cols != ks.cols || ks.cols != c.kvDim:
+		shapeErr("Attention shapes: q [%d], k [%d], v [%d], dst [%d], cache kv dim %d, heads %d/%d × %d", qs.cols, ks.cols, vs.cols, d.cols, c.kvDim, a.NHeads, a.NKVHeads, a.HeadDim)
+	case qs.rows != ks.rows || vs.rows != ks.rows || d.rows != qs.rows:
+		shapeErr("Attention rows: q %d, k %d, v %d, dst %d", qs.rows, ks.rows, vs.rows, d.rows)
+	case layer < 0 || layer >= c.layers:
+		shapeErr("Attention: layer %d of %d", layer, c.layers)
+	case pos0 < 0 || pos0+qs.rows > c.ctx:
+		shapeErr("Attention: positions %d..%d past the cache of %d", pos0, pos0+qs.rows-1, c.ctx)
+	}
+	off := b.pushDyn(int32(pos0))
+	b.push(op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, pos: pos0, dyn: off})
+}
+
+func (b *Backend) CopyRows(dst, src ml.Tensor, from int) {
+	d, s := dst.(*Tensor), src.(*Tensor)
+	if d.cols != s.cols || from < 0 || from+d.rows > s.capRows {
+		shapeErr("CopyRows: dst [%d,%d], src [%d,%d], from %d", d.cols, d.rows, s.cols, s.capRows, from)
+	}
+	b.push(op{kind: opCopy, rows: d.rows, x: s, y: [3]*Tensor{d}, from: from})
+}
+
+// Argmax finds each row's largest value on the device and copies back only
+// the indices.
+func (b *Backend) Argmax(x ml.Tensor, dst []int32) {
+	xs := x.(*Tensor)
+	if len(dst) < xs.rows {
+		shapeErr("Argmax: %d rows into %d", xs.rows, len(dst))
+	}
+	b.enter()
+	defer b.exit()
+	if xs.rows > b.resCap {
+		if err := b.d.StreamSynchronize(b.stream); err != nil {
+			b.fatal("Argmax", err)
+		}
+		b.free(b.resDev)
+		if b.resHost != nil {
+			b.d.MemFreeHost(b.resHost)
+		}
+		n := max(xs.rows, 1024)
+		var err error
+		if b.resDev, err = b.alloc(uint64(4*n), "argmax results"); err != nil {
+			b.fatal("Argmax", err)
+		}
+		if b.resHost, err = b.d.MemAllocHost(uint64(4 * n)); err != nil {
+			b.fatal("Argmax", err)
+		}
+		b.resCap = n
+		b.gen++
+	}
+	b.push(op{kind: opArgmax, rows: xs.rows, x: xs})
+	if err := b.runQueue(); err != nil {
+		b.fatal("Argmax", err)
+	}
+	if err := b.d.MemcpyDtoHAsync(b.resHost, b.resDev, uint64(4*xs.rows), b.stream); err != nil {
+		b.fatal("Argmax", err)
+	}
+	if err := b.d.StreamSynchronize(b.stream); err != nil {
+		b.fatal("Argmax: "+b.queueDesc(), err)
+	}
+	copy(dst, unsafe.Slice((*int32)(b.resHost), xs.rows))
+}
+
+// Read copies x to the host. It runs the queue first, so a Read in the
+// middle of a step (tracing) also keeps that step from being replayed.
+func (b *Backend) Read(x ml.Tensor, dst []float32) {
+	xs := x.(*Tensor)
+	n := xs.rows * xs.cols
+	if len(dst) < n {
+		shapeErr("Read: [%d,%d] into %d values", xs.cols, xs.rows, len(dst))
+	}
+	b.enter()
+	defer b.exit()
+	if err := b.runQueue(); err != nil {
+		b.fatal("Read", err)
+	}
+	if err := b.d.StreamSynchronize(b.stream); err != nil {
+		b.fatal("Read: "+b.queueDesc(), err)
+	}
+	if err := b.d.MemcpyDtoH(unsafe.Pointer(&dst[0]), xs.ptr, uint64(4*n)); err != nil {
+		b.fatal("Read", err)
+	}
+}
+
+// Sync runs the queue and waits for the device (tests, timing).
+func (b *Backend) Sync() error {
+	b.enter()
+	defer b.exit()
+	if err := b.runQueue(); err != nil {
+		return err
+	}
+	return b.d.StreamSynchronize(b.stream)
+}
+
+// queueDesc names what ran last, for error messages.
+func (b *Backend) queueDesc() string {
+	if b.lastLaunch == "" {
+		return "the last launches"
+	}
+	return "after " + b.lastLaunch
+}
+
+// layerOf extracts N from a GGUF name "blk.N.…".
+func layerOf(name string) string {
+	if strings.HasPrefix(name, "blk.") {
+		if i := strings.IndexByte(name[4:], '.'); i > 0 {
+			return name[4 : 4+i]
+		}
+	}
+	return ""
+}
