@@ -53,7 +53,7 @@ func (t *attnTask) Do(w, lo, hi int) {
 		}
 		var sum float32
 		for p := 0; p < n; p++ {
-			e := float32(math.Exp(float64(scores[p] - maxS)))
+			e := expf(scores[p] - maxS)
 			scores[p] = e
 			sum += e
 		}

@@ -20,9 +20,10 @@ type Backend struct {
 
 	// Tasks of the parallel ops, kept here so Run gets a pointer and
 	// nothing is allocated per call.
-	norm normTask
-	rope ropeTask
-	attn attnTask
+	norm   normTask
+	rope   ropeTask
+	attn   attnTask
+	swiglu swigluTask
 }
 
 // New returns a CPU backend with threads workers (all cores if ≤ 0).
@@ -134,7 +135,8 @@ func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {
 	*u = Tensor{cols: d.cols, rows: d.rows, capRows: d.rows, d: b.scratch[:n]}
 	b.MatMul(d, x, gate)
 	b.MatMul(u, x, up)
-	swiglu(d.data(), u.d)
+	b.swiglu = swigluTask{g: d.data(), u: u.d}
+	b.pool.Run(n, &b.swiglu)
 }
 
 func (b *Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {

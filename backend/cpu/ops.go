@@ -85,10 +85,12 @@ func (b *Backend) Rope(x ml.Tensor, pos0 int, r *ml.Rope) {
 	b.pool.Run(xs.rows, &b.rope)
 }
 
-// swiglu writes g = silu(g)·u.
-func swiglu(g, u []float32) {
-	u = u[:len(g)]
+// swigluTask writes g = silu(g)·u over element ranges.
+type swigluTask struct{ g, u []float32 }
+
+func (t *swigluTask) Do(_, lo, hi int) {
+	g, u := t.g[lo:hi], t.u[lo:hi]
 	for i, v := range g {
-		g[i] = v / (1 + float32(math.Exp(float64(-v)))) * u[i]
+		g[i] = v / (1 + expf(-v)) * u[i]
 	}
 }

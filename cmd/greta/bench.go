@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"greta/generate"
@@ -29,8 +30,17 @@ func cmdBench(args []string) error {
 	n := fs.IntP("n-gen", "n", 128, "generated tokens for tg (0: skip)")
 	reps := fs.IntP("repetitions", "r", 3, "runs of each test")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the timed runs")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(pf)
+		defer func() { pprof.StopCPUProfile(); pf.Close() }()
 	}
 	if *reps < 1 {
 		return fmt.Errorf("-r %d: need at least one run", *reps)
