@@ -93,26 +93,38 @@ func TestKernelBandwidth(t *testing.T) {
 		if err := g.d.MemcpyHtoD(x.(*Tensor).ptr, f32Bytes(xv)); err != nil {
 			t.Fatal(err)
 		}
-		i := 0
-		f := func() {
+		variants := mvbVariants
+		if c.gu {
+			variants = gubVariants
+		}
+		for _, v := range variants {
 			if c.gu {
-				g.GateUp(y, x, ws[i%copies], ws[(i+1)%copies])
+				g.GUB = v
 			} else {
-				g.MatMul(y, x, ws[i%copies])
+				g.MVB = v
 			}
-			i++
+			i := 0
+			f := func() {
+				if c.gu {
+					g.GateUp(y, x, ws[i%copies], ws[(i+1)%copies])
+				} else {
+					g.MatMul(y, x, ws[i%copies])
+				}
+				i++
+			}
+			ms := elapsed(f, 40)
+			bytes := float64(len(wd.Data) + 4*c.s.cols + 4*c.s.rows)
+			if c.gu {
+				bytes += float64(len(wd.Data))
+			}
+			bw := bytes / ms / 1e6
+			name := fmt.Sprintf("%s %dx%d", c.typ, c.s.cols, c.s.rows)
+			if c.gu {
+				name += " gate+up"
+			}
+			fmt.Printf("BENCH matvec %-26s %s %8.1f us %7.0f GB/s %5.1f%% of copy\n", name, v, ms*1000, bw, 100*bw/copyBW)
 		}
-		ms := elapsed(f, 40)
-		bytes := float64(len(wd.Data) + 4*c.s.cols + 4*c.s.rows)
-		if c.gu {
-			bytes += float64(len(wd.Data))
-		}
-		bw := bytes / ms / 1e6
-		name := fmt.Sprintf("%s %dx%d", c.typ, c.s.cols, c.s.rows)
-		if c.gu {
-			name += " gate+up"
-		}
-		fmt.Printf("BENCH matvec %-26s %8.1f us %7.0f GB/s %5.1f%% of copy\n", name, ms*1000, bw, 100*bw/copyBW)
+		g.MVB, g.GUB = defaultMVB, defaultGUB
 		for _, w := range ws {
 			g.free(w.(*Weight).ptr)
 		}

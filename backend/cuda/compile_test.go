@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -13,9 +14,18 @@ func TestKernelsCompile(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	img, log, err := n.Compile(kernelSource(), "greta.cu", n.options(9, 0, true), true)
+	opts := n.options(9, 0, true)
+	out := os.Getenv("GRETA_CUDA_PTXAS") // a file for ptxas's resource report
+	if out != "" {
+		opts = append(opts, "--ptxas-options=-v")
+	}
+	img, log, err := n.Compile(kernelSource(), "greta.cu", opts, true)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if out != "" {
+		os.WriteFile(out, []byte(log), 0o644)
+		log = ""
 	}
 	if strings.TrimSpace(log) != "" {
 		t.Logf("NVRTC %d.%d (%s) log:\n%s", n.major, n.minor, n.name, log)

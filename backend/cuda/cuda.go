@@ -45,10 +45,12 @@ type Backend struct {
 	compiled, cached bool
 
 	// Switches (environment, read at New; tests set them directly).
-	Check     bool // GRETA_CUDA_CHECK=1: synchronize and check after every launch
-	Graphs    bool // GRETA_CUDA_GRAPH=0 turns graph replay off
-	Fuse      bool // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
-	UseBLAS   bool // GRETA_CUDA_CUBLAS=0: prefill without cuBLAS
+	Check     bool   // GRETA_CUDA_CHECK=1: synchronize and check after every launch
+	Graphs    bool   // GRETA_CUDA_GRAPH=0 turns graph replay off
+	Fuse      bool   // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
+	UseBLAS   bool   // GRETA_CUDA_CUBLAS=0: prefill without cuBLAS
+	MVB, GUB  string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r2w4"
+	Profile   bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
 	blas      *cublas
 	blasErr   error
 	blasTried bool
@@ -85,7 +87,11 @@ type Backend struct {
 	argPtr [1]uintptr
 
 	lastLaunch string // what ran last, for error messages
+	profKey    string // the next launch's name in the profile
 	layerHint  string // the layer the last weight op belonged to
+
+	occ  map[string]int // blocks per SM, by kernel
+	prof profiler
 
 	ropes  map[*ml.Rope]*ropeDev
 	allocs map[devPtr]uint64
@@ -145,11 +151,13 @@ func Open(ordinal int) (*Backend, error) {
 	if ordinal < 0 || ordinal >= n {
 		return nil, fmt.Errorf("CUDA device %d does not exist (%d found)", ordinal, n)
 	}
-	b := &Backend{d: d, fn: map[string]cuFunction{}, scratch: map[string]*buffer{}, ropes: map[*ml.Rope]*ropeDev{}, allocs: map[devPtr]uint64{}}
+	b := &Backend{d: d, fn: map[string]cuFunction{}, scratch: map[string]*buffer{}, ropes: map[*ml.Rope]*ropeDev{}, allocs: map[devPtr]uint64{}, occ: map[string]int{}}
 	b.Check = envFlag("GRETA_CUDA_CHECK", false)
 	b.Graphs = envFlag("GRETA_CUDA_GRAPH", true)
 	b.Fuse = envFlag("GRETA_CUDA_FUSE", true)
 	b.UseBLAS = envFlag("GRETA_CUDA_CUBLAS", true)
+	b.MVB, b.GUB = envOr("GRETA_CUDA_MVB", defaultMVB), envOr("GRETA_CUDA_GUB", defaultGUB)
+	b.Profile = envFlag("GRETA_CUDA_PROFILE", false)
 	if b.dev, err = d.Device(ordinal); err != nil {
 		return nil, err
 	}
@@ -309,6 +317,20 @@ func (b *Backend) scratchBuf(name string, n uint64) devPtr {
 	return p
 }
 
+// scratchZeroed is scratchBuf for a buffer that must start zeroed (the
+// attention split counters, which their users return to zero).
+func (b *Backend) scratchZeroed(name string, n uint64) devPtr {
+	s := b.scratch[name]
+	if s != nil && s.size >= n {
+		return s.ptr
+	}
+	p := b.scratchBuf(name, n)
+	if err := b.d.MemsetD32Async(p, 0, b.scratch[name].size/4, b.stream); err != nil {
+		b.fatal("scratch "+name, err)
+	}
+	return p
+}
+
 // Close frees everything the backend holds on the device.
 func (b *Backend) Close() error {
 	if b.closed {
@@ -324,6 +346,9 @@ func (b *Backend) Close() error {
 		err = e
 	}
 	b.closed = true
+	if b.Profile {
+		b.prof.print(os.Stderr)
+	}
 	b.release()
 	return err
 }
@@ -368,6 +393,29 @@ func (b *Backend) release() {
 
 // Compiled reports whether New compiled the kernels (false: disk cache).
 func (b *Backend) Compiled() bool { return b.compiled }
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// Default decode matvec variants, chosen by TestKernelBandwidth on an H100.
+const (
+	defaultMVB = "r2w4"
+	defaultGUB = "r1w4"
+)
+
+// occupancy is how many blocks of kernel name (block threads) fit an SM.
+func (b *Backend) occupancy(name string, threads int) int {
+	if n, ok := b.occ[name]; ok {
+		return n
+	}
+	n := b.d.Occupancy(b.fn[name], threads, 0)
+	b.occ[name] = n
+	return n
+}
 
 // debugf prints when GRETA_CUDA_DEBUG is set.
 func debugf(format string, a ...any) {

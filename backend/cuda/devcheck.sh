@@ -14,13 +14,17 @@
 # carry/shared/{models,reference/llamacpp,reference/f64}.
 #
 # STAGES picks what runs (comma-separated): test, llama, memcheck, bench,
-# bw. Default: all.
+# profile (per-kernel times of a Llama-3-8B-shaped decode), bw. Default:
+# all. All logs end up in $OUT/logs.tgz too.
 set -u
 OUT=${OUT:-/tmp/devcheck-out}
-mkdir -p "$OUT"
+# Logs sit three folders down, where the device tool does not fetch them
+# one by one; logs.tgz and summary.txt come back.
+LOG=$OUT/l/o/g
+mkdir -p "$LOG"
 C=$PWD/carry
 export GRETA_CUDA_CACHE=/tmp/greta-cubin
-STAGES=${STAGES:-test,llama,memcheck,bench,bw}
+STAGES=${STAGES:-test,llama,memcheck,bench,profile,bw}
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 SUM=$OUT/summary.txt
 : >"$SUM"
@@ -28,78 +32,89 @@ say() { echo "$*" | tee -a "$SUM"; }
 T0=$(date +%s)
 el() { echo "$(($(date +%s) - T0))s"; }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee "$OUT/gpu.txt"
-say "gpu: $(cat "$OUT/gpu.txt")"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee "$LOG/gpu.txt"
+say "gpu: $(cat "$LOG/gpu.txt")"
 
 # The benchmark models are made here (random weights at real shapes), in
 # the background while the tests run.
-if has bench; then
+SYNTH=
+if has bench || has profile; then
   ("$C/greta" synth --preset tinyllama-1.1b --type q4_k_m -o /tmp/tinyllama-q4_k_m.gguf &&
-    "$C/greta" synth --preset llama3-8b --type q4_k_m -o /tmp/llama3-8b-q4_k_m.gguf) >"$OUT/synth.log" 2>&1 &
+    "$C/greta" synth --preset llama3-8b --type q4_k_m -o /tmp/llama3-8b-q4_k_m.gguf) >"$LOG/synth.log" 2>&1 &
   SYNTH=$!
 fi
 
 if has test; then
   # One process per test, so that one failure does not hide the rest.
-  for t in TestKernelsCompile TestNoDeviceIsOneLine TestMatMul TestMatMulNoBLAS TestMatMulAddGateUpFused TestEmbed TestRMSNorm TestRope \
+  for t in TestKernelsCompile TestNoDeviceIsOneLine TestMatMul TestMatvecVariants TestMatMulNoBLAS TestMatMulAddGateUpFused TestEmbed TestRMSNorm TestRope \
     TestArgmaxAndCopyRows TestAttention TestKVCacheTooLarge TestModelShapes TestGraphReplayAndTracing TestSharedModels; do
-    (cd /tmp && GRETA_SHARED=$C/shared timeout 240 "$C/cuda.test" -test.run "^$t\$" -test.v -test.count=1) >"$OUT/test-$t.log" 2>&1
+    (cd /tmp && GRETA_SHARED=$C/shared timeout 240 "$C/cuda.test" -test.run "^$t\$" -test.v -test.count=1) >"$LOG/test-$t.log" 2>&1
     rc=$?
     st=PASS
-    grep -q -- "--- SKIP: $t" "$OUT/test-$t.log" && st=SKIP
+    grep -q -- "--- SKIP: $t" "$LOG/test-$t.log" && st=SKIP
     [ $rc -ne 0 ] && st="FAIL(rc=$rc)"
     say "test $t: $st [$(el)]"
-    if [ "$st" != PASS ] && [ "$st" != SKIP ]; then grep -E -- "--- FAIL|_test.go:[0-9]+:|panic|cuda:" "$OUT/test-$t.log" | head -12 | sed 's/^/    /' | tee -a "$SUM"; fi
+    if [ "$st" != PASS ] && [ "$st" != SKIP ]; then grep -E -- "--- FAIL|_test.go:[0-9]+:|panic|cuda:" "$LOG/test-$t.log" | head -12 | sed 's/^/    /' | tee -a "$SUM"; fi
   done
-  grep -h "^SHARED" "$OUT"/test-TestSharedModels.log | tee -a "$SUM"
-  grep -h "worst NMSE" "$OUT"/test-TestModelShapes.log | sed 's/^ */    /' | tee -a "$SUM"
-  cat "$OUT"/test-*.log >"$OUT/tests.log"
+  grep -h "^SHARED" "$LOG"/test-TestSharedModels.log | tee -a "$SUM"
+  grep -h "worst NMSE" "$LOG"/test-TestModelShapes.log | sed 's/^ */    /' | tee -a "$SUM"
+  cat "$LOG"/test-*.log >"$LOG/tests.log"
 fi
 
 if has llama; then
   # model/llama's conformance test finds ../shared three levels up.
   mkdir -p /tmp/w/r/model/llama
   ln -sfn "$C/shared" /tmp/w/shared
-  (cd /tmp/w/r/model/llama && timeout 200 "$C/llama.test" -test.run 'TestTeacherForcedLogitsAgainstOracle/cuda' -test.v -test.count=1) >"$OUT/llama.log" 2>&1
+  (cd /tmp/w/r/model/llama && timeout 200 "$C/llama.test" -test.run 'TestTeacherForcedLogitsAgainstOracle/cuda' -test.v -test.count=1) >"$LOG/llama.log" 2>&1
   say "llama conformance (cuda): rc=$? [$(el)]"
-  grep -E -- "--- (PASS|FAIL|SKIP)|worst NMSE" "$OUT/llama.log" | sed 's/^ */    /' | tee -a "$SUM"
+  grep -E -- "--- (PASS|FAIL|SKIP)|worst NMSE" "$LOG/llama.log" | sed 's/^ */    /' | tee -a "$SUM"
 fi
 
 if has memcheck; then
   (cd /tmp && timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 30 \
-    "$C/cuda.test" -test.short -test.count=1 -test.run "${MEMCHECK_RUN:-TestMatMul\$|TestMatMulAddGateUpFused|TestEmbed|TestRMSNorm|TestRope|TestArgmaxAndCopyRows|TestAttention|TestGraphReplayAndTracing|TestModelShapes}") >"$OUT/memcheck.log" 2>&1
+    "$C/cuda.test" -test.short -test.count=1 -test.run "${MEMCHECK_RUN:-TestMatMul\$|TestMatvecVariants|TestMatMulAddGateUpFused|TestEmbed|TestRMSNorm|TestRope|TestArgmaxAndCopyRows|TestAttention|TestGraphReplayAndTracing|TestModelShapes}") >"$LOG/memcheck.log" 2>&1
   rc=$?
-  say "memcheck: rc=$rc; $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1) [$(el)]"
-  grep -E -- "--- FAIL|Invalid|out of bounds|Address" "$OUT/memcheck.log" | head -10 | sed 's/^/    /' | tee -a "$SUM"
+  say "memcheck: rc=$rc; $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" | tail -1) [$(el)]"
+  grep -E -- "--- FAIL|Invalid|out of bounds|Address" "$LOG/memcheck.log" | head -10 | sed 's/^/    /' | tee -a "$SUM"
 fi
 
 if has bench; then
-  wait $SYNTH
-  say "synth: $(grep -c wrote "$OUT/synth.log") models [$(el)]"
+  [ -n "$SYNTH" ] && wait $SYNTH
+  say "synth: $(grep -c wrote "$LOG/synth.log") models [$(el)]"
   for m in tinyllama-q4_k_m llama3-8b-q4_k_m; do
     f=/tmp/$m.gguf
     [ -f "$f" ] || continue
-    timeout 150 "$C/greta" bench --device cuda -m "$f" -p 512 -n 128 -r 3 >"$OUT/bench-$m.log" 2>&1
+    timeout 150 "$C/greta" bench --device cuda -m "$f" -p 512 -n 128 -r 3 >"$LOG/bench-$m.log" 2>&1
     say "bench $m: rc=$? [$(el)]"
-    grep -E "^\| .*(pp|tg)" "$OUT/bench-$m.log" | tee -a "$SUM"
-    GRETA_CUDA_GRAPH=0 timeout 60 "$C/greta" bench --device cuda -m "$f" -p 0 -n 128 -r 2 >"$OUT/bench-$m-nograph.log" 2>&1
-    grep -E "^\| .*tg" "$OUT/bench-$m-nograph.log" | sed 's/$/ (graphs off)/' | tee -a "$SUM"
-    grep -iE "error|panic" "$OUT/bench-$m.log" | head -5 | tee -a "$SUM"
+    grep -E "^\| .*(pp|tg)" "$LOG/bench-$m.log" | tee -a "$SUM"
+    GRETA_CUDA_GRAPH=0 timeout 60 "$C/greta" bench --device cuda -m "$f" -p 0 -n 128 -r 2 >"$LOG/bench-$m-nograph.log" 2>&1
+    grep -E "^\| .*tg" "$LOG/bench-$m-nograph.log" | sed 's/$/ (graphs off)/' | tee -a "$SUM"
+    grep -iE "error|panic" "$LOG/bench-$m.log" | head -5 | tee -a "$SUM"
   done
   f=/tmp/llama3-8b-q4_k_m.gguf
-  [ -f "$f" ] && timeout 60 "$C/greta" run --device cuda -m "$f" -p "Once upon a time" -n 24 --greedy >"$OUT/run.log" 2>&1
-  say "run llama3-8b-shape: rc=$? $(tail -c 300 "$OUT/run.log" | tr '\n' ' ')"
+  [ -f "$f" ] && timeout 60 "$C/greta" run --device cuda -m "$f" -p "Once upon a time" -n 24 --greedy >"$LOG/run.log" 2>&1
+  say "run llama3-8b-shape: rc=$? $(tail -c 300 "$LOG/run.log" | tr '\n' ' ')"
   f=/tmp/tinyllama-q4_k_m.gguf
-  [ -f "$f" ] && timeout 60 "$C/greta" run --device cuda -m "$f" -p "Once upon a time" -n 3 --greedy --trace-out "$OUT/trace-tinyllama.jsonl" >"$OUT/trace-run.log" 2>&1
-  say "traced run tinyllama-shape: rc=$? $(wc -l <"$OUT/trace-tinyllama.jsonl" 2>/dev/null) records"
-  ls -la /tmp/*.gguf | awk '{print $5, $9}' >"$OUT/models.txt"
+  [ -f "$f" ] && timeout 60 "$C/greta" run --device cuda -m "$f" -p "Once upon a time" -n 3 --greedy --trace-out "$LOG/trace-tinyllama.jsonl" >"$LOG/trace-run.log" 2>&1
+  say "traced run tinyllama-shape: rc=$? $(wc -l <"$LOG/trace-tinyllama.jsonl" 2>/dev/null) records"
+  ls -la /tmp/*.gguf | awk '{print $5, $9}' >"$LOG/models.txt"
+fi
+
+if has profile; then
+  [ -n "$SYNTH" ] && wait $SYNTH
+  f=/tmp/llama3-8b-q4_k_m.gguf
+  [ -f "$f" ] && GRETA_CUDA_PROFILE=1 timeout 60 "$C/greta" bench --device cuda -m "$f" -p 0 -n 64 -r 1 >"$LOG/profile-llama3.log" 2>&1
+  say "profile llama3-8b decode: rc=$?"
+  grep -A14 "cuda profile" "$LOG/profile-llama3.log" | tee -a "$SUM"
 fi
 
 if has bw; then
-  (cd /tmp && GRETA_CUDA_BENCH=1 timeout 120 "$C/cuda.test" -test.run '^TestKernelBandwidth$' -test.v -test.count=1) >"$OUT/bw.log" 2>&1
+  (cd /tmp && GRETA_CUDA_BENCH=1 timeout 120 "$C/cuda.test" -test.run '^TestKernelBandwidth$' -test.v -test.count=1) >"$LOG/bw.log" 2>&1
   say "bandwidth: rc=$? [$(el)]"
-  grep "^BENCH" "$OUT/bw.log" | tee -a "$SUM"
+  grep "^BENCH" "$LOG/bw.log" | tee -a "$SUM"
 fi
 
+# Everything in one archive (the device tool returns few files).
+tar czf "$OUT/logs.tgz" -C "$LOG" . 2>/dev/null
 echo "==== summary ($(el))"
 cat "$SUM"

@@ -69,6 +69,7 @@ type driver struct {
 	streamBeginCapture, streamEndCapture, graphInstantiate, graphLaunch     uintptr
 	graphExecDestroy, graphDestroy                                          uintptr
 	getErrorName, getErrorString                                            uintptr
+	occupancy, funcGetAttribute                                             uintptr
 }
 
 // libcudaNames are tried in order; the first is what the driver package
@@ -149,6 +150,8 @@ func loadDriver() (*driver, error) {
 	sym(&d.graphDestroy, "cuGraphDestroy")
 	sym(&d.getErrorName, "cuGetErrorName")
 	sym(&d.getErrorString, "cuGetErrorString")
+	sym(&d.occupancy, "cuOccupancyMaxActiveBlocksPerMultiprocessor")
+	sym(&d.funcGetAttribute, "cuFuncGetAttribute")
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("no usable CUDA driver: libcuda.so.1 lacks %s (driver too old?)", strings.Join(missing, ", "))
 	}
@@ -332,6 +335,24 @@ func (d *driver) ModuleGetFunction(m cuModule, name string) (cuFunction, error) 
 }
 
 func (d *driver) ModuleUnload(m cuModule) { d.call(d.moduleUnload, uintptr(m)) }
+
+// Occupancy is how many blocks of f fit on one SM at once.
+func (d *driver) Occupancy(f cuFunction, blockSize, smem int) int {
+	var n int32
+	r, _, _ := purego.SyscallN(d.occupancy, uintptr(unsafe.Pointer(&n)), uintptr(f), uintptr(blockSize), uintptr(smem))
+	if cuResult(uint32(r)) != cuSuccess {
+		return 0
+	}
+	return int(n)
+}
+
+const funcAttrNumRegs = 4 // CU_FUNC_ATTRIBUTE_NUM_REGS
+
+func (d *driver) FuncAttr(f cuFunction, attr int) int {
+	var v int32
+	purego.SyscallN(d.funcGetAttribute, uintptr(unsafe.Pointer(&v)), uintptr(attr), uintptr(f))
+	return int(v)
+}
 
 func (d *driver) FuncSetAttribute(f cuFunction, attr, v int) error {
 	return d.err(d.call(d.funcSetAttribute, uintptr(f), uintptr(attr), uintptr(v)), "cuFuncSetAttribute")

@@ -34,9 +34,15 @@ var formatNames = []string{"q4_k", "q5_k", "q6_k", "q8_0", "q4_0", "f16", "bf16"
 
 // kernelNames lists every kernel the backend launches.
 func kernelNames() []string {
-	names := []string{"rmsnorm", "rope", "kv_store", "argmax", "add_f32", "silu_mul", "to_f16", "attention", "attn_combine"}
+	names := []string{"rmsnorm", "rope", "kv_store", "argmax", "add_f32", "silu_mul", "to_f16", "attention", "rope_kv"}
 	for _, f := range formatNames {
 		names = append(names, "mv_"+f+"_1", "mv_"+f+"_8", "gu_"+f+"_1", "gu_"+f+"_8", "deq_"+f)
+		for _, v := range mvbVariants {
+			names = append(names, "mvb_"+f+"_"+v)
+		}
+		for _, v := range gubVariants {
+			names = append(names, "gub_"+f+"_"+v)
+		}
 	}
 	return names
 }
@@ -52,6 +58,19 @@ func mvRows(nx int, gateUp bool) int {
 	default:
 		return 4
 	}
+}
+
+// The decode matvec kernels (mvb, and gub for SwiGLU) come in variants of
+// R rows a warp and W warps a block (kernels/matvec.cu MVB_KERNELS).
+var (
+	mvbVariants = []string{"r1w4", "r2w4", "r4w4", "r2w8"}
+	gubVariants = []string{"r1w4", "r2w4"}
+)
+
+// variantRW parses "r2w4".
+func variantRW(v string) (r, w int) {
+	fmt.Sscanf(v, "r%dw%d", &r, &w)
+	return
 }
 
 // mvMaxRows is the most activation rows one matvec launch takes.

@@ -35,6 +35,14 @@ func (b *Backend) launch(name string, grid [3]int, block, smem int, a args, what
 	r := b.d.LaunchKernel(f, [3]uint32{uint32(grid[0]), uint32(grid[1]), uint32(grid[2])}, [3]uint32{uint32(block), 1, 1},
 		uint32(smem), b.stream, unsafe.Pointer(&b.argPtr[0]))
 	b.Stats.Launches++
+	if b.Profile && !b.capturing {
+		key := b.profKey
+		if key == "" {
+			key = name
+		}
+		b.profMark(key)
+	}
+	b.profKey = ""
 	if r != cuSuccess {
 		b.fatal("launch "+b.lastLaunch, b.d.err(r, "cuLaunchKernel"))
 	}
@@ -88,6 +96,8 @@ func (b *Backend) prepare() {
 			p := b.planAttn(o)
 			if p.nsplit > 1 {
 				b.scratchBuf("attn", uint64(4*p.nsplit*o.rows*o.attn.NHeads*(o.attn.HeadDim+2)))
+				G := o.attn.NHeads / o.attn.NKVHeads
+				b.scratchZeroed("attncnt", uint64(4*ceilDiv(o.rows, p.br)*o.attn.NKVHeads*(G/p.gb)))
 			}
 		case opMatMul, opGateUp:
 			if o.usesBLAS(b) {
@@ -129,6 +139,10 @@ func (b *Backend) lower(o *op) {
 		}
 
 	case opRope:
+		if o.cache != nil {
+			b.lowerRopeKV(o)
+			return
+		}
 		x0, x1 := o.rx[0], o.rx[1]
 		hd, np := o.rope.headDim, o.rope.n
 		h0, h1 := x0.cols/hd, 0
@@ -171,6 +185,18 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 	if gu {
 		name = "gu_" + w0.kfmt + suffix
 	}
+	threads, W := mvThreads, 0
+	if nx == 1 {
+		// The persistent decode kernels: R rows a warp, W warps a block.
+		v := b.MVB
+		name = "mvb_" + w0.kfmt + "_" + v
+		if gu {
+			v = b.GUB
+			name = "gub_" + w0.kfmt + "_" + v
+		}
+		R, W = variantRW(v)
+		threads = 32 * W
+	}
 	xoff := devPtr(4 * c0 * w0.cols)
 	a := args{}
 	var rows [3]int
@@ -204,7 +230,17 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 	if l := layerOf(w0.name); l != "" {
 		b.layerHint = l
 	}
-	b.launch(name, [3]int{blk3, 1, 1}, mvThreads, 0, a, what)
+	grid := blk3
+	if W > 0 {
+		// blk3 counts groups; as many blocks as fit the GPU at once stride
+		// over them.
+		grid = ceilDiv(blk3, W)
+		if occ := b.occupancy(name, threads); occ > 0 {
+			grid = min(grid, occ*b.sms)
+		}
+	}
+	b.profKey = fmt.Sprintf("%s [%d×%d]", name, w0.cols, rows[0]+rows[1]+rows[2])
+	b.launch(name, [3]int{grid, 1, 1}, threads, 0, a, what)
 }
 
 func (b *Backend) lowerAttn(o *op) {
@@ -214,22 +250,34 @@ func (b *Backend) lowerAttn(o *op) {
 	kvdim := c.kvDim
 	pos := b.dynPtr(o.dyn)
 	what := fmt.Sprintf("layer %d", o.layer)
-	b.launch("kv_store", [3]int{ceilDiv(kvdim, 256), min(o.rows, maxGridY), 1}, 256, 0,
-		args{}.p(o.k.ptr).p(o.v.ptr).p(kc).p(vc).i(o.rows).i(kvdim).i(c.ctx).p(pos), what)
-	p := b.planAttn(o)
-	out, part := o.y[0].ptr, devPtr(0)
-	if p.nsplit > 1 {
-		part = b.scratchBuf("attn", uint64(4*p.nsplit*o.rows*a.NHeads*(a.HeadDim+2)))
+	if !o.stored {
+		b.launch("kv_store", [3]int{ceilDiv(kvdim, 256), min(o.rows, maxGridY), 1}, 256, 0,
+			args{}.p(o.k.ptr).p(o.v.ptr).p(kc).p(vc).i(o.rows).i(kvdim).i(c.ctx).p(pos), what)
 	}
+	p := b.planAttn(o)
 	G := a.NHeads / a.NKVHeads
 	grid := [3]int{ceilDiv(o.rows, p.br), a.NKVHeads * (G / p.gb), p.nsplit}
+	out, part, cnt := o.y[0].ptr, devPtr(0), devPtr(0)
+	if p.nsplit > 1 {
+		part = b.scratchBuf("attn", uint64(4*p.nsplit*o.rows*a.NHeads*(a.HeadDim+2)))
+		cnt = b.scratchZeroed("attncnt", uint64(4*grid[0]*grid[1]))
+	}
 	b.launch("attention", grid, attThreads, attnSmem(p.gb*p.br, a.HeadDim),
 		args{}.p(o.q.ptr).p(kc).p(vc).p(out).p(part).p(pos).i(o.rows).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).i(c.ctx).
-			i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale), what)
-	if p.nsplit > 1 {
-		b.launch("attn_combine", [3]int{o.rows * a.NHeads, 1, 1}, 128, 0,
-			args{}.p(part).p(out).i(o.rows).i(a.NHeads).i(a.HeadDim).i(p.nsplit), what)
-	}
+			i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt), what)
+}
+
+// lowerRopeKV launches the rope of q and k fused with the store of k and v
+// into the layer's cache.
+func (b *Backend) lowerRopeKV(o *op) {
+	q, k, c := o.rx[0], o.rx[1], o.cache
+	hd, np := o.rope.headDim, o.rope.n
+	hq, hk := q.cols/hd, k.cols/hd
+	kc, vc := c.layer(o.layer)
+	n := hq*np + hk*(hd/2) + hk*hd
+	b.launch("rope_kv", [3]int{ceilDiv(n, ropeThreads), min(o.rows, maxGridY), 1}, ropeThreads, 0,
+		args{}.p(q.ptr).i(hq).i(q.cols).p(k.ptr).p(o.v.ptr).i(hk).p(kc).p(vc).i(o.rows).i(hd).i(np).i(c.ctx).
+			p(o.rope.freqs).p(b.dynPtr(o.dyn)).f(o.rope.posScale), fmt.Sprintf("rope and KV store, layer %d", o.layer))
 }
 
 // gemmChunk is how many weight rows are dequantized to f16 at a time.

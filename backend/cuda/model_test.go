@@ -79,8 +79,9 @@ func checkModel(t *testing.T, f *gguf.File, prompt []int32, steps int, bound flo
 	}
 	before := g.Stats
 	tok := []int32{0}
-	am := make([]int32, 1)
+	am := make([]int32, len(prompt))
 	mr.Backend.Argmax(sr.Logits, am)
+	am[0] = am[len(prompt)-1]
 	for s := 0; s < steps; s++ {
 		tok[0] = am[0]
 		if err := mg.Forward(sg, tok); err != nil {

@@ -95,11 +95,17 @@ func randomWeight(r *rand.Rand, typ gguf.Type, cols, rows int) ml.WeightData {
 			}
 		}
 	}
-	shape := []int64{int64(cols)}
-	if rows > 1 {
-		shape = append(shape, int64(rows))
-	}
+	shape := []int64{int64(cols), int64(rows)}
 	return ml.WeightData{Name: fmt.Sprintf("test.%s.%dx%d", typ, cols, rows), Type: typ, Shape: shape, Data: b}
+}
+
+// vectorWeight is a norm weight: cols values near 1.
+func vectorWeight(r *rand.Rand, cols int) ml.WeightData {
+	x := make([]float32, cols)
+	for i := range x {
+		x[i] = float32(1 + 0.2*r.NormFloat64())
+	}
+	return ml.WeightData{Name: "test.norm", Type: gguf.F32, Shape: []int64{int64(cols)}, Data: f32Bytes(x)}
 }
 
 // pair runs the same ops on the GPU and on the oracle.
@@ -310,7 +316,7 @@ func TestRMSNorm(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, uint64(os.Getpid())))
 	for _, cols := range []int{7, 64, 1000, 4096, 5000} {
 		for _, rows := range []int{1, 3} {
-			w := p.weight(randomWeight(r, gguf.F32, cols, 1))
+			w := p.weight(vectorWeight(r, cols))
 			x := p.input(r, cols, rows, 3)
 			y := p.tensor(cols, rows)
 			p.g.RMSNorm(y.g, x.g, w.g, 1e-5)
@@ -425,4 +431,32 @@ func TestKVCacheTooLarge(t *testing.T) {
 		t.Fatalf("error %v: want an out-of-memory error naming --ctx", err)
 	}
 	t.Log(err)
+}
+
+// TestMatvecVariants checks every decode matvec variant (rows a warp, warps
+// a block), plain and SwiGLU, on row counts that leave partial groups.
+func TestMatvecVariants(t *testing.T) {
+	p := newPair(t)
+	defer func() { p.g.MVB, p.g.GUB = defaultMVB, defaultGUB }()
+	r := rand.New(rand.NewPCG(10, uint64(os.Getpid())))
+	for _, typ := range allTypes {
+		cols := colsFor(typ)[1]
+		w := p.weight(randomWeight(r, typ, cols, 77))
+		u := p.weight(randomWeight(r, typ, cols, 77))
+		x := p.input(r, cols, 1, 1)
+		for _, v := range mvbVariants {
+			p.g.MVB = v
+			y := p.tensor(77, 1)
+			p.g.MatMul(y.g, x.g, w.g)
+			p.ref.MatMul(y.r, x.r, w.r)
+			p.compare(fmt.Sprintf("mvb %s %s", v, typ), y, boundF32)
+		}
+		for _, v := range gubVariants {
+			p.g.GUB = v
+			h := p.tensor(77, 1)
+			p.g.GateUp(h.g, x.g, w.g, u.g)
+			p.ref.GateUp(h.r, x.r, w.r, u.r)
+			p.compare(fmt.Sprintf("gub %s %s", v, typ), h, 4*boundF32)
+		}
+	}
 }

@@ -57,6 +57,10 @@ type op struct {
 	attn  ml.Attn
 
 	dyn int // offset in dyn of the token ids or the position
+
+	// Fusions: a Rope of q and k that also stores k and v (o.v, o.cache,
+	// o.layer) into the cache, and the Attention that then skips it.
+	stored bool
 }
 
 func (o *op) appendSig(s []byte) []byte {
@@ -95,6 +99,9 @@ func (o *op) appendSig(s []byte) []byte {
 		u(uint64(o.cache.k))
 	}
 	u(uint64(o.layer)<<32 | uint64(o.dyn))
+	if o.stored {
+		u(1)
+	}
 	u(uint64(o.attn.NHeads)<<32 | uint64(o.attn.NKVHeads))
 	u(uint64(o.attn.HeadDim)<<32 | uint64(math.Float32bits(float32(o.attn.Scale))))
 	return s
@@ -200,7 +207,7 @@ func (b *Backend) runQueue() error {
 	// Scratch that lowering will need is made now, outside any capture.
 	b.prepare()
 	b.sig = binary.LittleEndian.AppendUint64(b.sig[:0], b.gen)
-	graphable := b.Graphs && !b.Check
+	graphable := b.Graphs && !b.Check && !b.Profile
 	for i := range b.ops {
 		b.sig = b.ops[i].appendSig(b.sig)
 		if b.ops[i].usesBLAS(b) {
@@ -221,8 +228,14 @@ func (b *Backend) runQueue() error {
 			b.Graphs = false
 		}
 	}
+	if b.Profile {
+		b.profBegin()
+	}
 	for i := range b.ops {
 		b.lower(&b.ops[i])
+	}
+	if b.Profile {
+		b.profEnd()
 	}
 	return nil
 }
@@ -387,8 +400,16 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos
 	case pos0 < 0 || pos0+qs.rows > c.ctx:
 		shapeErr("Attention: positions %d..%d past the cache of %d", pos0, pos0+qs.rows-1, c.ctx)
 	}
+	// Rope of q and k just before, at the same position: it stores k and v
+	// too, and attention only reads the cache.
+	stored := false
+	if l := b.last(); b.Fuse && l != nil && l.kind == opRope && l.nrope == 2 && l.rx[0] == qs && l.rx[1] == ks && l.rows == qs.rows &&
+		l.pos == pos0 && l.cache == nil && l.rope.headDim == a.HeadDim {
+		l.v, l.cache, l.layer = vs, c, layer
+		stored = true
+	}
 	off := b.pushDyn(int32(pos0))
-	b.push(op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, pos: pos0, dyn: off})
+	b.push(op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, pos: pos0, dyn: off, stored: stored})
 }
 
 func (b *Backend) CopyRows(dst, src ml.Tensor, from int) {

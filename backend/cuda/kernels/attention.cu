@@ -8,10 +8,10 @@
 //
 // Decode has one query row; it splits the KV length instead (flash-
 // decoding): grid.z = nsplit blocks each take split_len positions and write
-// an unnormalized partial output with its max and sum, which attn_combine
-// merges. Splits past the current length find nothing to do and write an
-// empty partial. The split count depends on the context size only, never on
-// the position, so a captured decode graph stays valid as pos grows.
+// an unnormalized partial output with its max and sum. Splits past the current length find nothing to do and write an
+// empty partial; the last block of each column to finish merges them. The
+// split count depends on the context size only, never on the position, so a
+// captured decode graph stays valid as pos grows.
 //
 // Shared memory (floats): Q [nq][hd+1], O [nq][hd], K [TK][hd+1], V [TK][hd],
 // S [nq][TK+1], and max, sum, rescale [nq] each; attnSmem in kernels.go
@@ -30,6 +30,7 @@ struct AttnArgs {
   i64 nsplit, split_len;
   i64 gb, br;
   double scale;
+  u64 counters;  // int per (x, y) block column, zero between launches (nsplit > 1)
 };
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention(const AttnArgs a) {
@@ -150,32 +151,39 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention(const AttnAr
       }
     }
   }
-}
+  if (a.nsplit == 1) return;
 
-struct CombineArgs {
-  u64 part;  // [nsplit][rows][nh][hd+2]
-  u64 out;   // [rows][nh·hd]
-  i64 rows, nh, hd, nsplit;
-};
-
-// One block a (row, head): out = Σ e^(m_s−m) O_s / Σ e^(m_s−m) l_s.
-extern "C" __global__ void __launch_bounds__(128) attn_combine(const CombineArgs a) {
-  const i64 rh = blockIdx.x;
-  if (rh >= a.rows * a.nh) return;
-  const int hd = (int)a.hd;
+  // The last split block of this (x, y) column to finish merges all the
+  // splits' partials (threadFenceReduction): no combine launch.
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();
+  int* cnt = (int*)a.counters + blockIdx.x * gridDim.y + blockIdx.y;
+  if (threadIdx.x == 0) {
+    const int ticket = atomicAdd(cnt, 1);
+    last = ticket == (int)a.nsplit - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
   const i64 stride = a.rows * a.nh * (hd + 2);
-  const float* base = (const float*)a.part + rh * (hd + 2);
-  float m = NEG_INF;
-  for (i64 s = 0; s < a.nsplit; s++) m = fmaxf(m, base[s * stride + hd]);
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+  for (int i = threadIdx.x; i < nq * hd; i += ATT_THREADS) {
+    const int iq = i / hd, d = i % hd;
+    const i64 row = r0 + iq / gb;
+    const int head = h0 + iq % gb;
+    if (row >= a.rows) continue;
+    const float* base = (const float*)a.part + (row * a.nh + head) * (hd + 2);
+    float m = NEG_INF;
+    for (i64 s = 0; s < a.nsplit; s++) m = fmaxf(m, __ldcg(base + s * stride + hd));
     float num = 0.f, den = 0.f;
     for (i64 s = 0; s < a.nsplit; s++) {
-      const float ms = base[s * stride + hd];
+      const float ms = __ldcg(base + s * stride + hd);
       if (ms == NEG_INF) continue;
       const float w = expf(ms - m);
-      num = fmaf(w, base[s * stride + d], num);
-      den = fmaf(w, base[s * stride + hd + 1], den);
+      num = fmaf(w, __ldcg(base + s * stride + d), num);
+      den = fmaf(w, __ldcg(base + s * stride + hd + 1), den);
     }
-    ((float*)a.out)[rh * hd + d] = den > 0.f ? num / den : 0.f;
+    ((float*)a.out)[row * qdim + (i64)head * hd + d] = den > 0.f ? num / den : 0.f;
   }
+  if (threadIdx.x == 0) *cnt = 0;
 }

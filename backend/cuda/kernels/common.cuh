@@ -38,6 +38,16 @@ __device__ __forceinline__ float bytef(u32 w) {
   return __int_as_float(__byte_perm(w, 0x4B000000u, 0x7440 | K)) - 8388608.0f;
 }
 
+// Byte k (0..3) of w, which must be below 128, as the float 0.5 + b/256,
+// exactly: the byte becomes the top mantissa byte of 0.5. One PRMT and no
+// FADD; dots built on it take the 0.5·Σx out at the end (Σ b·x = 256·acc −
+// 128·Σx), which costs a few bits of the float's 24, far below what the
+// oracle bounds notice.
+template <int K>
+__device__ __forceinline__ float bytefh(u32 w) {
+  return __int_as_float(__byte_perm(w, 0x3F000000u, 0x7044 | (K << 8)));
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);

@@ -27,38 +27,36 @@
   acc = fmaf(bytef<2>(w), (xp)[2], acc);       \
   acc = fmaf(bytef<3>(w), (xp)[3], acc)
 
+// acc += Σ (0.5 + b/256)·x over the 4 bytes of w (each below 128).
+#define DOT4H(acc, w, xp)                      \
+  acc = fmaf(bytefh<0>(w), (xp)[0], acc);      \
+  acc = fmaf(bytefh<1>(w), (xp)[1], acc);      \
+  acc = fmaf(bytefh<2>(w), (xp)[2], acc);      \
+  acc = fmaf(bytefh<3>(w), (xp)[3], acc)
+
 #define DEQ4(v, w, sc, mn)                     \
   (v)[0] = (sc) * bytef<0>(w) - (mn);          \
   (v)[1] = (sc) * bytef<1>(w) - (mn);          \
   (v)[2] = (sc) * bytef<2>(w) - (mn);          \
   (v)[3] = (sc) * bytef<3>(w) - (mn)
 
-// The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block, from
-// the 12 packed bytes held in h.y (bytes 0-3), h.z (4-7) and h.w (8-11);
-// ggml's get_scale_min_k4.
-__device__ __forceinline__ void k4scale(const uint4& h, int j, u32& sc, u32& m) {
-  if (j < 4) {
-    sc = (h.y >> (8 * j)) & 63;
-    m = (h.z >> (8 * j)) & 63;
-  } else {
-    const int s = 8 * (j - 4);
-    const u32 q8 = (h.w >> s) & 0xff;
-    sc = (q8 & 0xf) | (((h.y >> s) >> 6 & 3) << 4);
-    m = (q8 >> 4) | (((h.z >> s) >> 6 & 3) << 4);
-  }
-}
-
-// Scales of the two sub-blocks (2g, 2g+1) that unit chunk c = u%8 touches.
+// The 6-bit scales and mins of the two sub-blocks (2g, 2g+1) that chunk c
+// = u%8 of a Q4_K/Q5_K super-block touches (g = c/2), from the 12 packed
+// bytes held in h.y (bytes 0-3), h.z (4-7) and h.w (8-11); ggml's
+// get_scale_min_k4, without branches: all eight of each are unpacked a
+// word at a time and the lane's bytes selected.
 __device__ __forceinline__ void k4scales(const uint4& h, int c, float& d1, float& m1, float& d2, float& m2) {
   const float d = h2f(h.x & 0xffff), dmin = h2f(h.x >> 16);
-  const int j = (c >> 1) * 2;
-  u32 s1, n1, s2, n2;
-  k4scale(h, j, s1, n1);
-  k4scale(h, j + 1, s2, n2);
-  d1 = d * (float)s1;
-  m1 = dmin * (float)n1;
-  d2 = d * (float)s2;
-  m2 = dmin * (float)n2;
+  const u32 sc03 = h.y & 0x3F3F3F3Fu, m03 = h.z & 0x3F3F3F3Fu;
+  const u32 sc47 = (h.w & 0x0F0F0F0Fu) | ((h.y >> 2) & 0x30303030u);
+  const u32 m47 = ((h.w >> 4) & 0x0F0F0F0Fu) | ((h.z >> 2) & 0x30303030u);
+  const bool hi = c >= 4;
+  const u32 sc = hi ? sc47 : sc03, mn = hi ? m47 : m03;
+  const int sh = 16 * ((c >> 1) & 1);  // sub-blocks 2g, 2g+1 are bytes 2(g%2), 2(g%2)+1 of their word
+  d1 = d * (float)((sc >> sh) & 0xff);
+  d2 = d * (float)((sc >> (sh + 8)) & 0xff);
+  m1 = dmin * (float)((mn >> sh) & 0xff);
+  m2 = dmin * (float)((mn >> (sh + 8)) & 0xff);
 }
 
 // Q4_K: 144-byte super-blocks of 256 values: d, dmin (f16), 12 bytes of
@@ -85,12 +83,13 @@ struct Q4K {
 #pragma unroll
     for (int k = 0; k < 4; k++) {
       const u32 lo = qw[k] & 0x0F0F0F0Fu, hi = (qw[k] >> 4) & 0x0F0F0F0Fu;
-      DOT4(s0, lo, xv + 4 * k);
-      DOT4(s1, hi, xv + 16 + 4 * k);
+      DOT4H(s0, lo, xv + 4 * k);
+      DOT4H(s1, hi, xv + 16 + 4 * k);
     }
     float d1, m1, d2, m2;
     k4scales(r.h, (int)(u & 7), d1, m1, d2, m2);
-    return d1 * s0 - m1 * xs[0] + d2 * s1 - m2 * xs[1];
+    // Σ (d·sc·q − dmin·m)·x with Σ q·x = 256·s − 128·Σx.
+    return d1 * fmaf(256.f, s0, -128.f * xs[0]) - m1 * xs[0] + d2 * fmaf(256.f, s1, -128.f * xs[1]) - m2 * xs[1];
   }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     float d1, m1, d2, m2;
@@ -136,12 +135,12 @@ struct Q5K {
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
     for (int k = 0; k < 4; k++) {
-      DOT4(s0, lo[k], xv + 4 * k);
-      DOT4(s1, hi[k], xv + 16 + 4 * k);
+      DOT4H(s0, lo[k], xv + 4 * k);
+      DOT4H(s1, hi[k], xv + 16 + 4 * k);
     }
     float d1, m1, d2, m2;
     k4scales(r.h, (int)(u & 7), d1, m1, d2, m2);
-    return d1 * s0 - m1 * xs[0] + d2 * s1 - m2 * xs[1];
+    return d1 * fmaf(256.f, s0, -128.f * xs[0]) - m1 * xs[0] + d2 * fmaf(256.f, s1, -128.f * xs[1]) - m2 * xs[1];
   }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     u32 lo[4], hi[4];
@@ -202,10 +201,11 @@ struct Q6K {
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
     for (int k = 0; k < 4; k++) {
-      DOT4(s0, lo[k], xv + 4 * k);
-      DOT4(s1, hi[k], xv + 16 + 4 * k);
+      DOT4H(s0, lo[k], xv + 4 * k);
+      DOT4H(s1, hi[k], xv + 16 + 4 * k);
     }
-    return slo * (s0 - 32.f * xs[0]) + shi * (s1 - 32.f * xs[1]);
+    // Σ (q−32)·x = 256·s − 128·Σx − 32·Σx.
+    return slo * fmaf(256.f, s0, -160.f * xs[0]) + shi * fmaf(256.f, s1, -160.f * xs[1]);
   }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     u32 lo[4], hi[4];
@@ -272,10 +272,11 @@ struct Q40 {
 #pragma unroll
     for (int k = 0; k < 4; k++) {
       const u32 lo = qw[k] & 0x0F0F0F0Fu, hi = (qw[k] >> 4) & 0x0F0F0F0Fu;
-      DOT4(s0, lo, xv + 4 * k);
-      DOT4(s1, hi, xv + 16 + 4 * k);
+      DOT4H(s0, lo, xv + 4 * k);
+      DOT4H(s1, hi, xv + 16 + 4 * k);
     }
-    return h2f((u16)r.d) * ((s0 + s1) - 8.f * (xs[0] + xs[1]));
+    // Σ (q−8)·x = 256·s − 128·Σx − 8·Σx.
+    return h2f((u16)r.d) * fmaf(256.f, s0 + s1, -136.f * (xs[0] + xs[1]));
   }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     const float d = h2f((u16)r.d);

@@ -160,6 +160,174 @@ __device__ __forceinline__ void matvec_body(const MVArgs& a) {
 
 FORMATS(MV_KERNELS)
 
+// ---- the decode matvec: one activation row, persistent warps.
+//
+// Each warp owns R consecutive output rows (a group) at a time and walks
+// the whole row with its 32 lanes, unit u = lane + 32·i, so no block-level
+// reduction or barrier is needed. Warps stride over all groups of the
+// launch (the grid holds only as many blocks as fit on the GPU at once), and
+// the weight loads of the next step (the next units, or the next group's
+// first) are issued before the current step's arithmetic, so a warp always
+// has its next 16-byte loads in flight while it computes. Groups are
+// numbered across the launch's weights: [0, blk1) are weight 0's, [blk1,
+// blk2) weight 1's, [blk2, blk3) weight 2's.
+
+template <class F, int R, bool GU>
+struct MVBGroup {
+  const u8* w[GU ? 2 : 1];
+  float* y;
+  i64 rows, row0;
+};
+
+template <class F, int R, bool GU>
+__device__ __forceinline__ MVBGroup<F, R, GU> mvb_group(const MVArgs& a, i64 g) {
+  MVBGroup<F, R, GU> m;
+  if (GU) {
+    m.w[0] = (const u8*)a.w0;
+    m.w[GU ? 1 : 0] = (const u8*)a.w1;
+    m.y = (float*)a.y0;
+    m.rows = a.rows0;
+  } else if (g >= a.blk2) {
+    g -= a.blk2;
+    m.w[0] = (const u8*)a.w2;
+    m.y = (float*)a.y2;
+    m.rows = a.rows2;
+  } else if (g >= a.blk1) {
+    g -= a.blk1;
+    m.w[0] = (const u8*)a.w1;
+    m.y = (float*)a.y1;
+    m.rows = a.rows1;
+  } else {
+    m.w[0] = (const u8*)a.w0;
+    m.y = (float*)a.y0;
+    m.rows = a.rows0;
+  }
+  m.row0 = g * R;
+  return m;
+}
+
+template <class F, int R, int W, bool GU>
+__device__ __forceinline__ void mvb_body(const MVArgs& a) {
+  constexpr int NW = GU ? 2 : 1;
+  typedef typename F::Raw Raw;
+  const int lane = threadIdx.x & 31;
+  const i64 cols = a.cols, nunits = cols / F::UNIT;
+  const int iters = (int)((nunits + 31) >> 5);
+  const i64 ngroups = a.blk3, gstride = (i64)gridDim.x * W;
+  i64 grp = (i64)blockIdx.x * W + (threadIdx.x >> 5);
+  if (grp >= ngroups) return;
+  const float* x = (const float*)a.x;
+
+  MVBGroup<F, R, GU> cur = mvb_group<F, R, GU>(a, grp);
+  Raw ra[NW][R], rb[NW][R];
+  auto load = [&](Raw (&raw)[NW][R], const MVBGroup<F, R, GU>& m, i64 u) {
+    if (u < nunits) {
+#pragma unroll
+      for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+          if (m.row0 + r < m.rows) F::load(raw[wv][r], m.w[wv], m.rows, cols, m.row0 + r, u);
+    }
+  };
+  float acc[NW][R];
+#pragma unroll
+  for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[wv][r] = 0.f;
+  int it = 0;
+  load(ra, cur, lane);
+
+  // One step: prefetch the next step into nxt, then compute cur's unit from
+  // raw. Returns false after the warp's last step.
+  auto step = [&](Raw (&raw)[NW][R], Raw (&nxt)[NW][R]) -> bool {
+    int it2 = it + 1;
+    i64 grp2 = grp;
+    if (it2 == iters) {
+      it2 = 0;
+      grp2 += gstride;
+    }
+    const bool more = grp2 < ngroups;
+    MVBGroup<F, R, GU> nx = cur;
+    if (more) {
+      if (it2 == 0) nx = mvb_group<F, R, GU>(a, grp2);
+      load(nxt, nx, lane + 32 * (i64)it2);
+    }
+    const i64 u = lane + 32 * (i64)it;
+    if (u < nunits) {
+      float xv[F::UNIT];
+      float xs[F::RUNS];
+#pragma unroll
+      for (int run = 0; run < F::RUNS; run++) {
+        const float* p = x + F::xoff(u, run);
+        float s = 0.f;
+        if constexpr (F::RUNLEN % 4 == 0) {
+#pragma unroll
+          for (int i = 0; i < F::RUNLEN / 4; i++) {
+            const float4 v = __ldg((const float4*)p + i);
+            xv[run * F::RUNLEN + 4 * i + 0] = v.x;
+            xv[run * F::RUNLEN + 4 * i + 1] = v.y;
+            xv[run * F::RUNLEN + 4 * i + 2] = v.z;
+            xv[run * F::RUNLEN + 4 * i + 3] = v.w;
+            s += (v.x + v.y) + (v.z + v.w);
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < F::RUNLEN; i++) {
+            xv[run * F::RUNLEN + i] = __ldg(p + i);
+            s += xv[run * F::RUNLEN + i];
+          }
+        }
+        xs[run] = s;
+      }
+#pragma unroll
+      for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+          if (cur.row0 + r < cur.rows) acc[wv][r] += F::dot(raw[wv][r], u, xv, xs);
+    }
+    if (it == iters - 1) {
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        const float s0 = warp_sum(acc[0][r]);
+        const float s1 = GU ? warp_sum(acc[NW - 1][r]) : 0.f;
+        const i64 row = cur.row0 + r;
+        if (lane == r && row < cur.rows) {
+          const float out = GU ? silu(s0) * s1 : s0;
+          cur.y[row] = out;
+          if (!GU && a.resid) ((float*)a.resid)[row] += out;
+        }
+#pragma unroll
+        for (int wv = 0; wv < NW; wv++) acc[wv][r] = 0.f;
+      }
+    }
+    it = it2;
+    grp = grp2;
+    cur = nx;
+    return more;
+  };
+  while (step(ra, rb) && step(rb, ra)) {
+  }
+}
+
+// R rows a warp, W warps a block. kernels.go holds the same table.
+#define MVB_KERNEL(F, name, R, W)                                                                  \
+  extern "C" __global__ void __launch_bounds__(W * 32) mvb_##name##_r##R##w##W(const MVArgs a) {  \
+    mvb_body<F, R, W, false>(a);                                                                   \
+  }
+#define GUB_KERNEL(F, name, R, W)                                                                  \
+  extern "C" __global__ void __launch_bounds__(W * 32) gub_##name##_r##R##w##W(const MVArgs a) {  \
+    mvb_body<F, R, W, true>(a);                                                                    \
+  }
+#define MVB_KERNELS(F, name) \
+  MVB_KERNEL(F, name, 1, 4)  \
+  MVB_KERNEL(F, name, 2, 4)  \
+  MVB_KERNEL(F, name, 4, 4)  \
+  MVB_KERNEL(F, name, 2, 8)  \
+  GUB_KERNEL(F, name, 1, 4)  \
+  GUB_KERNEL(F, name, 2, 4)
+
+FORMATS(MVB_KERNELS)
+
 // ---- dequantization: embedding rows, and f16 copies of weights for the
 // tensor-core GEMMs of prefill.
 

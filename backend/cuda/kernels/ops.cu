@@ -71,6 +71,61 @@ extern "C" __global__ void __launch_bounds__(128) rope(const RopeArgs a) {
   }
 }
 
+struct RopeKVArgs {
+  u64 q;        // [rows][ldq] float, hq heads
+  i64 hq, ldq;
+  u64 k, v;     // [rows][kvdim] float, hk heads
+  i64 hk;
+  u64 kc, vc;   // the layer's cache [ctx][kvdim] f16
+  i64 rows, hd, npairs, ctx;
+  u64 freqs;    // [npairs] double
+  u64 pos0;     // int32
+  double pos_scale;
+};
+
+// Rope of q and k, and the store of k and v into the cache, in one launch:
+// the decode step's rope, rope and kv_store. Grid: x over hq·npairs q
+// pairs, hk·hd/2 k pairs (rotated or not) and hk·hd v values; y strides
+// over rows.
+extern "C" __global__ void __launch_bounds__(128) rope_kv(const RopeKVArgs a) {
+  const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+  const int half = (int)(a.hd >> 1);
+  const i64 nq = a.hq * a.npairs, nk = a.hk * half, nv = a.hk * a.hd, kvdim = a.hk * a.hd;
+  if (idx >= nq + nk + nv) return;
+  const i64 pos0 = ((const int*)a.pos0)[0];
+  for (i64 r = blockIdx.y; r < a.rows; r += gridDim.y) {
+    const i64 p = pos0 + r;
+    if (idx < nq) {
+      const i64 head = idx / a.npairs, i = idx % a.npairs;
+      float* x = (float*)a.q + r * a.ldq + head * a.hd + 2 * i;
+      double s, c;
+      sincos((double)p * a.pos_scale * ((const double*)a.freqs)[i], &s, &c);
+      const float x0 = x[0], x1 = x[1], cf = (float)c, sf = (float)s;
+      x[0] = x0 * cf - x1 * sf;
+      x[1] = x0 * sf + x1 * cf;
+    } else if (idx < nq + nk) {
+      const i64 l = idx - nq, head = l / half, i = l % half;
+      float* x = (float*)a.k + r * kvdim + head * a.hd + 2 * i;
+      float x0 = x[0], x1 = x[1];
+      if (i < a.npairs) {
+        double s, c;
+        sincos((double)p * a.pos_scale * ((const double*)a.freqs)[i], &s, &c);
+        const float cf = (float)c, sf = (float)s, y0 = x0 * cf - x1 * sf, y1 = x0 * sf + x1 * cf;
+        x[0] = x0 = y0;
+        x[1] = x1 = y1;
+      }
+      if (p >= 0 && p < a.ctx) {
+        u16* kc = (u16*)a.kc + p * kvdim + head * a.hd + 2 * i;
+        kc[0] = f2h(x0);
+        kc[1] = f2h(x1);
+      }
+    } else {
+      const i64 l = idx - nq - nk;
+      if (p >= 0 && p < a.ctx) ((u16*)a.vc)[p * kvdim + l] = f2h(((const float*)a.v)[r * kvdim + l]);
+    }
+  }
+}
+
 struct KVStoreArgs {
   u64 k, v;     // [rows][kvdim] float
   u64 kc, vc;   // the layer's cache [ctx][kvdim] f16
