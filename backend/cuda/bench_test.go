@@ -93,9 +93,9 @@ func TestKernelBandwidth(t *testing.T) {
 		if err := g.d.MemcpyHtoD(x.(*Tensor).ptr, f32Bytes(xv)); err != nil {
 			t.Fatal(err)
 		}
-		variants := mvbVariants
+		variants := mvsVariants
 		if c.gu {
-			variants = gubVariants
+			variants = gusVariants
 		}
 		for _, v := range variants {
 			if c.gu {

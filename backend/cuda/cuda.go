@@ -201,9 +201,23 @@ func Open(ordinal int) (*Backend, error) {
 		}
 		b.fn[k] = f
 	}
-	// Attention's tiles need more than the default 48 KB of shared memory.
-	if err := d.FuncSetAttribute(b.fn["attention"], funcAttrMaxDynamicShared, min(b.maxSmem, attnSmem(32, maxHeadDim))); err != nil {
-		return fail(err)
+	// Attention's tiles and the staged x of the decode matvecs need more
+	// than the default 48 KB of shared memory.
+	for name, f := range b.fn {
+		lim := 0
+		switch {
+		case name == "attention":
+			lim = min(b.maxSmem, attnSmem(32, maxHeadDim))
+		case strings.HasPrefix(name, "attn_dec_"):
+			lim = min(b.maxSmem, attnDecSmem(maxHeadDim, 8))
+		case strings.HasPrefix(name, "mvs_"), strings.HasPrefix(name, "gus_"):
+			lim = b.mvsLimit()
+		}
+		if lim > 48<<10 {
+			if err := d.FuncSetAttribute(f, funcAttrMaxDynamicShared, lim); err != nil {
+				return fail(fmt.Errorf("%s: %w", name, err))
+			}
+		}
 	}
 	if b.dynEvent, err = d.EventCreate(); err != nil {
 		return fail(err)
@@ -403,17 +417,23 @@ func envOr(name, def string) string {
 
 // Default decode matvec variants, chosen by TestKernelBandwidth on an H100.
 const (
-	defaultMVB = "r2w4"
-	defaultGUB = "r1w4"
+	defaultMVB = "r2w8"
+	defaultGUB = "r1w8"
 )
 
-// occupancy is how many blocks of kernel name (block threads) fit an SM.
-func (b *Backend) occupancy(name string, threads int) int {
-	if n, ok := b.occ[name]; ok {
+// mvsLimit is the most dynamic shared memory a staged-x matvec may use (the
+// kernels' own static shared memory is under 1 KB).
+func (b *Backend) mvsLimit() int { return b.maxSmem - 2048 }
+
+// occupancy is how many blocks of kernel name (block threads, smem bytes
+// of dynamic shared memory) fit an SM.
+func (b *Backend) occupancy(name string, threads, smem int) int {
+	key := fmt.Sprintf("%s/%d/%d", name, threads, smem)
+	if n, ok := b.occ[key]; ok {
 		return n
 	}
-	n := b.d.Occupancy(b.fn[name], threads, 0)
-	b.occ[name] = n
+	n := b.d.Occupancy(b.fn[name], threads, smem)
+	b.occ[key] = n
 	return n
 }
 

@@ -37,11 +37,19 @@ func kernelNames() []string {
 	names := []string{"rmsnorm", "rope", "kv_store", "argmax", "add_f32", "silu_mul", "to_f16", "attention", "rope_kv"}
 	for _, f := range formatNames {
 		names = append(names, "mv_"+f+"_1", "mv_"+f+"_8", "gu_"+f+"_1", "gu_"+f+"_8", "deq_"+f)
-		for _, v := range mvbVariants {
-			names = append(names, "mvb_"+f+"_"+v)
+		if runsOf[f] == 0 {
+			continue
 		}
-		for _, v := range gubVariants {
-			names = append(names, "gub_"+f+"_"+v)
+		for _, v := range mvsVariants {
+			names = append(names, "mvs_"+f+"_"+v)
+		}
+		for _, v := range gusVariants {
+			names = append(names, "gus_"+f+"_"+v)
+		}
+	}
+	for _, epl := range []int{1, 2, 4, 8} {
+		for _, g := range []int{1, 2, 4, 8} {
+			names = append(names, attnDecName(epl, g))
 		}
 	}
 	return names
@@ -60,12 +68,33 @@ func mvRows(nx int, gateUp bool) int {
 	}
 }
 
-// The decode matvec kernels (mvb, and gub for SwiGLU) come in variants of
-// R rows a warp and W warps a block (kernels/matvec.cu MVB_KERNELS).
+// The decode matvec kernels (mvs, and gus for SwiGLU) come in variants of
+// R rows a warp and W warps a block (kernels/matvec.cu MVS_KERNELS).
 var (
-	mvbVariants = []string{"r1w4", "r2w4", "r4w4", "r2w8"}
-	gubVariants = []string{"r1w4", "r2w4"}
+	mvsVariants = []string{"r1w8", "r2w8", "r4w8", "r2w16"}
+	gusVariants = []string{"r1w8", "r2w8"}
 )
+
+// runsOf is RUNS of each format with staged-x kernels (VFORMATS); the
+// others have none.
+var runsOf = map[string]int{"q4_k": 2, "q5_k": 2, "q6_k": 2, "q8_0": 1, "q4_0": 2, "f16": 1, "bf16": 1, "f32": 1}
+
+// mvsSmem is the shared memory of a staged-x matvec over rows of cols values
+// of format f: x in 32-unit slices, and the sum of each run.
+func mvsSmem(f string, cols int) int {
+	u := unitOf[f]
+	nu := ceilDiv(cols/u, 32) * 32
+	return 4*nu*u + 4*nu*runsOf[f]
+}
+
+// attnDecName is the decode attention kernel for head size 32·epl and g
+// query heads a KV head.
+func attnDecName(epl, g int) string { return fmt.Sprintf("attn_dec_%d_%d", epl, g) }
+
+// attnDecSmem is its shared memory (kernels/attention.cu).
+func attnDecSmem(hd, g int) int { return 4 * attdWarps * g * (hd + 2) }
+
+const attdWarps = 8 // ATTD_WARPS
 
 // variantRW parses "r2w4".
 func variantRW(v string) (r, w int) {

@@ -172,6 +172,12 @@ func (b *Backend) lower(o *op) {
 	}
 }
 
+// mvsFits reports whether a decode matvec over w can stage its x in shared
+// memory (the mvs/gus kernels); otherwise mv_*_1 runs it.
+func (b *Backend) mvsFits(w *Weight) bool {
+	return runsOf[w.kfmt] > 0 && mvsSmem(w.kfmt, w.cols) <= b.mvsLimit()
+}
+
 // lowerMatvec launches the matvec kernels for activation rows c0..c0+nx.
 func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 	w0 := o.w[0]
@@ -185,17 +191,21 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 	if gu {
 		name = "gu_" + w0.kfmt + suffix
 	}
-	threads, W := mvThreads, 0
-	if nx == 1 {
+	threads, W, smem := mvThreads, 0, 0
+	if nx == 1 && b.mvsFits(w0) {
 		// The persistent decode kernels: R rows a warp, W warps a block.
 		v := b.MVB
-		name = "mvb_" + w0.kfmt + "_" + v
+		name = "mvs_" + w0.kfmt + "_" + v
 		if gu {
 			v = b.GUB
-			name = "gub_" + w0.kfmt + "_" + v
+			name = "gus_" + w0.kfmt + "_" + v
 		}
 		R, W = variantRW(v)
 		threads = 32 * W
+		smem = mvsSmem(w0.kfmt, w0.cols)
+	}
+	if o.normW != nil && W == 0 {
+		panic("cuda: a fused RMSNorm without a staged-x kernel") // the queue only fuses where mvsFits
 	}
 	xoff := devPtr(4 * c0 * w0.cols)
 	a := args{}
@@ -222,10 +232,18 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 	if o.resid != nil {
 		resid = o.resid.ptr + devPtr(4*c0*w0.rows)
 	}
-	a = a.p(o.x.ptr + xoff).p(resid).i(w0.cols).i(nx)
+	src := o.x.ptr + xoff
+	var normw, xb devPtr
+	if o.normW != nil {
+		src, normw, xb = o.normX.ptr, o.normW.ptr, o.x.ptr
+	}
+	a = a.p(src).p(resid).i(w0.cols).i(nx).p(normw).p(xb).f(float64(o.eps))
 	what := w0.name
 	for i := 1; i < o.nw; i++ {
 		what += "+" + o.w[i].name
+	}
+	if o.normW != nil {
+		what = o.normW.name + " → " + what
 	}
 	if l := layerOf(w0.name); l != "" {
 		b.layerHint = l
@@ -235,12 +253,15 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 		// blk3 counts groups; as many blocks as fit the GPU at once stride
 		// over them.
 		grid = ceilDiv(blk3, W)
-		if occ := b.occupancy(name, threads); occ > 0 {
+		if occ := b.occupancy(name, threads, smem); occ > 0 {
 			grid = min(grid, occ*b.sms)
 		}
 	}
 	b.profKey = fmt.Sprintf("%s [%d×%d]", name, w0.cols, rows[0]+rows[1]+rows[2])
-	b.launch(name, [3]int{grid, 1, 1}, threads, 0, a, what)
+	if o.normW != nil {
+		b.profKey += " +norm"
+	}
+	b.launch(name, [3]int{grid, 1, 1}, threads, smem, a, what)
 }
 
 func (b *Backend) lowerAttn(o *op) {
@@ -262,9 +283,30 @@ func (b *Backend) lowerAttn(o *op) {
 		part = b.scratchBuf("attn", uint64(4*p.nsplit*o.rows*a.NHeads*(a.HeadDim+2)))
 		cnt = b.scratchZeroed("attncnt", uint64(4*grid[0]*grid[1]))
 	}
+	if name, ok := b.attnDec(o); ok {
+		b.launch(name, [3]int{1, a.NKVHeads, p.nsplit}, attdWarps*32, attnDecSmem(a.HeadDim, G),
+			args{}.p(o.q.ptr).p(kc).p(vc).p(out).p(part).p(pos).i(o.rows).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).i(c.ctx).
+				i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt), what)
+		return
+	}
 	b.launch("attention", grid, attThreads, attnSmem(p.gb*p.br, a.HeadDim),
 		args{}.p(o.q.ptr).p(kc).p(vc).p(out).p(part).p(pos).i(o.rows).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).i(c.ctx).
 			i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt), what)
+}
+
+// attnDec returns the decode attention kernel for o, if one fits: one
+// query row, a head size of 32, 64, 128 or 256, and 1, 2, 4 or 8 query
+// heads a KV head.
+func (b *Backend) attnDec(o *op) (string, bool) {
+	hd, G := o.attn.HeadDim, o.attn.NHeads/o.attn.NKVHeads
+	if o.rows != 1 || hd%32 != 0 || (G != 1 && G != 2 && G != 4 && G != 8) || attnDecSmem(hd, G) > min(b.maxSmem, attnDecSmem(maxHeadDim, 8)) {
+		return "", false
+	}
+	switch hd / 32 {
+	case 1, 2, 4, 8:
+		return attnDecName(hd/32, G), true
+	}
+	return "", false
 }
 
 // lowerRopeKV launches the rope of q and k fused with the store of k and v

@@ -444,19 +444,63 @@ func TestMatvecVariants(t *testing.T) {
 		w := p.weight(randomWeight(r, typ, cols, 77))
 		u := p.weight(randomWeight(r, typ, cols, 77))
 		x := p.input(r, cols, 1, 1)
-		for _, v := range mvbVariants {
+		for _, v := range mvsVariants {
 			p.g.MVB = v
 			y := p.tensor(77, 1)
 			p.g.MatMul(y.g, x.g, w.g)
 			p.ref.MatMul(y.r, x.r, w.r)
 			p.compare(fmt.Sprintf("mvb %s %s", v, typ), y, boundF32)
 		}
-		for _, v := range gubVariants {
+		for _, v := range gusVariants {
 			p.g.GUB = v
 			h := p.tensor(77, 1)
 			p.g.GateUp(h.g, x.g, w.g, u.g)
 			p.ref.GateUp(h.r, x.r, w.r, u.r)
 			p.compare(fmt.Sprintf("gub %s %s", v, typ), h, 4*boundF32)
+		}
+	}
+}
+
+// TestNormFused: a decode RMSNorm followed by the q, k, v projections, and
+// one followed by SwiGLU, run as single launches that normalize x while
+// staging it; the normalized rows must come out too.
+func TestNormFused(t *testing.T) {
+	p := newPair(t)
+	r := rand.New(rand.NewPCG(11, uint64(os.Getpid())))
+	for _, typ := range allTypes {
+		cols := colsFor(typ)[2]
+		g1 := p.weight(vectorWeight(r, cols))
+		g2 := p.weight(vectorWeight(r, cols))
+		wq := p.weight(randomWeight(r, typ, cols, 96))
+		wk := p.weight(randomWeight(r, typ, cols, 32))
+		wv := p.weight(randomWeight(r, typ, cols, 32))
+		wg := p.weight(randomWeight(r, typ, cols, 200))
+		wu := p.weight(randomWeight(r, typ, cols, 200))
+		x := p.input(r, cols, 1, 2)
+		xb, xb2 := p.tensor(cols, 1), p.tensor(cols, 1)
+		q, k, v, h := p.tensor(96, 1), p.tensor(32, 1), p.tensor(32, 1), p.tensor(200, 1)
+		for _, b := range []ml.Backend{p.g, p.ref} {
+			sel := func(t twoT) ml.Tensor {
+				if b == ml.Backend(p.g) {
+					return t.g
+				}
+				return t.r
+			}
+			selW := func(w twoW) ml.Weight {
+				if b == ml.Backend(p.g) {
+					return w.g
+				}
+				return w.r
+			}
+			b.RMSNorm(sel(xb), sel(x), selW(g1), 1e-5)
+			b.MatMul(sel(q), sel(xb), selW(wq))
+			b.MatMul(sel(k), sel(xb), selW(wk))
+			b.MatMul(sel(v), sel(xb), selW(wv))
+			b.RMSNorm(sel(xb2), sel(x), selW(g2), 1e-5)
+			b.GateUp(sel(h), sel(xb2), selW(wg), selW(wu))
+		}
+		for name, tt := range map[string]twoT{"xb": xb, "q": q, "k": k, "v": v, "xb2": xb2, "h": h} {
+			p.compare(fmt.Sprintf("norm-fused %s %s", typ, name), tt, 4*boundF32)
 		}
 	}
 }

@@ -59,8 +59,12 @@ type op struct {
 	dyn int // offset in dyn of the token ids or the position
 
 	// Fusions: a Rope of q and k that also stores k and v (o.v, o.cache,
-	// o.layer) into the cache, and the Attention that then skips it.
+	// o.layer) into the cache, and the Attention that then skips it; a
+	// decode MatMul or GateUp that normalizes its input itself (normX by
+	// normW and eps) and writes the normalized row to x.
 	stored bool
+	normW  *Weight
+	normX  *Tensor
 }
 
 func (o *op) appendSig(s []byte) []byte {
@@ -101,6 +105,10 @@ func (o *op) appendSig(s []byte) []byte {
 	u(uint64(o.layer)<<32 | uint64(o.dyn))
 	if o.stored {
 		u(1)
+	}
+	if o.normW != nil {
+		u(uint64(o.normW.ptr))
+		t(o.normX)
 	}
 	u(uint64(o.attn.NHeads)<<32 | uint64(o.attn.NKVHeads))
 	u(uint64(o.attn.HeadDim)<<32 | uint64(math.Float32bits(float32(o.attn.Scale))))
@@ -321,7 +329,21 @@ func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
 		return
 	}
 separate:
-	b.push(op{kind: opMatMul, rows: xs.rows, x: xs, y: [3]*Tensor{d}, w: [3]*Weight{ww}, nw: 1})
+	o := op{kind: opMatMul, rows: xs.rows, x: xs, y: [3]*Tensor{d}, w: [3]*Weight{ww}, nw: 1}
+	b.fuseNorm(&o)
+	b.push(o)
+}
+
+// fuseNorm folds a decode RMSNorm queued just before o, whose output is o's
+// input, into o: o's kernel normalizes x as it stages it and writes the
+// normalized row too, and the RMSNorm launch goes.
+func (b *Backend) fuseNorm(o *op) {
+	l := b.last()
+	if !b.Fuse || l == nil || l.kind != opNorm || l.y[0] != o.x || l.rows != 1 || o.rows != 1 || !b.mvsFits(o.w[0]) || l.x == o.x {
+		return
+	}
+	o.normW, o.normX, o.eps = l.w[0], l.x, l.eps
+	b.ops = b.ops[:len(b.ops)-1]
 }
 
 func (b *Backend) MatMulAdd(dst, resid, x ml.Tensor, w ml.Weight) {
@@ -339,7 +361,9 @@ func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {
 	if u.cols != g.cols || u.rows != g.rows || u.kfmt != g.kfmt {
 		shapeErr("GateUp: gate %s [%d,%d] %s and up %s [%d,%d] %s differ", g.name, g.cols, g.rows, g.kfmt, u.name, u.cols, u.rows, u.kfmt)
 	}
-	b.push(op{kind: opGateUp, rows: xs.rows, x: xs, y: [3]*Tensor{d}, w: [3]*Weight{g, u}, nw: 2})
+	o := op{kind: opGateUp, rows: xs.rows, x: xs, y: [3]*Tensor{d}, w: [3]*Weight{g, u}, nw: 2}
+	b.fuseNorm(&o)
+	b.push(o)
 }
 
 // ropeFor returns the device copy of r's frequencies.

@@ -187,3 +187,165 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention(const AttnAr
   }
   if (threadIdx.x == 0) *cnt = 0;
 }
+
+// ---- decode: one query row, head size 32·EPL, G query heads a KV head.
+//
+// A block takes one KV head and one split of the KV length; each of its
+// ATTD_WARPS warps walks positions t = t_begin + warp + ATTD_WARPS·j. Lanes
+// hold EPL consecutive values of the head (the K and V rows of a position
+// are read as one coalesced line), q for the G heads sits in registers, and
+// each warp keeps its own running max, sum and output. The warps are merged
+// through shared memory at the end, and the splits by their last block as
+// in attention(). Shared memory: ATTD_WARPS·G·(32·EPL + 2) floats.
+
+#define ATTD_WARPS 8
+
+template <int EPL>
+__device__ __forceinline__ void ld_halfs(const u16* p, float* f) {
+  if constexpr (EPL == 1) {
+    f[0] = h2f(p[0]);
+  } else if constexpr (EPL == 2) {
+    const u32 w = *(const u32*)p;
+    f[0] = h2f((u16)(w & 0xffff));
+    f[1] = h2f((u16)(w >> 16));
+  } else if constexpr (EPL == 4) {
+    const uint2 w = *(const uint2*)p;
+    f[0] = h2f((u16)(w.x & 0xffff));
+    f[1] = h2f((u16)(w.x >> 16));
+    f[2] = h2f((u16)(w.y & 0xffff));
+    f[3] = h2f((u16)(w.y >> 16));
+  } else {
+    const uint4 w = *(const uint4*)p;
+    const u32 ww[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      f[2 * i] = h2f((u16)(ww[i] & 0xffff));
+      f[2 * i + 1] = h2f((u16)(ww[i] >> 16));
+    }
+  }
+}
+
+template <int EPL, int G>
+__device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
+  extern __shared__ float sm[];
+  constexpr int HD = 32 * EPL;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int kvh = blockIdx.y;
+  const i64 split = blockIdx.z;
+  const i64 pos0 = ((const int*)a.pos0)[0];
+  const i64 kvdim = a.nkv * HD, qdim = a.nh * HD;
+  const float scale = (float)a.scale;
+
+  float q[G][EPL], o[G][EPL], m[G], l[G];
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    const float* qp = (const float*)a.q + (i64)(kvh * G + g) * HD + lane * EPL;
+#pragma unroll
+    for (int e = 0; e < EPL; e++) {
+      q[g][e] = qp[e] * scale;
+      o[g][e] = 0.f;
+    }
+    m[g] = NEG_INF;
+    l[g] = 0.f;
+  }
+  const i64 t_begin = split * a.split_len;
+  const i64 t_end = min(min(t_begin + a.split_len, pos0 + 1), a.ctx);
+  const u16* kc = (const u16*)a.kc + (i64)kvh * HD + lane * EPL;
+  const u16* vc = (const u16*)a.vc + (i64)kvh * HD + lane * EPL;
+#pragma unroll 2
+  for (i64 t = t_begin + warp; t < t_end; t += ATTD_WARPS) {
+    float kf[EPL], vf[EPL];
+    ld_halfs<EPL>(kc + t * kvdim, kf);
+    ld_halfs<EPL>(vc + t * kvdim, vf);
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      float s = 0.f;
+#pragma unroll
+      for (int e = 0; e < EPL; e++) s = fmaf(q[g][e], kf[e], s);
+      s = warp_sum(s);
+      const float mn = fmaxf(m[g], s);
+      const float c = expf(m[g] - mn), p = expf(s - mn);
+      l[g] = l[g] * c + p;
+#pragma unroll
+      for (int e = 0; e < EPL; e++) o[g][e] = fmaf(o[g][e], c, p * vf[e]);
+      m[g] = mn;
+    }
+  }
+
+  // Merge the warps: sm holds [warp][g][HD] outputs, then [warp][g] max, sum.
+  float* so = sm;
+  float* sml = sm + ATTD_WARPS * G * HD;
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+#pragma unroll
+    for (int e = 0; e < EPL; e++) so[(warp * G + g) * HD + lane * EPL + e] = o[g][e];
+    if (lane == 0) {
+      sml[2 * (warp * G + g)] = m[g];
+      sml[2 * (warp * G + g) + 1] = l[g];
+    }
+  }
+  __syncthreads();
+  const bool direct = a.nsplit == 1;
+  for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
+    const int g = i / HD, d = i % HD;
+    float mx = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < ATTD_WARPS; w++) mx = fmaxf(mx, sml[2 * (w * G + g)]);
+    float num = 0.f, den = 0.f;
+    if (mx != NEG_INF) {
+#pragma unroll
+      for (int w = 0; w < ATTD_WARPS; w++) {
+        const float c = expf(sml[2 * (w * G + g)] - mx);
+        num = fmaf(c, so[(w * G + g) * HD + d], num);
+        den = fmaf(c, sml[2 * (w * G + g) + 1], den);
+      }
+    }
+    const int head = kvh * G + g;
+    if (direct) {
+      ((float*)a.out)[(i64)head * HD + d] = den > 0.f ? num / den : 0.f;
+    } else {
+      float* pp = (float*)a.part + (split * a.nh + head) * (HD + 2);
+      pp[d] = num;
+      if (d == 0) {
+        pp[HD] = mx;
+        pp[HD + 1] = den;
+      }
+    }
+  }
+  if (direct) return;
+
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();
+  int* cnt = (int*)a.counters + blockIdx.y;
+  if (threadIdx.x == 0) last = atomicAdd(cnt, 1) == (int)a.nsplit - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const i64 stride = a.nh * (HD + 2);
+  for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
+    const int g = i / HD, d = i % HD;
+    const int head = kvh * G + g;
+    const float* base = (const float*)a.part + (i64)head * (HD + 2);
+    float mx = NEG_INF;
+    for (i64 s = 0; s < a.nsplit; s++) mx = fmaxf(mx, __ldcg(base + s * stride + HD));
+    float num = 0.f, den = 0.f;
+    for (i64 s = 0; s < a.nsplit; s++) {
+      const float ms = __ldcg(base + s * stride + HD);
+      if (ms == NEG_INF) continue;
+      const float c = expf(ms - mx);
+      num = fmaf(c, __ldcg(base + s * stride + d), num);
+      den = fmaf(c, __ldcg(base + s * stride + HD + 1), den);
+    }
+    ((float*)a.out)[(i64)head * HD + d] = den > 0.f ? num / den : 0.f;
+  }
+  if (threadIdx.x == 0) *cnt = 0;
+}
+
+#define ATTD_KERNEL(EPL, G) \
+  extern "C" __global__ void __launch_bounds__(ATTD_WARPS * 32) attn_dec_##EPL##_##G(const AttnArgs a) { attn_dec_body<EPL, G>(a); }
+#define ATTD_KERNELS(EPL) ATTD_KERNEL(EPL, 1) ATTD_KERNEL(EPL, 2) ATTD_KERNEL(EPL, 4) ATTD_KERNEL(EPL, 8)
+ATTD_KERNELS(1)
+ATTD_KERNELS(2)
+ATTD_KERNELS(4)
+ATTD_KERNELS(8)

@@ -60,6 +60,24 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Sum of v over the block (blockDim.x a multiple of 32, ≤ 1024); every
+// thread gets the result.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float part[32];
+  __shared__ float total;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float s = lane < (int)(blockDim.x >> 5) ? part[lane] : 0.f;
+    s = warp_sum(s);
+    if (lane == 0) total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
 // Weights are read once per token: load them around L1, streaming.
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
   uint4 v;

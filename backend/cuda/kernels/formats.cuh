@@ -390,6 +390,18 @@ typedef FloatS<0> F32S;
 typedef FloatS<1> F16S;
 typedef FloatS<2> BF16S;
 
+// VFORMATS(X) are the formats read 16 bytes a unit (the staged-x decode
+// kernels need runs of whole float4s); FORMATS(X) adds the one-value ones.
+#define VFORMATS(X) \
+  X(Q4K, q4_k)      \
+  X(Q5K, q5_k)      \
+  X(Q6K, q6_k)      \
+  X(Q80, q8_0)      \
+  X(Q40, q4_0)      \
+  X(F16V, f16)      \
+  X(BF16V, bf16)    \
+  X(F32V, f32)
+
 // FORMATS(X) lists every (struct, name) pair kernels are made for.
 #define FORMATS(X) \
   X(Q4K, q4_k)     \

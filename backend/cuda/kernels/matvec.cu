@@ -24,6 +24,11 @@ struct MVArgs {
   u64 x;                    // [nx][cols] float
   u64 resid;                // [nx][rows0] float, or 0
   i64 cols, nx;
+  // RMSNorm fused in front (mvs/gus with one row): x is the raw input,
+  // normalized by normw and eps while it is staged; block 0 also writes
+  // the normalized row to xb, the op's declared input.
+  u64 normw, xb;
+  double eps;
 };
 
 template <class F, int NX, int R, bool GU>
@@ -160,7 +165,8 @@ __device__ __forceinline__ void matvec_body(const MVArgs& a) {
 
 FORMATS(MV_KERNELS)
 
-// ---- the decode matvec: one activation row, persistent warps.
+// ---- the decode matvec: one activation row, persistent warps, x staged in
+// shared memory.
 //
 // Each warp owns R consecutive output rows (a group) at a time and walks
 // the whole row with its 32 lanes, unit u = lane + 32·i, so no block-level
@@ -171,6 +177,13 @@ FORMATS(MV_KERNELS)
 // has its next 16-byte loads in flight while it computes. Groups are
 // numbered across the launch's weights: [0, blk1) are weight 0's, [blk1,
 // blk2) weight 1's, [blk2, blk3) weight 2's.
+//
+// A lane's unit needs 32 x values that are contiguous in x, so the lanes
+// of a warp would read 32 different 128-byte lines per load from global
+// memory. Instead the block first copies x into shared memory in the order
+// the lanes read it, [i][float4 k of the unit][lane], with the sum of each
+// run beside it: each load is then one conflict-free 512-byte row.
+// Shared memory: mvsSmem in kernels.go.
 
 template <class F, int R, bool GU>
 struct MVBGroup {
@@ -207,18 +220,21 @@ __device__ __forceinline__ MVBGroup<F, R, GU> mvb_group(const MVArgs& a, i64 g) 
 }
 
 template <class F, int R, int W, bool GU>
-__device__ __forceinline__ void mvb_body(const MVArgs& a) {
+__device__ __forceinline__ void mvs_body(const MVArgs& a) {
   constexpr int NW = GU ? 2 : 1;
+  constexpr int U4 = F::UNIT / 4, RL4 = F::RUNLEN / 4;
   typedef typename F::Raw Raw;
+  extern __shared__ float4 xs4[];
   const int lane = threadIdx.x & 31;
   const i64 cols = a.cols, nunits = cols / F::UNIT;
   const int iters = (int)((nunits + 31) >> 5);
+  float* xsum = (float*)(xs4 + (i64)iters * 32 * U4);
   const i64 ngroups = a.blk3, gstride = (i64)gridDim.x * W;
   i64 grp = (i64)blockIdx.x * W + (threadIdx.x >> 5);
-  if (grp >= ngroups) return;
   const float* x = (const float*)a.x;
 
-  MVBGroup<F, R, GU> cur = mvb_group<F, R, GU>(a, grp);
+  // The first weights are on their way while x is staged.
+  MVBGroup<F, R, GU> cur = mvb_group<F, R, GU>(a, grp < ngroups ? grp : 0);
   Raw ra[NW][R], rb[NW][R];
   auto load = [&](Raw (&raw)[NW][R], const MVBGroup<F, R, GU>& m, i64 u) {
     if (u < nunits) {
@@ -229,13 +245,50 @@ __device__ __forceinline__ void mvb_body(const MVArgs& a) {
           if (m.row0 + r < m.rows) F::load(raw[wv][r], m.w[wv], m.rows, cols, m.row0 + r, u);
     }
   };
+  if (grp < ngroups) load(ra, cur, lane);
+
+  float scale = 1.f;
+  if (a.normw) {
+    float ss = 0.f;
+    for (i64 i = threadIdx.x; i < cols; i += blockDim.x) ss = fmaf(x[i], x[i], ss);
+    ss = block_sum(ss);
+    scale = 1.0f / sqrtf(ss / (float)cols + (float)a.eps);
+  }
+  const float* g = (const float*)a.normw;
+  float* xb = blockIdx.x == 0 ? (float*)a.xb : nullptr;
+  for (i64 idx = threadIdx.x; idx < nunits * U4; idx += blockDim.x) {
+    const i64 u = idx / U4;
+    const int rem = (int)(idx % U4), run = rem / RL4, k = rem % RL4;
+    const i64 col = F::xoff(u, run) + 4 * k;
+    float4 v = __ldg((const float4*)(x + col));
+    if (g) {
+      const float4 w = __ldg((const float4*)(g + col));
+      v = make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
+      if (xb) *(float4*)(xb + col) = v;
+    }
+    xs4[((u >> 5) * U4 + rem) * 32 + (u & 31)] = v;
+  }
+  __syncthreads();
+  for (i64 idx = threadIdx.x; idx < nunits * F::RUNS; idx += blockDim.x) {
+    const i64 u = idx / F::RUNS;
+    const int run = (int)(idx % F::RUNS);
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < RL4; k++) {
+      const float4 v = xs4[((u >> 5) * U4 + run * RL4 + k) * 32 + (u & 31)];
+      s += (v.x + v.y) + (v.z + v.w);
+    }
+    xsum[((u >> 5) * F::RUNS + run) * 32 + (u & 31)] = s;
+  }
+  __syncthreads();
+  if (grp >= ngroups) return;
+
   float acc[NW][R];
 #pragma unroll
   for (int wv = 0; wv < NW; wv++)
 #pragma unroll
     for (int r = 0; r < R; r++) acc[wv][r] = 0.f;
   int it = 0;
-  load(ra, cur, lane);
 
   // One step: prefetch the next step into nxt, then compute cur's unit from
   // raw. Returns false after the warp's last step.
@@ -257,28 +310,15 @@ __device__ __forceinline__ void mvb_body(const MVArgs& a) {
       float xv[F::UNIT];
       float xs[F::RUNS];
 #pragma unroll
-      for (int run = 0; run < F::RUNS; run++) {
-        const float* p = x + F::xoff(u, run);
-        float s = 0.f;
-        if constexpr (F::RUNLEN % 4 == 0) {
-#pragma unroll
-          for (int i = 0; i < F::RUNLEN / 4; i++) {
-            const float4 v = __ldg((const float4*)p + i);
-            xv[run * F::RUNLEN + 4 * i + 0] = v.x;
-            xv[run * F::RUNLEN + 4 * i + 1] = v.y;
-            xv[run * F::RUNLEN + 4 * i + 2] = v.z;
-            xv[run * F::RUNLEN + 4 * i + 3] = v.w;
-            s += (v.x + v.y) + (v.z + v.w);
-          }
-        } else {
-#pragma unroll
-          for (int i = 0; i < F::RUNLEN; i++) {
-            xv[run * F::RUNLEN + i] = __ldg(p + i);
-            s += xv[run * F::RUNLEN + i];
-          }
-        }
-        xs[run] = s;
+      for (int k = 0; k < U4; k++) {
+        const float4 v = xs4[(it * U4 + k) * 32 + lane];
+        xv[4 * k + 0] = v.x;
+        xv[4 * k + 1] = v.y;
+        xv[4 * k + 2] = v.z;
+        xv[4 * k + 3] = v.w;
       }
+#pragma unroll
+      for (int run = 0; run < F::RUNS; run++) xs[run] = xsum[(it * F::RUNS + run) * 32 + lane];
 #pragma unroll
       for (int wv = 0; wv < NW; wv++)
 #pragma unroll
@@ -309,24 +349,25 @@ __device__ __forceinline__ void mvb_body(const MVArgs& a) {
   }
 }
 
-// R rows a warp, W warps a block. kernels.go holds the same table.
-#define MVB_KERNEL(F, name, R, W)                                                                  \
-  extern "C" __global__ void __launch_bounds__(W * 32) mvb_##name##_r##R##w##W(const MVArgs a) {  \
-    mvb_body<F, R, W, false>(a);                                                                   \
+// R rows a warp, W warps a block. kernels.go holds the same table; the
+// one-value float formats (f16s, bf16s, f32s) have none and use mv_*_1.
+#define MVS_KERNEL(F, name, R, W)                                                                  \
+  extern "C" __global__ void __launch_bounds__(W * 32) mvs_##name##_r##R##w##W(const MVArgs a) {  \
+    mvs_body<F, R, W, false>(a);                                                                   \
   }
-#define GUB_KERNEL(F, name, R, W)                                                                  \
-  extern "C" __global__ void __launch_bounds__(W * 32) gub_##name##_r##R##w##W(const MVArgs a) {  \
-    mvb_body<F, R, W, true>(a);                                                                    \
+#define GUS_KERNEL(F, name, R, W)                                                                  \
+  extern "C" __global__ void __launch_bounds__(W * 32) gus_##name##_r##R##w##W(const MVArgs a) {  \
+    mvs_body<F, R, W, true>(a);                                                                    \
   }
-#define MVB_KERNELS(F, name) \
-  MVB_KERNEL(F, name, 1, 4)  \
-  MVB_KERNEL(F, name, 2, 4)  \
-  MVB_KERNEL(F, name, 4, 4)  \
-  MVB_KERNEL(F, name, 2, 8)  \
-  GUB_KERNEL(F, name, 1, 4)  \
-  GUB_KERNEL(F, name, 2, 4)
+#define MVS_KERNELS(F, name) \
+  MVS_KERNEL(F, name, 1, 8)  \
+  MVS_KERNEL(F, name, 2, 8)  \
+  MVS_KERNEL(F, name, 4, 8)  \
+  MVS_KERNEL(F, name, 2, 16) \
+  GUS_KERNEL(F, name, 1, 8)  \
+  GUS_KERNEL(F, name, 2, 8)
 
-FORMATS(MVB_KERNELS)
+VFORMATS(MVS_KERNELS)
 
 // ---- dequantization: embedding rows, and f16 copies of weights for the
 // tensor-core GEMMs of prefill.
