@@ -69,7 +69,10 @@ func Load(f *gguf.File, b ml.Backend, o LoadOptions) (*Model, error) {
 		}
 		wd := ml.WeightData{Name: name, Type: t.Type, Shape: t.Shape, Data: f.TensorData(t)}
 		if o.Int8 && len(t.Shape) == 2 && (t.Type == gguf.F32 || t.Type == gguf.F16 || t.Type == gguf.BF16) && t.Shape[0]%32 == 0 {
-			wd = toQ8_0(wd)
+			var err error
+			if wd, err = toQ8_0(wd); err != nil {
+				return nil, fmt.Errorf("tensor %q: INT8 mode: %w", name, err)
+			}
 		}
 		w, err := b.LoadWeight(wd)
 		if err != nil {
@@ -122,17 +125,14 @@ func Load(f *gguf.File, b ml.Backend, o LoadOptions) (*Model, error) {
 }
 
 // toQ8_0 requantizes a float weight matrix to Q8_0 (INT8 mode).
-func toQ8_0(w ml.WeightData) ml.WeightData {
-	cols, rows := int(w.Shape[0]), int(w.Shape[1])
-	row := make([]float32, cols)
-	out := make([]byte, rows*gguf.Q8_0.RowBytes(cols))
-	rb, qb := w.Type.RowBytes(cols), gguf.Q8_0.RowBytes(cols)
-	for r := 0; r < rows; r++ {
-		quant.Dequantize(w.Type, row, w.Data[r*rb:(r+1)*rb])
-		quant.QuantizeQ8_0(out[r*qb:(r+1)*qb], row)
+func toQ8_0(w ml.WeightData) (ml.WeightData, error) {
+	n := int(w.Shape[0] * w.Shape[1])
+	data, err := quant.Convert(gguf.Q8_0, w.Type, w.Data, n)
+	if err != nil {
+		return w, err
 	}
-	w.Type, w.Data = gguf.Q8_0, out
-	return w
+	w.Type, w.Data = gguf.Q8_0, data
+	return w, nil
 }
 
 // rope computes the rotation frequency of every pair of a head: theta_i =

@@ -6,13 +6,12 @@ import (
 	"strconv"
 
 	"greta/gguf"
+	"greta/quant"
 )
 
-// supportedTypes are the block formats GRETA computes with.
-var supportedTypes = map[gguf.Type]bool{
-	gguf.F32: true, gguf.F16: true, gguf.BF16: true,
-	gguf.Q8_0: true, gguf.Q4_0: true, gguf.Q4_K: true, gguf.Q5_K: true, gguf.Q6_K: true,
-}
+// weightType reports whether GRETA computes with weights of type t
+// (Q8_K exists only as an activation format).
+func weightType(t gguf.Type) bool { return quant.Supported(t) && t != gguf.Q8_K }
 
 // TensorSpec is one tensor the llama architecture reads, with the shape the
 // config implies (innermost first).
@@ -78,7 +77,7 @@ func Validate(f *gguf.File) (*Config, []error) {
 			errs = append(errs, fmt.Errorf("tensor %q: shape %v, expected %v = [%s]", s.Name, t.Shape, s.Shape, s.Why))
 			continue
 		}
-		if !supportedTypes[t.Type] {
+		if !weightType(t.Type) {
 			errs = append(errs, fmt.Errorf("tensor %q: type %s is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)", s.Name, t.Type))
 		}
 	}
