@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strings"
 	"testing"
 
 	"greta/gguf"
@@ -12,7 +13,8 @@ import (
 )
 
 // TestKernelBandwidth measures the decode matvec kernels against a
-// device-to-device copy (GRETA_CUDA_BENCH=1; prints a table). Each kernel
+// device-to-device copy (GRETA_CUDA_BENCH=1, or =Q4_K for one format;
+// prints a table). Each kernel
 // reads its weight once, so bytes read / time is its bandwidth; several
 // copies of the weight are rotated so that L2 (50 MB) holds none of them.
 func TestKernelBandwidth(t *testing.T) {
@@ -74,6 +76,9 @@ func TestKernelBandwidth(t *testing.T) {
 		{gguf.BF16, shape{4096, 14336}, false},
 		{gguf.F32, shape{4096, 4096}, false},
 	} {
+		if only := os.Getenv("GRETA_CUDA_BENCH"); only != "1" && !strings.EqualFold(only, c.typ.String()) {
+			continue
+		}
 		wd := randomWeight(r, c.typ, c.s.cols, c.s.rows)
 		copies := max(2, int((200<<20)/len(wd.Data))+1)
 		var ws []ml.Weight

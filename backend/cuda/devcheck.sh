@@ -14,8 +14,9 @@
 # carry/shared/{models,reference/llamacpp,reference/f64}.
 #
 # STAGES picks what runs (comma-separated): test, llama, memcheck, bench,
-# profile (per-kernel times of a Llama-3-8B-shaped decode), bw. Default:
-# all. All logs end up in $OUT/logs.tgz too.
+# profile (per-kernel times of a Llama-3-8B-shaped decode), bw, ncu (Nsight
+# Compute on one matvec kernel: NCU_KERNEL, NCU_FORMAT). Default: all but
+# ncu. All logs end up in $OUT/logs.tgz too.
 set -u
 OUT=${OUT:-/tmp/devcheck-out}
 # Logs sit three folders down, where the device tool does not fetch them
@@ -112,6 +113,15 @@ if has bw; then
   (cd /tmp && GRETA_CUDA_BENCH=1 timeout 120 "$C/cuda.test" -test.run '^TestKernelBandwidth$' -test.v -test.count=1) >"$LOG/bw.log" 2>&1
   say "bandwidth: rc=$? [$(el)]"
   grep "^BENCH" "$LOG/bw.log" | tee -a "$SUM"
+fi
+
+if has ncu; then
+  # Nsight Compute's view of one decode matvec launch.
+  (cd /tmp && GRETA_CUDA_BENCH=${NCU_FORMAT:-Q4_K} timeout 240 ncu --kernel-name regex:"${NCU_KERNEL:-mvs_q4_k_r1w8}" --launch-skip 10 --launch-count 1 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats --section MemoryWorkloadAnalysis \
+    "$C/cuda.test" -test.run '^TestKernelBandwidth$' -test.count=1) >"$LOG/ncu.log" 2>&1
+  say "ncu ${NCU_KERNEL:-mvs_q4_k_r1w8}: rc=$?"
+  grep -E "Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Registers Per|Block Limit|Eligible Warps|Active Warps|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Stall" "$LOG/ncu.log" | head -40 | sed 's/^ */    /' | tee -a "$SUM"
 fi
 
 # Everything in one archive (the device tool returns few files).

@@ -80,12 +80,19 @@ var (
 var runsOf = map[string]int{"q4_k": 2, "q5_k": 2, "q6_k": 2, "q8_0": 1, "q4_0": 2, "f16": 1, "bf16": 1, "f32": 1}
 
 // mvsSmem is the shared memory of a staged-x matvec over rows of cols values
-// of format f: x in 32-unit slices, and the sum of each run.
+// of format f: x in 32-unit slices (int16 with a scale a run for the
+// quantized formats, float otherwise), and the sum of each run.
 func mvsSmem(f string, cols int) int {
 	u := unitOf[f]
 	nu := ceilDiv(cols/u, 32) * 32
+	if idotFormats[f] {
+		return 2*nu*u + 8*nu*runsOf[f]
+	}
 	return 4*nu*u + 4*nu*runsOf[f]
 }
+
+// idotFormats have integer dots over int16 x (IDOT in formats.cuh).
+var idotFormats = map[string]bool{"q4_k": true, "q5_k": true, "q6_k": true, "q8_0": true, "q4_0": true}
 
 // attnDecName is the decode attention kernel for head size 32·epl and g
 // query heads a KV head.

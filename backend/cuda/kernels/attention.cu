@@ -227,13 +227,13 @@ __device__ __forceinline__ void ld_halfs(const u16* p, float* f) {
 
 template <int EPL, int G>
 __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
-  extern __shared__ float sm[];
+  extern __shared__ float smd[];
   constexpr int HD = 32 * EPL;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int kvh = blockIdx.y;
   const i64 split = blockIdx.z;
   const i64 pos0 = ((const int*)a.pos0)[0];
-  const i64 kvdim = a.nkv * HD, qdim = a.nh * HD;
+  const i64 kvdim = a.nkv * HD;
   const float scale = (float)a.scale;
 
   float q[G][EPL], o[G][EPL], m[G], l[G];
@@ -273,8 +273,8 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
   }
 
   // Merge the warps: sm holds [warp][g][HD] outputs, then [warp][g] max, sum.
-  float* so = sm;
-  float* sml = sm + ATTD_WARPS * G * HD;
+  float* so = smd;
+  float* sml = smd + ATTD_WARPS * G * HD;
 #pragma unroll
   for (int g = 0; g < G; g++) {
 #pragma unroll

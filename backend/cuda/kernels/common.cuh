@@ -48,6 +48,20 @@ __device__ __forceinline__ float bytefh(u32 w) {
   return __int_as_float(__byte_perm(w, 0x3F000000u, 0x7044 | (K << 8)));
 }
 
+// c + a.lo16·b.byte0 + a.hi16·b.byte1 (dp2a.lo), or with bytes 2 and 3
+// (dp2a.hi); a holds two int16, b four int8. (The intrinsics live in a
+// header NVRTC would need; the PTX is one instruction.)
+__device__ __forceinline__ int dp2a_lo(int a, int b, int c) {
+  int d;
+  asm("dp2a.lo.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+__device__ __forceinline__ int dp2a_hi(int a, int b, int c) {
+  int d;
+  asm("dp2a.hi.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);

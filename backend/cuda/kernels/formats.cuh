@@ -20,6 +20,14 @@
 //   deq(raw, u, v)                    the unit's values in run order
 // Dots keep the block scales outside the inner sums: for a K-quant
 // sub-block, Σ (d·sc·q − dmin·m)·x = d·sc·Σ q·x − dmin·m·Σ x.
+//
+// The quantized formats also have idot (IDOT = true), for the decode
+// kernels that stage x in shared memory as int16: each run of x is
+// x ≈ sx[run]·xq with |xq| ≤ 32767 (a relative error under 2^-15 of the
+// run's largest value, far below what float32 activations would show
+// against the oracle), and Σ q·x is sx·Σ q·xq, two products per dp2a
+// instruction in int32. xq holds the run's values as int16 pairs, run r's
+// pair j in xq[r·RUNLEN/2 + j]; xs[run] is the run's exact float sum.
 
 #define DOT4(acc, w, xp)                       \
   acc = fmaf(bytef<0>(w), (xp)[0], acc);       \
@@ -33,6 +41,12 @@
   acc = fmaf(bytefh<1>(w), (xp)[1], acc);      \
   acc = fmaf(bytefh<2>(w), (xp)[2], acc);      \
   acc = fmaf(bytefh<3>(w), (xp)[3], acc)
+
+// acc += Σ q·xq over the 4 bytes of w (int8, or small unsigned values) and
+// the 4 int16 values in xq[0], xq[1].
+#define IDOT4(acc, w, xq)                          \
+  acc = dp2a_lo((int)(xq)[0], (int)(w), acc);    \
+  acc = dp2a_hi((int)(xq)[1], (int)(w), acc)
 
 #define DEQ4(v, w, sc, mn)                     \
   (v)[0] = (sc) * bytef<0>(w) - (mn);          \
@@ -91,6 +105,20 @@ struct Q4K {
     // Σ (d·sc·q − dmin·m)·x with Σ q·x = 256·s − 128·Σx.
     return d1 * fmaf(256.f, s0, -128.f * xs[0]) - m1 * xs[0] + d2 * fmaf(256.f, s1, -128.f * xs[1]) - m2 * xs[1];
   }
+  static constexpr bool IDOT = true;
+  static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
+    int s0 = 0, s1 = 0;
+    const u32 qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const u32 lo = qw[k] & 0x0F0F0F0Fu, hi = (qw[k] >> 4) & 0x0F0F0F0Fu;
+      IDOT4(s0, lo, xq + 2 * k);
+      IDOT4(s1, hi, xq + 8 + 2 * k);
+    }
+    float d1, m1, d2, m2;
+    k4scales(r.h, (int)(u & 7), d1, m1, d2, m2);
+    return d1 * (sx[0] * (float)s0) - m1 * xs[0] + d2 * (sx[1] * (float)s1) - m2 * xs[1];
+  }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     float d1, m1, d2, m2;
     k4scales(r.h, (int)(u & 7), d1, m1, d2, m2);
@@ -141,6 +169,20 @@ struct Q5K {
     float d1, m1, d2, m2;
     k4scales(r.h, (int)(u & 7), d1, m1, d2, m2);
     return d1 * fmaf(256.f, s0, -128.f * xs[0]) - m1 * xs[0] + d2 * fmaf(256.f, s1, -128.f * xs[1]) - m2 * xs[1];
+  }
+  static constexpr bool IDOT = true;
+  static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
+    u32 lo[4], hi[4];
+    bits(r, u, lo, hi);
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      IDOT4(s0, lo[k], xq + 2 * k);
+      IDOT4(s1, hi[k], xq + 8 + 2 * k);
+    }
+    float d1, m1, d2, m2;
+    k4scales(r.h, (int)(u & 7), d1, m1, d2, m2);
+    return d1 * (sx[0] * (float)s0) - m1 * xs[0] + d2 * (sx[1] * (float)s1) - m2 * xs[1];
   }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     u32 lo[4], hi[4];
@@ -207,6 +249,19 @@ struct Q6K {
     // Σ (q−32)·x = 256·s − 128·Σx − 32·Σx.
     return slo * fmaf(256.f, s0, -160.f * xs[0]) + shi * fmaf(256.f, s1, -160.f * xs[1]);
   }
+  static constexpr bool IDOT = true;
+  static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
+    u32 lo[4], hi[4];
+    float slo, shi;
+    bits(r, u, lo, hi, slo, shi);
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      IDOT4(s0, lo[k], xq + 2 * k);
+      IDOT4(s1, hi[k], xq + 8 + 2 * k);
+    }
+    return slo * fmaf(sx[0], (float)s0, -32.f * xs[0]) + shi * fmaf(sx[1], (float)s1, -32.f * xs[1]);
+  }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     u32 lo[4], hi[4];
     float slo, shi;
@@ -241,6 +296,15 @@ struct Q80 {
     DOT4(s, qw[2], xv + 8);
     DOT4(t, qw[3], xv + 12);
     return h2f((u16)r.d) * ((s + t) - 128.f * xs[0]);
+  }
+  static constexpr bool IDOT = true;
+  static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
+    int s = 0, t = 0;
+    IDOT4(s, r.q.x, xq);
+    IDOT4(t, r.q.y, xq + 2);
+    IDOT4(s, r.q.z, xq + 4);
+    IDOT4(t, r.q.w, xq + 6);
+    return h2f((u16)r.d) * (sx[0] * (float)(s + t));
   }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     const float d = h2f((u16)r.d);
@@ -278,6 +342,18 @@ struct Q40 {
     // Σ (q−8)·x = 256·s − 128·Σx − 8·Σx.
     return h2f((u16)r.d) * fmaf(256.f, s0 + s1, -136.f * (xs[0] + xs[1]));
   }
+  static constexpr bool IDOT = true;
+  static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
+    int s0 = 0, s1 = 0;
+    const u32 qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const u32 lo = qw[k] & 0x0F0F0F0Fu, hi = (qw[k] >> 4) & 0x0F0F0F0Fu;
+      IDOT4(s0, lo, xq + 2 * k);
+      IDOT4(s1, hi, xq + 8 + 2 * k);
+    }
+    return h2f((u16)r.d) * (sx[0] * (float)s0 + sx[1] * (float)s1 - 8.f * (xs[0] + xs[1]));
+  }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     const float d = h2f((u16)r.d);
     const u32 qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
@@ -293,6 +369,8 @@ struct Q40 {
 // Float formats, 16 bytes a unit (rows must then be 16-byte aligned: cols a
 // multiple of 8, or of 4 for F32), and their one-value twins for any cols.
 struct F16V {
+  static constexpr bool IDOT = false;
+  static __device__ __forceinline__ float idot(const void*, i64, const u32*, const float*, const float*) { return 0.f; }
   static constexpr int UNIT = 8, RUNS = 1, RUNLEN = 8;
   struct Raw {
     uint4 q;
@@ -320,6 +398,8 @@ struct F16V {
 };
 
 struct BF16V {
+  static constexpr bool IDOT = false;
+  static __device__ __forceinline__ float idot(const void*, i64, const u32*, const float*, const float*) { return 0.f; }
   static constexpr int UNIT = 8, RUNS = 1, RUNLEN = 8;
   struct Raw {
     uint4 q;
@@ -347,6 +427,8 @@ struct BF16V {
 };
 
 struct F32V {
+  static constexpr bool IDOT = false;
+  static __device__ __forceinline__ float idot(const void*, i64, const u32*, const float*, const float*) { return 0.f; }
   static constexpr int UNIT = 4, RUNS = 1, RUNLEN = 4;
   struct Raw {
     uint4 q;
@@ -373,6 +455,7 @@ struct F32V {
 template <int KIND>  // 0 f32, 1 f16, 2 bf16
 struct FloatS {
   static constexpr int UNIT = 1, RUNS = 1, RUNLEN = 1;
+  static constexpr bool IDOT = false;
   struct Raw {
     float v;
   };

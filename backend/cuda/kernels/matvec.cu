@@ -181,8 +181,11 @@ FORMATS(MV_KERNELS)
 // A lane's unit needs 32 x values that are contiguous in x, so the lanes
 // of a warp would read 32 different 128-byte lines per load from global
 // memory. Instead the block first copies x into shared memory in the order
-// the lanes read it, [i][float4 k of the unit][lane], with the sum of each
-// run beside it: each load is then one conflict-free 512-byte row.
+// the lanes read it, [i][16 bytes k of the unit][lane], with the sum of each
+// run beside it: each load is then one conflict-free 512-byte row. For the
+// quantized formats x is staged as int16 with a scale per run, and the
+// dots run two products per dp2a instruction (formats.cuh, idot): the
+// float version spent its time converting nibbles to floats.
 // Shared memory: mvsSmem in kernels.go.
 
 template <class F, int R, bool GU>
@@ -256,31 +259,82 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
   }
   const float* g = (const float*)a.normw;
   float* xb = blockIdx.x == 0 ? (float*)a.xb : nullptr;
-  for (i64 idx = threadIdx.x; idx < nunits * U4; idx += blockDim.x) {
-    const i64 u = idx / U4;
-    const int rem = (int)(idx % U4), run = rem / RL4, k = rem % RL4;
-    const i64 col = F::xoff(u, run) + 4 * k;
-    float4 v = __ldg((const float4*)(x + col));
-    if (g) {
-      const float4 w = __ldg((const float4*)(g + col));
-      v = make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
-      if (xb) *(float4*)(xb + col) = v;
-    }
-    xs4[((u >> 5) * U4 + rem) * 32 + (u & 31)] = v;
-  }
-  __syncthreads();
-  for (i64 idx = threadIdx.x; idx < nunits * F::RUNS; idx += blockDim.x) {
-    const i64 u = idx / F::RUNS;
-    const int run = (int)(idx % F::RUNS);
-    float s = 0.f;
+  // Quantized formats: x as int16 with a scale and a float sum per run,
+  // [i][uint4 k of the unit][lane] and [i][run][lane]. Float formats: x as
+  // float, [i][float4 k][lane], and the run sums.
+  constexpr int Q4 = F::UNIT / 8, RQ = F::RUNLEN / 8;
+  uint4* xq4 = (uint4*)xs4;
+  float* sxs = (float*)(xq4 + (i64)iters * 32 * Q4);
+  float* xqsum = sxs + (i64)iters * 32 * F::RUNS;
+  if constexpr (F::IDOT) {
+    for (i64 idx = threadIdx.x; idx < nunits * F::RUNS; idx += blockDim.x) {
+      const i64 u = idx / F::RUNS;
+      const int run = (int)(idx % F::RUNS);
+      const i64 col = F::xoff(u, run);
+      float v[F::RUNLEN];
 #pragma unroll
-    for (int k = 0; k < RL4; k++) {
-      const float4 v = xs4[((u >> 5) * U4 + run * RL4 + k) * 32 + (u & 31)];
-      s += (v.x + v.y) + (v.z + v.w);
+      for (int k = 0; k < RL4; k++) {
+        float4 t = __ldg((const float4*)(x + col) + k);
+        if (g) {
+          const float4 w = __ldg((const float4*)(g + col) + k);
+          t = make_float4(t.x * scale * w.x, t.y * scale * w.y, t.z * scale * w.z, t.w * scale * w.w);
+          if (xb) ((float4*)(xb + col))[k] = t;
+        }
+        v[4 * k] = t.x;
+        v[4 * k + 1] = t.y;
+        v[4 * k + 2] = t.z;
+        v[4 * k + 3] = t.w;
+      }
+      float amax = 0.f, sum = 0.f;
+#pragma unroll
+      for (int i = 0; i < F::RUNLEN; i++) {
+        amax = fmaxf(amax, fabsf(v[i]));
+        sum += v[i];
+      }
+      const float inv = amax > 0.f ? 32767.f / amax : 0.f;
+      const i64 base = (u >> 5) * Q4 + run * RQ;
+#pragma unroll
+      for (int k = 0; k < RQ; k++) {
+        u32 wq[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          const int q0 = max(-32767, min(32767, __float2int_rn(v[8 * k + 2 * j] * inv)));
+          const int q1 = max(-32767, min(32767, __float2int_rn(v[8 * k + 2 * j + 1] * inv)));
+          wq[j] = ((u32)q0 & 0xffffu) | ((u32)q1 << 16);
+        }
+        xq4[(base + k) * 32 + (u & 31)] = make_uint4(wq[0], wq[1], wq[2], wq[3]);
+      }
+      sxs[((u >> 5) * F::RUNS + run) * 32 + (u & 31)] = amax / 32767.f;
+      xqsum[((u >> 5) * F::RUNS + run) * 32 + (u & 31)] = sum;
     }
-    xsum[((u >> 5) * F::RUNS + run) * 32 + (u & 31)] = s;
+    __syncthreads();
+  } else {
+    for (i64 idx = threadIdx.x; idx < nunits * U4; idx += blockDim.x) {
+      const i64 u = idx / U4;
+      const int rem = (int)(idx % U4), run = rem / RL4, k = rem % RL4;
+      const i64 col = F::xoff(u, run) + 4 * k;
+      float4 v = __ldg((const float4*)(x + col));
+      if (g) {
+        const float4 w = __ldg((const float4*)(g + col));
+        v = make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
+        if (xb) *(float4*)(xb + col) = v;
+      }
+      xs4[((u >> 5) * U4 + rem) * 32 + (u & 31)] = v;
+    }
+    __syncthreads();
+    for (i64 idx = threadIdx.x; idx < nunits * F::RUNS; idx += blockDim.x) {
+      const i64 u = idx / F::RUNS;
+      const int run = (int)(idx % F::RUNS);
+      float s = 0.f;
+#pragma unroll
+      for (int k = 0; k < RL4; k++) {
+        const float4 v = xs4[((u >> 5) * U4 + run * RL4 + k) * 32 + (u & 31)];
+        s += (v.x + v.y) + (v.z + v.w);
+      }
+      xsum[((u >> 5) * F::RUNS + run) * 32 + (u & 31)] = s;
+    }
+    __syncthreads();
   }
-  __syncthreads();
   if (grp >= ngroups) return;
 
   float acc[NW][R];
@@ -307,23 +361,46 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
     }
     const i64 u = lane + 32 * (i64)it;
     if (u < nunits) {
-      float xv[F::UNIT];
-      float xs[F::RUNS];
+      if constexpr (F::IDOT) {
+        u32 xq[F::UNIT / 2];
+        float sx[F::RUNS], xs[F::RUNS];
 #pragma unroll
-      for (int k = 0; k < U4; k++) {
-        const float4 v = xs4[(it * U4 + k) * 32 + lane];
-        xv[4 * k + 0] = v.x;
-        xv[4 * k + 1] = v.y;
-        xv[4 * k + 2] = v.z;
-        xv[4 * k + 3] = v.w;
+        for (int k = 0; k < Q4; k++) {
+          const uint4 v = xq4[(it * Q4 + k) * 32 + lane];
+          xq[4 * k + 0] = v.x;
+          xq[4 * k + 1] = v.y;
+          xq[4 * k + 2] = v.z;
+          xq[4 * k + 3] = v.w;
+        }
+#pragma unroll
+        for (int run = 0; run < F::RUNS; run++) {
+          sx[run] = sxs[(it * F::RUNS + run) * 32 + lane];
+          xs[run] = xqsum[(it * F::RUNS + run) * 32 + lane];
+        }
+#pragma unroll
+        for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+          for (int r = 0; r < R; r++)
+            if (cur.row0 + r < cur.rows) acc[wv][r] += F::idot(raw[wv][r], u, xq, sx, xs);
+      } else {
+        float xv[F::UNIT];
+        float xs[F::RUNS];
+#pragma unroll
+        for (int k = 0; k < U4; k++) {
+          const float4 v = xs4[(it * U4 + k) * 32 + lane];
+          xv[4 * k + 0] = v.x;
+          xv[4 * k + 1] = v.y;
+          xv[4 * k + 2] = v.z;
+          xv[4 * k + 3] = v.w;
+        }
+#pragma unroll
+        for (int run = 0; run < F::RUNS; run++) xs[run] = xsum[(it * F::RUNS + run) * 32 + lane];
+#pragma unroll
+        for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+          for (int r = 0; r < R; r++)
+            if (cur.row0 + r < cur.rows) acc[wv][r] += F::dot(raw[wv][r], u, xv, xs);
       }
-#pragma unroll
-      for (int run = 0; run < F::RUNS; run++) xs[run] = xsum[(it * F::RUNS + run) * 32 + lane];
-#pragma unroll
-      for (int wv = 0; wv < NW; wv++)
-#pragma unroll
-        for (int r = 0; r < R; r++)
-          if (cur.row0 + r < cur.rows) acc[wv][r] += F::dot(raw[wv][r], u, xv, xs);
     }
     if (it == iters - 1) {
 #pragma unroll
