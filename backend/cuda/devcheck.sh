@@ -117,11 +117,14 @@ fi
 
 if has ncu; then
   # Nsight Compute's view of one decode matvec launch.
-  (cd /tmp && GRETA_CUDA_BENCH=${NCU_FORMAT:-Q4_K} timeout 240 ncu --kernel-name regex:"${NCU_KERNEL:-mvs_q4_k_r1w8}" --launch-skip 10 --launch-count 1 \
-    --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats --section MemoryWorkloadAnalysis \
+  (cd /tmp && GRETA_CUDA_BENCH=${NCU_FORMAT:-Q4_K} timeout 240 ncu --kernel-name regex:"${NCU_KERNEL:-mvs_q4_k_r1u4w8}" --launch-skip 10 --launch-count 1 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats --section MemoryWorkloadAnalysis --section InstructionStats \
+    --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio \
     "$C/cuda.test" -test.run '^TestKernelBandwidth$' -test.count=1) >"$LOG/ncu.log" 2>&1
-  say "ncu ${NCU_KERNEL:-mvs_q4_k_r1w8}: rc=$?"
-  grep -E "Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Registers Per|Block Limit|Eligible Warps|Active Warps|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Stall" "$LOG/ncu.log" | head -40 | sed 's/^ */    /' | tee -a "$SUM"
+  say "ncu ${NCU_KERNEL:-mvs_q4_k_r1u4w8}: rc=$?"
+  cuobjdump -sass /tmp/greta-cubin/*.cubin >"$LOG/sass.txt" 2>&1
+  grep -E "stalled_(long_scoreboard|short_scoreboard|wait|math_pipe_throttle|mio_throttle|lg_throttle|not_selected|selected|no_instruction|barrier|dispatch_stall|drain|tex_throttle|membar|branch_resolving)_per" "$LOG/ncu.log" | sed 's/^ */    /' | tee -a "$SUM"
+  grep -E "Executed Instructions  |Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Registers Per|Block Limit|Eligible Warps|Active Warps|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Stall" "$LOG/ncu.log" | head -40 | sed 's/^ */    /' | tee -a "$SUM"
 fi
 
 # Everything in one archive (the device tool returns few files).

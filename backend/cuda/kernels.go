@@ -69,10 +69,11 @@ func mvRows(nx int, gateUp bool) int {
 }
 
 // The decode matvec kernels (mvs, and gus for SwiGLU) come in variants of
-// R rows a warp and W warps a block (kernels/matvec.cu MVS_KERNELS).
+// R rows a warp, U units of each in flight and W warps a block
+// (kernels/matvec.cu MVS_KERNELS).
 var (
-	mvsVariants = []string{"r1w8", "r2w8", "r4w8", "r2w16"}
-	gusVariants = []string{"r1w8", "r2w8"}
+	mvsVariants = []string{"r1u4w8", "r2u4w8", "r1u8w8", "r2u2w8"}
+	gusVariants = []string{"r1u4w8", "r1u2w8"}
 )
 
 // runsOf is RUNS of each format with staged-x kernels (VFORMATS); the
@@ -103,9 +104,10 @@ func attnDecSmem(hd, g int) int { return 4 * attdWarps * g * (hd + 2) }
 
 const attdWarps = 8 // ATTD_WARPS
 
-// variantRW parses "r2w4".
+// variantRW parses "r2u4w8" into rows a warp and warps a block.
 func variantRW(v string) (r, w int) {
-	fmt.Sscanf(v, "r%dw%d", &r, &w)
+	var u int
+	fmt.Sscanf(v, "r%du%dw%d", &r, &u, &w)
 	return
 }
 

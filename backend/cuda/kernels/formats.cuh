@@ -73,6 +73,44 @@ __device__ __forceinline__ void k4scales(const uint4& h, int c, float& d1, float
   m2 = dmin * (float)((mn >> (sh + 8)) & 0xff);
 }
 
+// The staged-x decode kernels use a second interface, where everything
+// that depends only on the lane (unit u = lane + 32·i, so u mod 8 is fixed)
+// is worked out once (Lane), and the row's base addresses once a group
+// (RowP): loadl(raw, rowp, lane, u) and idotl(raw, lane, xq, sx, xs).
+
+// d·b for a byte b (0..255) by way of the float 2^23 + b that one PRMT
+// makes: d·(2^23 + b) − d·2^23 is exact inside the FMA.
+__device__ __forceinline__ float mulbyte(float d, float dneg223, u32 w, u32 sel) {
+  return fmaf(d, __int_as_float(__byte_perm(w, 0x4B000000u, sel)), dneg223);
+}
+// The selector that puts byte k of the first operand under 0x4B.
+__device__ __forceinline__ u32 magicsel(int k) { return 0x7440u | (u32)k; }
+
+// Q4_K/Q5_K scales of the lane's two sub-blocks, from a header h.
+struct K4Lane {
+  u32 hi;      // all ones for sub-blocks 4..7 (a mask: selects without branches)
+  u32 s1, s2;  // PRMT selectors of their bytes in the unpacked words
+};
+__device__ __forceinline__ K4Lane k4lane(int c) {
+  K4Lane l;
+  l.hi = c >= 4 ? 0xffffffffu : 0u;
+  const int b = 2 * ((c >> 1) & 1);
+  l.s1 = magicsel(b);
+  l.s2 = magicsel(b + 1);
+  return l;
+}
+__device__ __forceinline__ void k4scalesl(const uint4& h, const K4Lane& l, float& d1, float& m1, float& d2, float& m2) {
+  const float d = h2f(h.x & 0xffff), dmin = h2f(h.x >> 16);
+  const u32 sc47 = (h.w & 0x0F0F0F0Fu) | ((h.y >> 2) & 0x30303030u), sc03 = h.y & 0x3F3F3F3Fu;
+  const u32 mn47 = ((h.w >> 4) & 0x0F0F0F0Fu) | ((h.z >> 2) & 0x30303030u), mn03 = h.z & 0x3F3F3F3Fu;
+  const u32 sc = (sc47 & l.hi) | (sc03 & ~l.hi), mn = (mn47 & l.hi) | (mn03 & ~l.hi);
+  const float dn = d * -8388608.f, mnn = dmin * -8388608.f;
+  d1 = mulbyte(d, dn, sc, l.s1);
+  d2 = mulbyte(d, dn, sc, l.s2);
+  m1 = mulbyte(dmin, mnn, mn, l.s1);
+  m2 = mulbyte(dmin, mnn, mn, l.s2);
+}
+
 // Q4_K: 144-byte super-blocks of 256 values: d, dmin (f16), 12 bytes of
 // scales, 128 bytes of nibbles. Unit u: super-block u/8, chunk c = u%8 =
 // 16 qs bytes at 16c, i.e. group g = c/2, half c%2: low nibbles are columns
@@ -106,6 +144,38 @@ struct Q4K {
     return d1 * fmaf(256.f, s0, -128.f * xs[0]) - m1 * xs[0] + d2 * fmaf(256.f, s1, -128.f * xs[1]) - m2 * xs[1];
   }
   static constexpr bool IDOT = true;
+  struct Lane {
+    K4Lane k;
+    int qoff;
+  };
+  static __device__ __forceinline__ Lane lane_of(int u) {
+    Lane l;
+    l.k = k4lane(u & 7);
+    l.qoff = 16 + 16 * (u & 7);
+    return l;
+  }
+  struct RowP {
+    const u8* p;
+  };
+  static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) { return {w + row * (cols >> 8) * 144}; }
+  static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) {
+    const u8* b = rp.p + (u32)(u >> 3) * 144u;
+    r.h = ld_nc(b);
+    r.q = ld_stream(b + l.qoff);
+  }
+  static __device__ __forceinline__ float idotl(const Raw& r, const Lane& l, const u32* xq, const float* sx, const float* xs) {
+    int s0 = 0, s1 = 0;
+    const u32 qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const u32 lo = qw[k] & 0x0F0F0F0Fu, hi = (qw[k] >> 4) & 0x0F0F0F0Fu;
+      IDOT4(s0, lo, xq + 2 * k);
+      IDOT4(s1, hi, xq + 8 + 2 * k);
+    }
+    float d1, m1, d2, m2;
+    k4scalesl(r.h, l.k, d1, m1, d2, m2);
+    return fmaf(d1 * sx[0], (float)s0, fmaf(d2 * sx[1], (float)s1, -fmaf(m1, xs[0], m2 * xs[1])));
+  }
   static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
     int s0 = 0, s1 = 0;
     const u32 qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
@@ -171,6 +241,44 @@ struct Q5K {
     return d1 * fmaf(256.f, s0, -128.f * xs[0]) - m1 * xs[0] + d2 * fmaf(256.f, s1, -128.f * xs[1]) - m2 * xs[1];
   }
   static constexpr bool IDOT = true;
+  struct Lane {
+    K4Lane k;
+    int qoff, qhoff, sh;
+  };
+  static __device__ __forceinline__ Lane lane_of(int u) {
+    Lane l;
+    const int c = u & 7;
+    l.k = k4lane(c);
+    l.qoff = 48 + 16 * c;
+    l.qhoff = 16 + 16 * (c & 1);
+    l.sh = 2 * (c >> 1);
+    return l;
+  }
+  struct RowP {
+    const u8* p;
+  };
+  static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) { return {w + row * (cols >> 8) * 176}; }
+  static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) {
+    const u8* b = rp.p + (u32)(u >> 3) * 176u;
+    r.h = ld_nc(b);
+    r.qh = ld_nc(b + l.qhoff);
+    r.q = ld_stream(b + l.qoff);
+  }
+  static __device__ __forceinline__ float idotl(const Raw& r, const Lane& l, const u32* xq, const float* sx, const float* xs) {
+    const u32 qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+    const u32 hw[4] = {r.qh.x, r.qh.y, r.qh.z, r.qh.w};
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const u32 lo = (qw[k] & 0x0F0F0F0Fu) | (((hw[k] >> l.sh) & 0x01010101u) << 4);
+      const u32 hi = ((qw[k] >> 4) & 0x0F0F0F0Fu) | (((hw[k] >> (l.sh + 1)) & 0x01010101u) << 4);
+      IDOT4(s0, lo, xq + 2 * k);
+      IDOT4(s1, hi, xq + 8 + 2 * k);
+    }
+    float d1, m1, d2, m2;
+    k4scalesl(r.h, l.k, d1, m1, d2, m2);
+    return fmaf(d1 * sx[0], (float)s0, fmaf(d2 * sx[1], (float)s1, -fmaf(m1, xs[0], m2 * xs[1])));
+  }
   static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
     u32 lo[4], hi[4];
     bits(r, u, lo, hi);
@@ -250,6 +358,54 @@ struct Q6K {
     return slo * fmaf(256.f, s0, -160.f * xs[0]) + shi * fmaf(256.f, s1, -160.f * xs[1]);
   }
   static constexpr bool IDOT = true;
+  struct Lane {
+    int qloff, qhoff, sh;
+    u32 h;    // all ones for the second half of the super-block
+    u32 sel;  // PRMT selector: byte j of a scales word, sign-extended
+  };
+  static __device__ __forceinline__ Lane lane_of(int u) {
+    Lane l;
+    const int c = u & 7, h = c >> 2, j = c & 3;
+    l.qloff = 64 * h + 16 * j;
+    l.qhoff = 128 + 32 * h + 16 * (j & 1);
+    l.sh = 2 * (j >> 1);
+    l.h = h ? 0xffffffffu : 0u;
+    l.sel = (u32)j | ((u32)(8 | j) << 4) | ((u32)(8 | j) << 8) | ((u32)(8 | j) << 12);
+    return l;
+  }
+  struct RowP {
+    const u8* a;
+    const u8* s;
+    const u16* d;
+  };
+  static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) {
+    const i64 nb = cols >> 8, b0 = row * nb;
+    return {w + b0 * 192, w + rows * nb * 192 + b0 * 16, (const u16*)(w + rows * nb * 208) + b0};
+  }
+  static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) {
+    const u32 sb = (u32)(u >> 3);
+    const u8* a = rp.a + sb * 192u;
+    r.ql = ld_stream(a + l.qloff);
+    r.qh = ld_nc(a + l.qhoff);
+    r.sc = ld_nc(rp.s + sb * 16u);
+    r.d = rp.d[sb];
+  }
+  static __device__ __forceinline__ float idotl(const Raw& r, const Lane& l, const u32* xq, const float* sx, const float* xs) {
+    const u32 qw[4] = {r.ql.x, r.ql.y, r.ql.z, r.ql.w};
+    const u32 hw[4] = {r.qh.x, r.qh.y, r.qh.z, r.qh.w};
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const u32 lo = (qw[k] & 0x0F0F0F0Fu) | (((hw[k] >> l.sh) & 0x03030303u) << 4);
+      const u32 hi = ((qw[k] >> 4) & 0x0F0F0F0Fu) | (((hw[k] >> (l.sh + 4)) & 0x03030303u) << 4);
+      IDOT4(s0, lo, xq + 2 * k);
+      IDOT4(s1, hi, xq + 8 + 2 * k);
+    }
+    const float d = h2f((u16)r.d);
+    const float slo = d * (float)(int)__byte_perm((r.sc.z & l.h) | (r.sc.x & ~l.h), 0, l.sel);
+    const float shi = d * (float)(int)__byte_perm((r.sc.w & l.h) | (r.sc.y & ~l.h), 0, l.sel);
+    return slo * fmaf(sx[0], (float)s0, -32.f * xs[0]) + shi * fmaf(sx[1], (float)s1, -32.f * xs[1]);
+  }
   static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
     u32 lo[4], hi[4];
     float slo, shi;
@@ -298,6 +454,26 @@ struct Q80 {
     return h2f((u16)r.d) * ((s + t) - 128.f * xs[0]);
   }
   static constexpr bool IDOT = true;
+  struct Lane {
+    int off;
+  };
+  static __device__ __forceinline__ Lane lane_of(int u) { return {16 * (u & 1)}; }
+  struct RowP {
+    const u8* q;
+    const u16* d;
+  };
+  static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) {
+    const i64 nb = cols >> 5, b0 = row * nb;
+    return {w + b0 * 32, (const u16*)(w + rows * nb * 32) + b0};
+  }
+  static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) {
+    const u32 b = (u32)(u >> 1);
+    r.q = ld_stream(rp.q + b * 32u + l.off);
+    r.d = rp.d[b];
+  }
+  static __device__ __forceinline__ float idotl(const Raw& r, const Lane& l, const u32* xq, const float* sx, const float* xs) {
+    return idot(r, 0, xq, sx, xs);
+  }
   static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
     int s = 0, t = 0;
     IDOT4(s, r.q.x, xq);
@@ -343,6 +519,23 @@ struct Q40 {
     return h2f((u16)r.d) * fmaf(256.f, s0 + s1, -136.f * (xs[0] + xs[1]));
   }
   static constexpr bool IDOT = true;
+  struct Lane {};
+  static __device__ __forceinline__ Lane lane_of(int u) { return {}; }
+  struct RowP {
+    const u8* q;
+    const u16* d;
+  };
+  static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) {
+    const i64 nb = cols >> 5, b0 = row * nb;
+    return {w + b0 * 16, (const u16*)(w + rows * nb * 16) + b0};
+  }
+  static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) {
+    r.q = ld_stream(rp.q + (u32)u * 16u);
+    r.d = rp.d[u];
+  }
+  static __device__ __forceinline__ float idotl(const Raw& r, const Lane& l, const u32* xq, const float* sx, const float* xs) {
+    return idot(r, 0, xq, sx, xs);
+  }
   static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
     int s0 = 0, s1 = 0;
     const u32 qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
@@ -375,6 +568,13 @@ struct F16V {
   struct Raw {
     uint4 q;
   };
+  struct Lane {};
+  static __device__ __forceinline__ Lane lane_of(int u) { return {}; }
+  struct RowP {
+    const u8* p;
+  };
+  static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) { return {w + row * cols * 2}; }
+  static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) { r.q = ld_stream(rp.p + (u32)u * 16u); }
   static __device__ __forceinline__ void load(Raw& r, const u8* w, i64 rows, i64 cols, i64 row, i64 u) {
     r.q = ld_stream(w + (row * cols + 8 * u) * 2);
   }
@@ -404,6 +604,13 @@ struct BF16V {
   struct Raw {
     uint4 q;
   };
+  struct Lane {};
+  static __device__ __forceinline__ Lane lane_of(int u) { return {}; }
+  struct RowP {
+    const u8* p;
+  };
+  static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) { return {w + row * cols * 2}; }
+  static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) { r.q = ld_stream(rp.p + (u32)u * 16u); }
   static __device__ __forceinline__ void load(Raw& r, const u8* w, i64 rows, i64 cols, i64 row, i64 u) {
     r.q = ld_stream(w + (row * cols + 8 * u) * 2);
   }
@@ -433,6 +640,13 @@ struct F32V {
   struct Raw {
     uint4 q;
   };
+  struct Lane {};
+  static __device__ __forceinline__ Lane lane_of(int u) { return {}; }
+  struct RowP {
+    const u8* p;
+  };
+  static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) { return {w + row * cols * 4}; }
+  static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) { r.q = ld_stream(rp.p + (u32)u * 16u); }
   static __device__ __forceinline__ void load(Raw& r, const u8* w, i64 rows, i64 cols, i64 row, i64 u) {
     r.q = ld_stream(w + (row * cols + 4 * u) * 4);
   }

@@ -190,7 +190,7 @@ FORMATS(MV_KERNELS)
 
 template <class F, int R, bool GU>
 struct MVBGroup {
-  const u8* w[GU ? 2 : 1];
+  typename F::RowP rp[GU ? 2 : 1][R];
   float* y;
   i64 rows, row0;
 };
@@ -198,57 +198,67 @@ struct MVBGroup {
 template <class F, int R, bool GU>
 __device__ __forceinline__ MVBGroup<F, R, GU> mvb_group(const MVArgs& a, i64 g) {
   MVBGroup<F, R, GU> m;
+  const u8* w[2];
   if (GU) {
-    m.w[0] = (const u8*)a.w0;
-    m.w[GU ? 1 : 0] = (const u8*)a.w1;
+    w[0] = (const u8*)a.w0;
+    w[1] = (const u8*)a.w1;
     m.y = (float*)a.y0;
     m.rows = a.rows0;
   } else if (g >= a.blk2) {
     g -= a.blk2;
-    m.w[0] = (const u8*)a.w2;
+    w[0] = (const u8*)a.w2;
     m.y = (float*)a.y2;
     m.rows = a.rows2;
   } else if (g >= a.blk1) {
     g -= a.blk1;
-    m.w[0] = (const u8*)a.w1;
+    w[0] = (const u8*)a.w1;
     m.y = (float*)a.y1;
     m.rows = a.rows1;
   } else {
-    m.w[0] = (const u8*)a.w0;
+    w[0] = (const u8*)a.w0;
     m.y = (float*)a.y0;
     m.rows = a.rows0;
   }
   m.row0 = g * R;
+#pragma unroll
+  for (int wv = 0; wv < (GU ? 2 : 1); wv++)
+#pragma unroll
+    for (int r = 0; r < R; r++) m.rp[wv][r] = F::rowp(w[wv], m.rows, a.cols, min(m.row0 + r, m.rows - 1));
   return m;
 }
 
-template <class F, int R, int W, bool GU>
+template <class F, int R, int U, int W, bool GU>
 __device__ __forceinline__ void mvs_body(const MVArgs& a) {
   constexpr int NW = GU ? 2 : 1;
   constexpr int U4 = F::UNIT / 4, RL4 = F::RUNLEN / 4;
   typedef typename F::Raw Raw;
   extern __shared__ float4 xs4[];
   const int lane = threadIdx.x & 31;
-  const i64 cols = a.cols, nunits = cols / F::UNIT;
-  const int iters = (int)((nunits + 31) >> 5);
+  const i64 cols = a.cols;
+  const int nunits = (int)(cols / F::UNIT);
+  const int iters = (nunits + 31) >> 5;
   float* xsum = (float*)(xs4 + (i64)iters * 32 * U4);
   const i64 ngroups = a.blk3, gstride = (i64)gridDim.x * W;
   i64 grp = (i64)blockIdx.x * W + (threadIdx.x >> 5);
   const float* x = (const float*)a.x;
+  const typename F::Lane ln = F::lane_of(lane);
 
   // The first weights are on their way while x is staged.
+  Raw raw[U][NW][R];
   MVBGroup<F, R, GU> cur = mvb_group<F, R, GU>(a, grp < ngroups ? grp : 0);
-  Raw ra[NW][R], rb[NW][R];
-  auto load = [&](Raw (&raw)[NW][R], const MVBGroup<F, R, GU>& m, i64 u) {
-    if (u < nunits) {
+  auto load = [&](int it0) {
 #pragma unroll
-      for (int wv = 0; wv < NW; wv++)
+    for (int j = 0; j < U; j++) {
+      const int u = lane + 32 * (it0 + j);
+      if (it0 + j < iters && u < nunits) {
 #pragma unroll
-        for (int r = 0; r < R; r++)
-          if (m.row0 + r < m.rows) F::load(raw[wv][r], m.w[wv], m.rows, cols, m.row0 + r, u);
+        for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+          for (int r = 0; r < R; r++) F::loadl(raw[j][wv][r], cur.rp[wv][r], ln, u);
+      }
     }
   };
-  if (grp < ngroups) load(ra, cur, lane);
+  if (grp < ngroups) load(0);
 
   float scale = 1.f;
   if (a.normw) {
@@ -337,112 +347,102 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
   }
   if (grp >= ngroups) return;
 
-  float acc[NW][R];
+  // Each group: the lane's units of its R rows, U at a time, all U loads
+  // issued before the first is used.
+  for (;;) {
+    float acc[NW][R];
 #pragma unroll
-  for (int wv = 0; wv < NW; wv++)
+    for (int wv = 0; wv < NW; wv++)
 #pragma unroll
-    for (int r = 0; r < R; r++) acc[wv][r] = 0.f;
-  int it = 0;
-
-  // One step: prefetch the next step into nxt, then compute cur's unit from
-  // raw. Returns false after the warp's last step.
-  auto step = [&](Raw (&raw)[NW][R], Raw (&nxt)[NW][R]) -> bool {
-    int it2 = it + 1;
-    i64 grp2 = grp;
-    if (it2 == iters) {
-      it2 = 0;
-      grp2 += gstride;
+      for (int r = 0; r < R; r++) acc[wv][r] = 0.f;
+    for (int it0 = 0; it0 < iters; it0 += U) {
+      if (it0 > 0) load(it0);
+#pragma unroll
+      for (int j = 0; j < U; j++) {
+        const int it = it0 + j, u = lane + 32 * it;
+        if (it < iters && u < nunits) {
+          if constexpr (F::IDOT) {
+            u32 xq[F::UNIT / 2];
+            float sx[F::RUNS], xs[F::RUNS];
+#pragma unroll
+            for (int k = 0; k < Q4; k++) {
+              const uint4 v = xq4[(it * Q4 + k) * 32 + lane];
+              xq[4 * k + 0] = v.x;
+              xq[4 * k + 1] = v.y;
+              xq[4 * k + 2] = v.z;
+              xq[4 * k + 3] = v.w;
+            }
+#pragma unroll
+            for (int run = 0; run < F::RUNS; run++) {
+              sx[run] = sxs[(it * F::RUNS + run) * 32 + lane];
+              xs[run] = xqsum[(it * F::RUNS + run) * 32 + lane];
+            }
+#pragma unroll
+            for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+              for (int r = 0; r < R; r++) acc[wv][r] += F::idotl(raw[j][wv][r], ln, xq, sx, xs);
+          } else {
+            float xv[F::UNIT];
+            float xs[F::RUNS];
+#pragma unroll
+            for (int k = 0; k < U4; k++) {
+              const float4 v = xs4[(it * U4 + k) * 32 + lane];
+              xv[4 * k + 0] = v.x;
+              xv[4 * k + 1] = v.y;
+              xv[4 * k + 2] = v.z;
+              xv[4 * k + 3] = v.w;
+            }
+#pragma unroll
+            for (int run = 0; run < F::RUNS; run++) xs[run] = xsum[(it * F::RUNS + run) * 32 + lane];
+#pragma unroll
+            for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+              for (int r = 0; r < R; r++) acc[wv][r] += F::dot(raw[j][wv][r], u, xv, xs);
+          }
+        }
+      }
     }
-    const bool more = grp2 < ngroups;
-    MVBGroup<F, R, GU> nx = cur;
+    // The next group's first loads go out before this one's reduction.
+    const MVBGroup<F, R, GU> done = cur;
+    grp += gstride;
+    const bool more = grp < ngroups;
     if (more) {
-      if (it2 == 0) nx = mvb_group<F, R, GU>(a, grp2);
-      load(nxt, nx, lane + 32 * (i64)it2);
+      cur = mvb_group<F, R, GU>(a, grp);
+      load(0);
     }
-    const i64 u = lane + 32 * (i64)it;
-    if (u < nunits) {
-      if constexpr (F::IDOT) {
-        u32 xq[F::UNIT / 2];
-        float sx[F::RUNS], xs[F::RUNS];
 #pragma unroll
-        for (int k = 0; k < Q4; k++) {
-          const uint4 v = xq4[(it * Q4 + k) * 32 + lane];
-          xq[4 * k + 0] = v.x;
-          xq[4 * k + 1] = v.y;
-          xq[4 * k + 2] = v.z;
-          xq[4 * k + 3] = v.w;
-        }
-#pragma unroll
-        for (int run = 0; run < F::RUNS; run++) {
-          sx[run] = sxs[(it * F::RUNS + run) * 32 + lane];
-          xs[run] = xqsum[(it * F::RUNS + run) * 32 + lane];
-        }
-#pragma unroll
-        for (int wv = 0; wv < NW; wv++)
-#pragma unroll
-          for (int r = 0; r < R; r++)
-            if (cur.row0 + r < cur.rows) acc[wv][r] += F::idot(raw[wv][r], u, xq, sx, xs);
-      } else {
-        float xv[F::UNIT];
-        float xs[F::RUNS];
-#pragma unroll
-        for (int k = 0; k < U4; k++) {
-          const float4 v = xs4[(it * U4 + k) * 32 + lane];
-          xv[4 * k + 0] = v.x;
-          xv[4 * k + 1] = v.y;
-          xv[4 * k + 2] = v.z;
-          xv[4 * k + 3] = v.w;
-        }
-#pragma unroll
-        for (int run = 0; run < F::RUNS; run++) xs[run] = xsum[(it * F::RUNS + run) * 32 + lane];
-#pragma unroll
-        for (int wv = 0; wv < NW; wv++)
-#pragma unroll
-          for (int r = 0; r < R; r++)
-            if (cur.row0 + r < cur.rows) acc[wv][r] += F::dot(raw[wv][r], u, xv, xs);
+    for (int r = 0; r < R; r++) {
+      const float s0 = warp_sum(acc[0][r]);
+      const float s1 = GU ? warp_sum(acc[NW - 1][r]) : 0.f;
+      const i64 row = done.row0 + r;
+      if (lane == r && row < done.rows) {
+        const float out = GU ? silu(s0) * s1 : s0;
+        done.y[row] = out;
+        if (!GU && a.resid) ((float*)a.resid)[row] += out;
       }
     }
-    if (it == iters - 1) {
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        const float s0 = warp_sum(acc[0][r]);
-        const float s1 = GU ? warp_sum(acc[NW - 1][r]) : 0.f;
-        const i64 row = cur.row0 + r;
-        if (lane == r && row < cur.rows) {
-          const float out = GU ? silu(s0) * s1 : s0;
-          cur.y[row] = out;
-          if (!GU && a.resid) ((float*)a.resid)[row] += out;
-        }
-#pragma unroll
-        for (int wv = 0; wv < NW; wv++) acc[wv][r] = 0.f;
-      }
-    }
-    it = it2;
-    grp = grp2;
-    cur = nx;
-    return more;
-  };
-  while (step(ra, rb) && step(rb, ra)) {
+    if (!more) break;
   }
 }
 
-// R rows a warp, W warps a block. kernels.go holds the same table; the
-// one-value float formats (f16s, bf16s, f32s) have none and use mv_*_1.
-#define MVS_KERNEL(F, name, R, W)                                                                  \
-  extern "C" __global__ void __launch_bounds__(W * 32) mvs_##name##_r##R##w##W(const MVArgs a) {  \
-    mvs_body<F, R, W, false>(a);                                                                   \
+// R rows a warp, U units of each in flight, W warps a block. kernels.go
+// holds the same table; the one-value float formats (f16s, bf16s, f32s)
+// have none and use mv_*_1.
+#define MVS_KERNEL(F, name, R, U, W)                                                                         \
+  extern "C" __global__ void __launch_bounds__(W * 32) mvs_##name##_r##R##u##U##w##W(const MVArgs a) {      \
+    mvs_body<F, R, U, W, false>(a);                                                                          \
   }
-#define GUS_KERNEL(F, name, R, W)                                                                  \
-  extern "C" __global__ void __launch_bounds__(W * 32) gus_##name##_r##R##w##W(const MVArgs a) {  \
-    mvs_body<F, R, W, true>(a);                                                                    \
+#define GUS_KERNEL(F, name, R, U, W)                                                                         \
+  extern "C" __global__ void __launch_bounds__(W * 32) gus_##name##_r##R##u##U##w##W(const MVArgs a) {      \
+    mvs_body<F, R, U, W, true>(a);                                                                           \
   }
-#define MVS_KERNELS(F, name) \
-  MVS_KERNEL(F, name, 1, 8)  \
-  MVS_KERNEL(F, name, 2, 8)  \
-  MVS_KERNEL(F, name, 4, 8)  \
-  MVS_KERNEL(F, name, 2, 16) \
-  GUS_KERNEL(F, name, 1, 8)  \
-  GUS_KERNEL(F, name, 2, 8)
+#define MVS_KERNELS(F, name)   \
+  MVS_KERNEL(F, name, 1, 4, 8) \
+  MVS_KERNEL(F, name, 2, 4, 8) \
+  MVS_KERNEL(F, name, 1, 8, 8) \
+  MVS_KERNEL(F, name, 2, 2, 8) \
+  GUS_KERNEL(F, name, 1, 4, 8) \
+  GUS_KERNEL(F, name, 1, 2, 8)
 
 VFORMATS(MVS_KERNELS)
 
