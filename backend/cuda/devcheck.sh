@@ -122,7 +122,7 @@ if has ncu; then
     --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio \
     "$C/cuda.test" -test.run '^TestKernelBandwidth$' -test.count=1) >"$LOG/ncu.log" 2>&1
   say "ncu ${NCU_KERNEL:-mvs_q4_k_r1u4w8}: rc=$?"
-  cuobjdump -sass /tmp/greta-cubin/*.cubin >"$LOG/sass.txt" 2>&1
+  cuobjdump -sass -fun "${NCU_KERNEL:-mvs_q4_k_r1u4w8}" /tmp/greta-cubin/*.cubin >"$LOG/sass.txt" 2>&1
   grep -E "stalled_(long_scoreboard|short_scoreboard|wait|math_pipe_throttle|mio_throttle|lg_throttle|not_selected|selected|no_instruction|barrier|dispatch_stall|drain|tex_throttle|membar|branch_resolving)_per" "$LOG/ncu.log" | sed 's/^ */    /' | tee -a "$SUM"
   grep -E "Executed Instructions  |Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Registers Per|Block Limit|Eligible Warps|Active Warps|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Stall" "$LOG/ncu.log" | head -40 | sed 's/^ */    /' | tee -a "$SUM"
 fi
