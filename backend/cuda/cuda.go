@@ -49,7 +49,7 @@ type Backend struct {
 	Graphs    bool   // GRETA_CUDA_GRAPH=0 turns graph replay off
 	Fuse      bool   // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
 	UseBLAS   bool   // GRETA_CUDA_CUBLAS=0: prefill without cuBLAS
-	MVB, GUB  string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8"
+	MVB, GUB  string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
 	Profile   bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
 	blas      *cublas
 	blasErr   error
@@ -417,8 +417,8 @@ func envOr(name, def string) string {
 
 // Default decode matvec variants, chosen by TestKernelBandwidth on an H100.
 const (
-	defaultMVB = "r1u4w8"
-	defaultGUB = "r1u4w8"
+	defaultMVB = "r1u4w8b1"
+	defaultGUB = "r1u4w8b1"
 )
 
 // mvsLimit is the most dynamic shared memory a staged-x matvec may use (the

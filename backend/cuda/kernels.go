@@ -69,11 +69,11 @@ func mvRows(nx int, gateUp bool) int {
 }
 
 // The decode matvec kernels (mvs, and gus for SwiGLU) come in variants of
-// R rows a warp, U units of each in flight and W warps a block
-// (kernels/matvec.cu MVS_KERNELS).
+// R rows a warp, U units of each in flight, W warps a block and at least B
+// blocks an SM (kernels/matvec.cu MVS_KERNELS).
 var (
-	mvsVariants = []string{"r1u4w8", "r2u4w8", "r1u8w8", "r2u2w8"}
-	gusVariants = []string{"r1u4w8", "r1u2w8"}
+	mvsVariants = []string{"r1u4w8b1", "r1u4w8b3", "r1u2w8b3", "r2u2w8b1"}
+	gusVariants = []string{"r1u4w8b1", "r1u2w8b3"}
 )
 
 // runsOf is RUNS of each format with staged-x kernels (VFORMATS); the
@@ -87,7 +87,7 @@ func mvsSmem(f string, cols int) int {
 	u := unitOf[f]
 	nu := ceilDiv(cols/u, 32) * 32
 	if idotFormats[f] {
-		return 2*nu*u + 8*nu*runsOf[f]
+		return 2*nu*u + 16*nu
 	}
 	return 4*nu*u + 4*nu*runsOf[f]
 }
@@ -104,10 +104,10 @@ func attnDecSmem(hd, g int) int { return 4 * attdWarps * g * (hd + 2) }
 
 const attdWarps = 8 // ATTD_WARPS
 
-// variantRW parses "r2u4w8" into rows a warp and warps a block.
+// variantRW parses "r2u4w8b1" into rows a warp and warps a block.
 func variantRW(v string) (r, w int) {
-	var u int
-	fmt.Sscanf(v, "r%du%dw%d", &r, &u, &w)
+	var u, b int
+	fmt.Sscanf(v, "r%du%dw%db%d", &r, &u, &w, &b)
 	return
 }
 

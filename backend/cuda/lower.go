@@ -78,9 +78,10 @@ func (b *Backend) planAttn(o *op) attnPlan {
 	}
 	p := attnPlan{gb: gb, br: max(1, min(nqMax/gb, o.rows)), nsplit: 1, splitLen: o.cache.ctx}
 	if o.rows <= 16 {
-		// Decode: split the KV length; by the context size alone, so the
-		// plan does not change as the position grows.
-		p.splitLen = max(64, ceilDiv(ceilDiv(o.cache.ctx, 32), 32)*32)
+		// Decode: split the KV length, into pieces of 16 positions or more,
+		// at most 64 of them; by the context size alone, so the plan does
+		// not change as the position grows.
+		p.splitLen = max(16, ceilDiv(ceilDiv(o.cache.ctx, 64), 16)*16)
 		p.nsplit = ceilDiv(o.cache.ctx, p.splitLen)
 	}
 	return p
@@ -250,11 +251,12 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 	}
 	grid := blk3
 	if W > 0 {
-		// blk3 counts groups; as many blocks as fit the GPU at once stride
-		// over them.
+		// blk3 counts groups; at most as many blocks as fit the GPU at once
+		// stride over them, as few as give every warp the same number.
 		grid = ceilDiv(blk3, W)
-		if occ := b.occupancy(name, threads, smem); occ > 0 {
-			grid = min(grid, occ*b.sms)
+		if occ := b.occupancy(name, threads, smem); occ > 0 && grid > occ*b.sms {
+			per := ceilDiv(blk3, occ*b.sms*W) // groups a warp
+			grid = ceilDiv(blk3, per*W)
 		}
 	}
 	b.profKey = fmt.Sprintf("%s [%d×%d]", name, w0.cols, rows[0]+rows[1]+rows[2])

@@ -260,35 +260,30 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
   };
   if (grp < ngroups) load(0);
 
-  float scale = 1.f;
-  if (a.normw) {
-    float ss = 0.f;
-    for (i64 i = threadIdx.x; i < cols; i += blockDim.x) ss = fmaf(x[i], x[i], ss);
-    ss = block_sum(ss);
-    scale = 1.0f / sqrtf(ss / (float)cols + (float)a.eps);
-  }
   const float* g = (const float*)a.normw;
-  float* xb = blockIdx.x == 0 ? (float*)a.xb : nullptr;
-  // Quantized formats: x as int16 with a scale and a float sum per run,
-  // [i][uint4 k of the unit][lane] and [i][run][lane]. Float formats: x as
-  // float, [i][float4 k][lane], and the run sums.
+  // Quantized formats: x as int16, [i][uint4 k of the unit][lane], and per
+  // unit a float4 (scale of run 0, of run 1, sum of run 0, of run 1) at
+  // [i][lane]. Float formats: x as float, [i][float4 k][lane], and the run
+  // sums [i][run][lane].
   constexpr int Q4 = F::UNIT / 8, RQ = F::RUNLEN / 8;
   uint4* xq4 = (uint4*)xs4;
-  float* sxs = (float*)(xq4 + (i64)iters * 32 * Q4);
-  float* xqsum = sxs + (i64)iters * 32 * F::RUNS;
+  float4* sxq = (float4*)(xq4 + (i64)iters * 32 * Q4);
   if constexpr (F::IDOT) {
-    for (i64 idx = threadIdx.x; idx < nunits * F::RUNS; idx += blockDim.x) {
-      const i64 u = idx / F::RUNS;
-      const int run = (int)(idx % F::RUNS);
+    // One pass over x: with a norm, v = x·g is quantized (a run's scale
+    // does not depend on the norm's factor, which multiplies the scales
+    // and sums once the block has summed x²).
+    float ss = 0.f;
+    for (i64 idx = threadIdx.x; idx < (i64)nunits * F::RUNS; idx += blockDim.x) {
+      const int u = (int)(idx / F::RUNS), run = (int)(idx % F::RUNS);
       const i64 col = F::xoff(u, run);
       float v[F::RUNLEN];
 #pragma unroll
       for (int k = 0; k < RL4; k++) {
         float4 t = __ldg((const float4*)(x + col) + k);
         if (g) {
+          ss = fmaf(t.x, t.x, fmaf(t.y, t.y, fmaf(t.z, t.z, fmaf(t.w, t.w, ss))));
           const float4 w = __ldg((const float4*)(g + col) + k);
-          t = make_float4(t.x * scale * w.x, t.y * scale * w.y, t.z * scale * w.z, t.w * scale * w.w);
-          if (xb) ((float4*)(xb + col))[k] = t;
+          t = make_float4(t.x * w.x, t.y * w.y, t.z * w.z, t.w * w.w);
         }
         v[4 * k] = t.x;
         v[4 * k + 1] = t.y;
@@ -314,13 +309,37 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
         }
         xq4[(base + k) * 32 + (u & 31)] = make_uint4(wq[0], wq[1], wq[2], wq[3]);
       }
-      sxs[((u >> 5) * F::RUNS + run) * 32 + (u & 31)] = amax / 32767.f;
-      xqsum[((u >> 5) * F::RUNS + run) * 32 + (u & 31)] = sum;
+      float* sq = (float*)(sxq + u);
+      sq[run] = amax / 32767.f;
+      sq[2 + run] = sum;
+    }
+    if (g) {
+      ss = block_sum(ss);  // also the barrier after the pass
+      const float scale = 1.0f / sqrtf(ss / (float)cols + (float)a.eps);
+      for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
+        const float4 t = sxq[u];
+        sxq[u] = make_float4(t.x * scale, t.y * scale, t.z * scale, t.w * scale);
+      }
+      if (blockIdx.x == 0 && a.xb) {
+        float4* xb4 = (float4*)a.xb;
+        for (i64 i = threadIdx.x; i < cols / 4; i += blockDim.x) {
+          const float4 t = __ldg((const float4*)x + i), w = __ldg((const float4*)g + i);
+          xb4[i] = make_float4(t.x * scale * w.x, t.y * scale * w.y, t.z * scale * w.z, t.w * scale * w.w);
+        }
+      }
     }
     __syncthreads();
   } else {
-    for (i64 idx = threadIdx.x; idx < nunits * U4; idx += blockDim.x) {
-      const i64 u = idx / U4;
+    float scale = 1.f;
+    if (g) {
+      float ss = 0.f;
+      for (i64 i = threadIdx.x; i < cols; i += blockDim.x) ss = fmaf(x[i], x[i], ss);
+      ss = block_sum(ss);
+      scale = 1.0f / sqrtf(ss / (float)cols + (float)a.eps);
+    }
+    float* xb = blockIdx.x == 0 ? (float*)a.xb : nullptr;
+    for (i64 idx = threadIdx.x; idx < (i64)nunits * U4; idx += blockDim.x) {
+      const int u = (int)(idx / U4);
       const int rem = (int)(idx % U4), run = rem / RL4, k = rem % RL4;
       const i64 col = F::xoff(u, run) + 4 * k;
       float4 v = __ldg((const float4*)(x + col));
@@ -332,8 +351,8 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
       xs4[((u >> 5) * U4 + rem) * 32 + (u & 31)] = v;
     }
     __syncthreads();
-    for (i64 idx = threadIdx.x; idx < nunits * F::RUNS; idx += blockDim.x) {
-      const i64 u = idx / F::RUNS;
+    for (i64 idx = threadIdx.x; idx < (i64)nunits * F::RUNS; idx += blockDim.x) {
+      const int u = (int)(idx / F::RUNS);
       const int run = (int)(idx % F::RUNS);
       float s = 0.f;
 #pragma unroll
@@ -372,10 +391,12 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
               xq[4 * k + 2] = v.z;
               xq[4 * k + 3] = v.w;
             }
-#pragma unroll
-            for (int run = 0; run < F::RUNS; run++) {
-              sx[run] = sxs[(it * F::RUNS + run) * 32 + lane];
-              xs[run] = xqsum[(it * F::RUNS + run) * 32 + lane];
+            const float4 sq = sxq[it * 32 + lane];
+            sx[0] = sq.x;
+            xs[0] = sq.z;
+            if constexpr (F::RUNS == 2) {
+              sx[F::RUNS - 1] = sq.y;
+              xs[F::RUNS - 1] = sq.w;
             }
 #pragma unroll
             for (int wv = 0; wv < NW; wv++)
@@ -425,24 +446,25 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
   }
 }
 
-// R rows a warp, U units of each in flight, W warps a block. kernels.go
+// R rows a warp, U units of each in flight, W warps a block, at least B
+// blocks an SM (a register cap). kernels.go
 // holds the same table; the one-value float formats (f16s, bf16s, f32s)
 // have none and use mv_*_1.
-#define MVS_KERNEL(F, name, R, U, W)                                                                         \
-  extern "C" __global__ void __launch_bounds__(W * 32) mvs_##name##_r##R##u##U##w##W(const MVArgs a) {      \
-    mvs_body<F, R, U, W, false>(a);                                                                          \
+#define MVS_KERNEL(F, name, R, U, W, B)                                                                            \
+  extern "C" __global__ void __launch_bounds__(W * 32, B) mvs_##name##_r##R##u##U##w##W##b##B(const MVArgs a) {   \
+    mvs_body<F, R, U, W, false>(a);                                                                                \
   }
-#define GUS_KERNEL(F, name, R, U, W)                                                                         \
-  extern "C" __global__ void __launch_bounds__(W * 32) gus_##name##_r##R##u##U##w##W(const MVArgs a) {      \
-    mvs_body<F, R, U, W, true>(a);                                                                           \
+#define GUS_KERNEL(F, name, R, U, W, B)                                                                            \
+  extern "C" __global__ void __launch_bounds__(W * 32, B) gus_##name##_r##R##u##U##w##W##b##B(const MVArgs a) {   \
+    mvs_body<F, R, U, W, true>(a);                                                                                 \
   }
-#define MVS_KERNELS(F, name)   \
-  MVS_KERNEL(F, name, 1, 4, 8) \
-  MVS_KERNEL(F, name, 2, 4, 8) \
-  MVS_KERNEL(F, name, 1, 8, 8) \
-  MVS_KERNEL(F, name, 2, 2, 8) \
-  GUS_KERNEL(F, name, 1, 4, 8) \
-  GUS_KERNEL(F, name, 1, 2, 8)
+#define MVS_KERNELS(F, name)      \
+  MVS_KERNEL(F, name, 1, 4, 8, 1) \
+  MVS_KERNEL(F, name, 1, 4, 8, 3) \
+  MVS_KERNEL(F, name, 1, 2, 8, 3) \
+  MVS_KERNEL(F, name, 2, 2, 8, 1) \
+  GUS_KERNEL(F, name, 1, 4, 8, 1) \
+  GUS_KERNEL(F, name, 1, 2, 8, 3)
 
 VFORMATS(MVS_KERNELS)
 
