@@ -156,7 +156,7 @@ func Open(ordinal int) (*Backend, error) {
 	b.Graphs = envFlag("GRETA_CUDA_GRAPH", true)
 	b.Fuse = envFlag("GRETA_CUDA_FUSE", true)
 	b.UseBLAS = envFlag("GRETA_CUDA_CUBLAS", true)
-	b.MVB, b.GUB = envOr("GRETA_CUDA_MVB", defaultMVB), envOr("GRETA_CUDA_GUB", defaultGUB)
+	b.MVB, b.GUB = os.Getenv("GRETA_CUDA_MVB"), os.Getenv("GRETA_CUDA_GUB")
 	b.Profile = envFlag("GRETA_CUDA_PROFILE", false)
 	if b.dev, err = d.Device(ordinal); err != nil {
 		return nil, err
@@ -415,11 +415,37 @@ func envOr(name, def string) string {
 	return def
 }
 
-// Default decode matvec variants, chosen by TestKernelBandwidth on an H100.
+// Default decode matvec variants by format, chosen by TestKernelBandwidth
+// on an H100 (docs/CUDA.md); MVB and GUB, when set, override them.
+var (
+	defaultMVS = map[string]string{"q6_k": "r2u2w8b1", "q8_0": "r1u2w8b3", "q4_0": "r1u2w8b3"}
+	defaultGUS = map[string]string{}
+)
+
 const (
 	defaultMVB = "r1u4w8b1"
-	defaultGUB = "r1u4w8b1"
+	defaultGUB = "r1u2w8b2"
 )
+
+// mvsVariant is the decode matvec variant for format f.
+func (b *Backend) mvsVariant(f string, gateUp bool) string {
+	if gateUp {
+		if b.GUB != "" {
+			return b.GUB
+		}
+		if v, ok := defaultGUS[f]; ok {
+			return v
+		}
+		return defaultGUB
+	}
+	if b.MVB != "" {
+		return b.MVB
+	}
+	if v, ok := defaultMVS[f]; ok {
+		return v
+	}
+	return defaultMVB
+}
 
 // mvsLimit is the most dynamic shared memory a staged-x matvec may use (the
 // kernels' own static shared memory is under 1 KB).

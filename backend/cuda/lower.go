@@ -195,10 +195,9 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 	threads, W, smem := mvThreads, 0, 0
 	if nx == 1 && b.mvsFits(w0) {
 		// The persistent decode kernels: R rows a warp, W warps a block.
-		v := b.MVB
+		v := b.mvsVariant(w0.kfmt, gu)
 		name = "mvs_" + w0.kfmt + "_" + v
 		if gu {
-			v = b.GUB
 			name = "gus_" + w0.kfmt + "_" + v
 		}
 		R, W = variantRW(v)

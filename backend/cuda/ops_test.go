@@ -44,6 +44,7 @@ func device(t testing.TB) *Backend {
 	}
 	gpu.Check = envFlag("GRETA_CUDA_CHECK", false)
 	gpu.Graphs, gpu.Fuse, gpu.UseBLAS = true, true, true
+	gpu.MVB, gpu.GUB = "", ""
 	return gpu
 }
 
@@ -446,7 +447,7 @@ func TestKVCacheTooLarge(t *testing.T) {
 // a block), plain and SwiGLU, on row counts that leave partial groups.
 func TestMatvecVariants(t *testing.T) {
 	p := newPair(t)
-	defer func() { p.g.MVB, p.g.GUB = defaultMVB, defaultGUB }()
+	defer func() { p.g.MVB, p.g.GUB = "", "" }()
 	r := rand.New(rand.NewPCG(10, uint64(os.Getpid())))
 	for _, typ := range allTypes {
 		cols := colsFor(typ)[1]

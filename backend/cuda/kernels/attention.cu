@@ -322,22 +322,39 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
   __syncthreads();
   if (!last) return;
   __threadfence();
+  // Merge the splits: the weight of each (split, head) first, one a thread
+  // (reusing sm), then every output sums its splits' values, eight loads in
+  // flight at a time.
   const i64 stride = a.nh * (HD + 2);
+  const int ns = (int)a.nsplit;
+  float* wsm = smd;  // [ns][G] weights, then [G] max and [G] 1/denominator
+  for (int i = threadIdx.x; i < ns * G; i += blockDim.x) {
+    const int s = i / G, g = i % G;
+    wsm[i] = __ldcg((const float*)a.part + s * stride + (i64)(kvh * G + g) * (HD + 2) + HD);
+  }
+  __syncthreads();
+  if (threadIdx.x < G) {
+    const int g = threadIdx.x;
+    float mx = NEG_INF;
+    for (int s = 0; s < ns; s++) mx = fmaxf(mx, wsm[s * G + g]);
+    float den = 0.f;
+    for (int s = 0; s < ns; s++) {
+      const float ms = wsm[s * G + g];
+      const float w = ms == NEG_INF ? 0.f : expf(ms - mx);
+      wsm[s * G + g] = w;
+      den = fmaf(w, __ldcg((const float*)a.part + s * stride + (i64)(kvh * G + g) * (HD + 2) + HD + 1), den);
+    }
+    wsm[ns * G + g] = den > 0.f ? 1.f / den : 0.f;
+  }
+  __syncthreads();
   for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
     const int g = i / HD, d = i % HD;
     const int head = kvh * G + g;
-    const float* base = (const float*)a.part + (i64)head * (HD + 2);
-    float mx = NEG_INF;
-    for (i64 s = 0; s < a.nsplit; s++) mx = fmaxf(mx, __ldcg(base + s * stride + HD));
-    float num = 0.f, den = 0.f;
-    for (i64 s = 0; s < a.nsplit; s++) {
-      const float ms = __ldcg(base + s * stride + HD);
-      if (ms == NEG_INF) continue;
-      const float c = expf(ms - mx);
-      num = fmaf(c, __ldcg(base + s * stride + d), num);
-      den = fmaf(c, __ldcg(base + s * stride + HD + 1), den);
-    }
-    ((float*)a.out)[(i64)head * HD + d] = den > 0.f ? num / den : 0.f;
+    const float* base = (const float*)a.part + (i64)head * (HD + 2) + d;
+    float num = 0.f;
+#pragma unroll 8
+    for (int s = 0; s < ns; s++) num = fmaf(wsm[s * G + g], __ldcg(base + s * stride), num);
+    ((float*)a.out)[(i64)head * HD + d] = num * wsm[ns * G + g];
   }
   if (threadIdx.x == 0) *cnt = 0;
 }
