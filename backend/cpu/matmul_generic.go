@@ -42,6 +42,10 @@ type kernels struct {
 	q832 [gguf.BF16 + 1]func(row []byte, a []act32) float32
 	// q15K returns Σ w·(d·q) with 15-bit activations (K-quants).
 	q15K [gguf.BF16 + 1]func(row []byte, a []actK15) float32
+	// q15Rows, where set, computes y[i] = Σ w·(d·q) for the len(y) rows
+	// that start every rb bytes in rows (one call per tile: the assembly
+	// kernels).
+	q15Rows [gguf.BF16 + 1]func(y []float32, rows []byte, rb int, a []actK15)
 	// k4 reports whether the format's q8K and q15K kernels want K4 order.
 	k4 [gguf.BF16 + 1]bool
 

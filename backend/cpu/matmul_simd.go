@@ -47,6 +47,9 @@ func init() {
 	k.quantizeK = quantizeKSIMD
 	k.quantize32 = quantize32SIMD
 	k.sums32 = sums32SIMD
+	k0 := k
+	simdKernelsNoVNNI = &k0
+	installVNNI(&k)
 	simdKernels = &k
 }
 

@@ -9,6 +9,10 @@ import (
 // CPU that has the instructions it needs; nil otherwise.
 var simdKernels *kernels
 
+// simdKernelsNoVNNI is simdKernels without the assembly (VNNI) kernels, for
+// tests and benchmarks that compare the two (Pool.noVNNI).
+var simdKernelsNoVNNI *kernels
+
 // Tiling. A decode tile is a few rows; a batch tile is a few rows times a
 // chunk of vectors, so that a weight row is reused from L1 by every vector
 // of the chunk and the chunk's activations from L1/L2 by every row.
@@ -79,6 +83,9 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	s.k = &genericKernels
 	if simdKernels != nil && !p.Generic {
 		s.k = simdKernels
+		if p.noVNNI {
+			s.k = simdKernelsNoVNNI
+		}
 	}
 	s.y, s.w, s.x, s.n = y, w, x, n
 	s.rb = w.Type.RowBytes(w.Cols)
@@ -169,6 +176,12 @@ func (s *matmulState) Do(wk, lo, hi int) {
 					}
 				}
 			}
+		}
+	case s.q15 && s.k.q15Rows[s.w.Type] != nil:
+		f := s.k.q15Rows[s.w.Type]
+		nb := cols / quant.QK_K
+		for j := 0; j < s.n; j++ {
+			f(s.y[j*rows+r0:j*rows+r1], data[r0*rb:r1*rb], rb, s.act15[j*nb:(j+1)*nb])
 		}
 	case s.q15:
 		dot := s.k.q15K[s.w.Type]

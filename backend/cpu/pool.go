@@ -33,6 +33,8 @@ type Pool struct {
 	// Act chooses how MatMul treats the activations of quantized weights
 	// (see Activations). The zero value is ActAuto.
 	Act Activations
+	// noVNNI drops the assembly kernels (tests and benchmarks compare).
+	noVNNI bool
 
 	threads int
 	workers []*worker
