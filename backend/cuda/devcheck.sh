@@ -123,6 +123,14 @@ if has ncu; then
     "$C/cuda.test" -test.run '^TestKernelBandwidth$' -test.count=1) >"$LOG/ncu.log" 2>&1
   say "ncu ${NCU_KERNEL:-mvs_q4_k_r1u4w8}: rc=$?"
   cuobjdump -sass -fun "${NCU_KERNEL:-mvs_q4_k_r1u4w8}" /tmp/greta-cubin/*.cubin >"$LOG/sass.txt" 2>&1
+  # And the decode attention kernel inside a Llama-3-8B-shaped decode.
+  f=/tmp/llama3-8b-q4_k_m.gguf
+  [ -f "$f" ] && GRETA_CUDA_GRAPH=0 timeout 120 ncu --kernel-name regex:"${NCU_KERNEL2:-attn_dec_4_4}" --launch-skip 200 --launch-count 1 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats \
+    --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio \
+    "$C/greta" bench --device cuda -m "$f" -p 0 -n 32 -r 1 >"$LOG/ncu2.log" 2>&1
+  say "ncu ${NCU_KERNEL2:-attn_dec_4_4}: rc=$?"
+  grep -E "Duration|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Grid Size|Block Size|Dynamic Shared|stalled_(long_scoreboard|short_scoreboard|wait|barrier|membar|lg_throttle|no_instruction|math_pipe)_per" "$LOG/ncu2.log" | sed 's/^ */    /' | tee -a "$SUM"
   grep -E "stalled_(long_scoreboard|short_scoreboard|wait|math_pipe_throttle|mio_throttle|lg_throttle|not_selected|selected|no_instruction|barrier|dispatch_stall|drain|tex_throttle|membar|branch_resolving)_per" "$LOG/ncu.log" | sed 's/^ */    /' | tee -a "$SUM"
   grep -E "Executed Instructions  |Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Registers Per|Block Limit|Eligible Warps|Active Warps|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Stall" "$LOG/ncu.log" | head -40 | sed 's/^ */    /' | tee -a "$SUM"
 fi

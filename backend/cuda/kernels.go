@@ -72,8 +72,8 @@ func mvRows(nx int, gateUp bool) int {
 // R rows a warp, U units of each in flight, W warps a block and at least B
 // blocks an SM (kernels/matvec.cu MVS_KERNELS).
 var (
-	mvsVariants = []string{"r1u4w8b1", "r1u2w8b1", "r2u2w8b1", "r1u2w8b3"}
-	gusVariants = []string{"r1u2w8b1", "r1u2w8b2"}
+	mvsVariants = []string{"r1u4w8b1", "r1u4w8b3", "r1u2w8b3", "r2u2w8b1", "r1u4w16b1"}
+	gusVariants = []string{"r1u4w8b1", "r1u4w16b1"}
 )
 
 // runsOf is RUNS of each format with staged-x kernels (VFORMATS); the

@@ -173,6 +173,13 @@ func (b *Backend) lower(o *op) {
 	}
 }
 
+func (w *Weight) rowsOrZero() int {
+	if w == nil {
+		return 0
+	}
+	return w.rows
+}
+
 // mvsFits reports whether a decode matvec over w can stage its x in shared
 // memory (the mvs/gus kernels); otherwise mv_*_1 runs it.
 func (b *Backend) mvsFits(w *Weight) bool {
@@ -195,7 +202,7 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 	threads, W, smem := mvThreads, 0, 0
 	if nx == 1 && b.mvsFits(w0) {
 		// The persistent decode kernels: R rows a warp, W warps a block.
-		v := b.mvsVariant(w0.kfmt, gu)
+		v := b.mvsVariant(w0.kfmt, o.w[0].rows+o.w[1].rowsOrZero()+o.w[2].rowsOrZero(), gu)
 		name = "mvs_" + w0.kfmt + "_" + v
 		if gu {
 			name = "gus_" + w0.kfmt + "_" + v

@@ -244,9 +244,9 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
   const typename F::Lane ln = F::lane_of(lane);
 
   // The first weights are on their way while x is staged.
-  Raw ra[U][NW][R], rb[U][NW][R];
+  Raw raw[U][NW][R];
   MVBGroup<F, R, GU> cur = mvb_group<F, R, GU>(a, grp < ngroups ? grp : 0);
-  auto load = [&](Raw (&raw)[U][NW][R], const MVBGroup<F, R, GU>& m, int it0) {
+  auto load = [&](int it0) {
 #pragma unroll
     for (int j = 0; j < U; j++) {
       const int u = lane + 32 * (it0 + j);
@@ -254,11 +254,11 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
 #pragma unroll
         for (int wv = 0; wv < NW; wv++)
 #pragma unroll
-          for (int r = 0; r < R; r++) F::loadl(raw[j][wv][r], m.rp[wv][r], ln, u);
+          for (int r = 0; r < R; r++) F::loadl(raw[j][wv][r], cur.rp[wv][r], ln, u);
       }
     }
   };
-  if (grp < ngroups) load(ra, cur, 0);
+  if (grp < ngroups) load(0);
 
   const float* g = (const float*)a.normw;
   // Quantized formats: x as int16, [i][uint4 k of the unit][lane], and per
@@ -366,98 +366,83 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
   }
   if (grp >= ngroups) return;
 
-  // The warp walks its groups U units of its R rows at a time (a chunk),
-  // and always has the next chunk's loads (of this group, or the next
-  // group's first) in flight while it computes the current one.
-  float acc[NW][R];
+  // Each group: the lane's units of its R rows, U at a time, all U loads
+  // issued before the first is used.
+  for (;;) {
+    float acc[NW][R];
 #pragma unroll
-  for (int wv = 0; wv < NW; wv++)
+    for (int wv = 0; wv < NW; wv++)
 #pragma unroll
-    for (int r = 0; r < R; r++) acc[wv][r] = 0.f;
-  int it0 = 0;
-  auto compute = [&](Raw (&raw)[U][NW][R]) {
+      for (int r = 0; r < R; r++) acc[wv][r] = 0.f;
+    for (int it0 = 0; it0 < iters; it0 += U) {
+      if (it0 > 0) load(it0);
 #pragma unroll
-    for (int j = 0; j < U; j++) {
-      const int it = it0 + j, u = lane + 32 * it;
-      if (it < iters && u < nunits) {
-        if constexpr (F::IDOT) {
-          u32 xq[F::UNIT / 2];
-          float sx[F::RUNS], xs[F::RUNS];
+      for (int j = 0; j < U; j++) {
+        const int it = it0 + j, u = lane + 32 * it;
+        if (it < iters && u < nunits) {
+          if constexpr (F::IDOT) {
+            u32 xq[F::UNIT / 2];
+            float sx[F::RUNS], xs[F::RUNS];
 #pragma unroll
-          for (int k = 0; k < Q4; k++) {
-            const uint4 v = xq4[(it * Q4 + k) * 32 + lane];
-            xq[4 * k + 0] = v.x;
-            xq[4 * k + 1] = v.y;
-            xq[4 * k + 2] = v.z;
-            xq[4 * k + 3] = v.w;
+            for (int k = 0; k < Q4; k++) {
+              const uint4 v = xq4[(it * Q4 + k) * 32 + lane];
+              xq[4 * k + 0] = v.x;
+              xq[4 * k + 1] = v.y;
+              xq[4 * k + 2] = v.z;
+              xq[4 * k + 3] = v.w;
+            }
+            const float4 sq = sxq[it * 32 + lane];
+            sx[0] = sq.x;
+            xs[0] = sq.z;
+            if constexpr (F::RUNS == 2) {
+              sx[F::RUNS - 1] = sq.y;
+              xs[F::RUNS - 1] = sq.w;
+            }
+#pragma unroll
+            for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+              for (int r = 0; r < R; r++) acc[wv][r] += F::idotl(raw[j][wv][r], ln, xq, sx, xs);
+          } else {
+            float xv[F::UNIT];
+            float xs[F::RUNS];
+#pragma unroll
+            for (int k = 0; k < U4; k++) {
+              const float4 v = xs4[(it * U4 + k) * 32 + lane];
+              xv[4 * k + 0] = v.x;
+              xv[4 * k + 1] = v.y;
+              xv[4 * k + 2] = v.z;
+              xv[4 * k + 3] = v.w;
+            }
+#pragma unroll
+            for (int run = 0; run < F::RUNS; run++) xs[run] = xsum[(it * F::RUNS + run) * 32 + lane];
+#pragma unroll
+            for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+              for (int r = 0; r < R; r++) acc[wv][r] += F::dot(raw[j][wv][r], u, xv, xs);
           }
-          const float4 sq = sxq[it * 32 + lane];
-          sx[0] = sq.x;
-          xs[0] = sq.z;
-          if constexpr (F::RUNS == 2) {
-            sx[F::RUNS - 1] = sq.y;
-            xs[F::RUNS - 1] = sq.w;
-          }
-#pragma unroll
-          for (int wv = 0; wv < NW; wv++)
-#pragma unroll
-            for (int r = 0; r < R; r++) acc[wv][r] += F::idotl(raw[j][wv][r], ln, xq, sx, xs);
-        } else {
-          float xv[F::UNIT];
-          float xs[F::RUNS];
-#pragma unroll
-          for (int k = 0; k < U4; k++) {
-            const float4 v = xs4[(it * U4 + k) * 32 + lane];
-            xv[4 * k + 0] = v.x;
-            xv[4 * k + 1] = v.y;
-            xv[4 * k + 2] = v.z;
-            xv[4 * k + 3] = v.w;
-          }
-#pragma unroll
-          for (int run = 0; run < F::RUNS; run++) xs[run] = xsum[(it * F::RUNS + run) * 32 + lane];
-#pragma unroll
-          for (int wv = 0; wv < NW; wv++)
-#pragma unroll
-            for (int r = 0; r < R; r++) acc[wv][r] += F::dot(raw[j][wv][r], u, xv, xs);
         }
       }
     }
-  };
-  auto step = [&](Raw (&raw)[U][NW][R], Raw (&nxt)[U][NW][R]) -> bool {
-    int nit0 = it0 + U;
-    i64 ngrp = grp;
-    if (nit0 >= iters) {
-      nit0 = 0;
-      ngrp += gstride;
-    }
-    const bool more = ngrp < ngroups;
-    MVBGroup<F, R, GU> nm = cur;
+    // The next group's first loads go out before this one's reduction.
+    const MVBGroup<F, R, GU> done = cur;
+    grp += gstride;
+    const bool more = grp < ngroups;
     if (more) {
-      if (nit0 == 0) nm = mvb_group<F, R, GU>(a, ngrp);
-      load(nxt, nm, nit0);
+      cur = mvb_group<F, R, GU>(a, grp);
+      load(0);
     }
-    compute(raw);
-    if (nit0 == 0) {
 #pragma unroll
-      for (int r = 0; r < R; r++) {
-        const float s0 = warp_sum(acc[0][r]);
-        const float s1 = GU ? warp_sum(acc[NW - 1][r]) : 0.f;
-        const i64 row = cur.row0 + r;
-        if (lane == r && row < cur.rows) {
-          const float out = GU ? silu(s0) * s1 : s0;
-          cur.y[row] = out;
-          if (!GU && a.resid) ((float*)a.resid)[row] += out;
-        }
-#pragma unroll
-        for (int wv = 0; wv < NW; wv++) acc[wv][r] = 0.f;
+    for (int r = 0; r < R; r++) {
+      const float s0 = warp_sum(acc[0][r]);
+      const float s1 = GU ? warp_sum(acc[NW - 1][r]) : 0.f;
+      const i64 row = done.row0 + r;
+      if (lane == r && row < done.rows) {
+        const float out = GU ? silu(s0) * s1 : s0;
+        done.y[row] = out;
+        if (!GU && a.resid) ((float*)a.resid)[row] += out;
       }
     }
-    it0 = nit0;
-    grp = ngrp;
-    cur = nm;
-    return more;
-  };
-  while (step(ra, rb) && step(rb, ra)) {
+    if (!more) break;
   }
 }
 
@@ -473,13 +458,14 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
   extern "C" __global__ void __launch_bounds__(W * 32, B) gus_##name##_r##R##u##U##w##W##b##B(const MVArgs a) {   \
     mvs_body<F, R, U, W, true>(a);                                                                                 \
   }
-#define MVS_KERNELS(F, name)      \
-  MVS_KERNEL(F, name, 1, 4, 8, 1) \
-  MVS_KERNEL(F, name, 1, 2, 8, 1) \
-  MVS_KERNEL(F, name, 2, 2, 8, 1) \
-  MVS_KERNEL(F, name, 1, 2, 8, 3) \
-  GUS_KERNEL(F, name, 1, 2, 8, 1) \
-  GUS_KERNEL(F, name, 1, 2, 8, 2)
+#define MVS_KERNELS(F, name)       \
+  MVS_KERNEL(F, name, 1, 4, 8, 1)  \
+  MVS_KERNEL(F, name, 1, 4, 8, 3)  \
+  MVS_KERNEL(F, name, 1, 2, 8, 3)  \
+  MVS_KERNEL(F, name, 2, 2, 8, 1)  \
+  MVS_KERNEL(F, name, 1, 4, 16, 1) \
+  GUS_KERNEL(F, name, 1, 4, 8, 1)  \
+  GUS_KERNEL(F, name, 1, 4, 16, 1)
 
 VFORMATS(MVS_KERNELS)
 
