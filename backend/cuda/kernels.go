@@ -47,7 +47,7 @@ func kernelNames() []string {
 			names = append(names, "gus_"+f+"_"+v)
 		}
 	}
-	for _, epl := range []int{1, 2, 4, 8} {
+	for _, epl := range []int{2, 4, 8} {
 		for _, g := range []int{1, 2, 4, 8} {
 			names = append(names, attnDecName(epl, g))
 		}
@@ -102,7 +102,7 @@ func attnDecName(epl, g int) string { return fmt.Sprintf("attn_dec_%d_%d", epl, 
 // attnDecSmem is its shared memory (kernels/attention.cu).
 func attnDecSmem(hd, g int) int { return 4 * attdWarps * g * (hd + 2) }
 
-const attdWarps = 8 // ATTD_WARPS
+const attdWarps = 16 // ATTD_WARPS
 
 // variantRW parses "r2u4w8b1" into rows a warp and warps a block.
 func variantRW(v string) (r, w int) {

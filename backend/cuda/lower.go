@@ -3,6 +3,8 @@ package cuda
 import (
 	"fmt"
 	"unsafe"
+
+	"greta/ml"
 )
 
 // Lowering: each queued op becomes one or a few kernel launches. Every grid
@@ -77,6 +79,16 @@ func (b *Backend) planAttn(o *op) attnPlan {
 		}
 	}
 	p := attnPlan{gb: gb, br: max(1, min(nqMax/gb, o.rows)), nsplit: 1, splitLen: o.cache.ctx}
+	if _, ok := b.attnDec(o); ok {
+		// The decode kernel: one block a KV head walks up to 1024
+		// positions with its 16 warps; longer contexts are split in pieces
+		// of 512 positions or more, at most 64.
+		if o.cache.ctx > 1024 {
+			p.splitLen = max(512, ceilDiv(ceilDiv(o.cache.ctx, 64), 16)*16)
+			p.nsplit = ceilDiv(o.cache.ctx, p.splitLen)
+		}
+		return p
+	}
 	if o.rows <= 16 {
 		// Decode: split the KV length, into pieces of 16 positions or more,
 		// at most 64 of them; by the context size alone, so the plan does
@@ -100,6 +112,9 @@ func (b *Backend) prepare() {
 				G := o.attn.NHeads / o.attn.NKVHeads
 				b.scratchZeroed("attncnt", uint64(4*ceilDiv(o.rows, p.br)*o.attn.NKVHeads*(G/p.gb)))
 			}
+		case opArgmax:
+			b.scratchBuf("argmax", uint64(8*o.rows*argmaxBlocks(o.x.cols)))
+			b.scratchZeroed("argmaxcnt", uint64(4*o.rows))
 		case opMatMul, opGateUp:
 			if o.usesBLAS(b) {
 				w := o.w[0]
@@ -169,9 +184,15 @@ func (b *Backend) lower(o *op) {
 
 	case opArgmax:
 		x := o.x
-		b.launch("argmax", [3]int{o.rows, 1, 1}, 1024, 0, args{}.p(x.ptr).i(o.rows).i(x.cols).p(b.resDev), "argmax")
+		nb := argmaxBlocks(x.cols)
+		part := b.scratchBuf("argmax", uint64(8*o.rows*nb))
+		cnt := b.scratchZeroed("argmaxcnt", uint64(4*o.rows))
+		b.launch("argmax", [3]int{nb, min(o.rows, maxGridY), 1}, 256, 0, args{}.p(x.ptr).i(o.rows).i(x.cols).p(b.resDev).p(part).p(cnt).i(nb), "argmax")
 	}
 }
+
+// argmaxBlocks is how many blocks scan one row of cols values.
+func argmaxBlocks(cols int) int { return max(1, min(64, ceilDiv(cols, 8192))) }
 
 func (w *Weight) rowsOrZero() int {
 	if w == nil {
@@ -291,27 +312,43 @@ func (b *Backend) lowerAttn(o *op) {
 		part = b.scratchBuf("attn", uint64(4*p.nsplit*o.rows*a.NHeads*(a.HeadDim+2)))
 		cnt = b.scratchZeroed("attncnt", uint64(4*grid[0]*grid[1]))
 	}
+	// With a rope folded in (o.rope), attn_dec rotates q and the new k and
+	// stores k and v itself.
+	var rk, rv, rf devPtr
+	var rn int
+	var rs float64
+	if o.rope != nil {
+		rk, rv, rf, rn, rs = o.k.ptr, o.v.ptr, o.rope.freqs, o.rope.n, o.rope.posScale
+		what += " (with rope)"
+	}
 	if name, ok := b.attnDec(o); ok {
 		b.launch(name, [3]int{1, a.NKVHeads, p.nsplit}, attdWarps*32, attnDecSmem(a.HeadDim, G),
 			args{}.p(o.q.ptr).p(kc).p(vc).p(out).p(part).p(pos).i(o.rows).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).i(c.ctx).
-				i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt), what)
+				i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt).p(rk).p(rv).p(rf).i(rn).f(rs), what)
 		return
+	}
+	if o.rope != nil {
+		panic("cuda: a rope folded into an attention without attn_dec") // the queue only folds where attnDec fits
 	}
 	b.launch("attention", grid, attThreads, attnSmem(p.gb*p.br, a.HeadDim),
 		args{}.p(o.q.ptr).p(kc).p(vc).p(out).p(part).p(pos).i(o.rows).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).i(c.ctx).
-			i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt), what)
+			i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt).p(0).p(0).p(0).i(0).f(0), what)
 }
 
 // attnDec returns the decode attention kernel for o, if one fits: one
-// query row, a head size of 32, 64, 128 or 256, and 1, 2, 4 or 8 query
-// heads a KV head.
+// query row, a head size of 64, 128 or 256, and 1, 2, 4 or 8 query heads a
+// KV head.
 func (b *Backend) attnDec(o *op) (string, bool) {
-	hd, G := o.attn.HeadDim, o.attn.NHeads/o.attn.NKVHeads
-	if o.rows != 1 || hd%32 != 0 || (G != 1 && G != 2 && G != 4 && G != 8) || attnDecSmem(hd, G) > min(b.maxSmem, attnDecSmem(maxHeadDim, 8)) {
+	return b.attnDecFor(o.rows, &o.attn)
+}
+
+func (b *Backend) attnDecFor(rows int, a *ml.Attn) (string, bool) {
+	hd, G := a.HeadDim, a.NHeads/a.NKVHeads
+	if rows != 1 || hd%32 != 0 || (G != 1 && G != 2 && G != 4 && G != 8) || attnDecSmem(hd, G) > min(b.maxSmem, attnDecSmem(maxHeadDim, 8)) {
 		return "", false
 	}
 	switch hd / 32 {
-	case 1, 2, 4, 8:
+	case 2, 4, 8:
 		return attnDecName(hd/32, G), true
 	}
 	return "", false

@@ -424,16 +424,24 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos
 	case pos0 < 0 || pos0+qs.rows > c.ctx:
 		shapeErr("Attention: positions %d..%d past the cache of %d", pos0, pos0+qs.rows-1, c.ctx)
 	}
-	// Rope of q and k just before, at the same position: it stores k and v
-	// too, and attention only reads the cache.
+	// Rope of q and k just before, at the same position: for one row with a
+	// decode kernel, the attention kernel does the rope and the KV store
+	// itself; otherwise the rope kernel stores k and v too, and attention
+	// only reads the cache.
 	stored := false
+	var rope *ropeDev
 	if l := b.last(); b.Fuse && l != nil && l.kind == opRope && l.nrope == 2 && l.rx[0] == qs && l.rx[1] == ks && l.rows == qs.rows &&
 		l.pos == pos0 && l.cache == nil && l.rope.headDim == a.HeadDim {
-		l.v, l.cache, l.layer = vs, c, layer
+		if _, ok := b.attnDecFor(qs.rows, a); ok {
+			rope = l.rope
+			b.ops = b.ops[:len(b.ops)-1]
+		} else {
+			l.v, l.cache, l.layer = vs, c, layer
+		}
 		stored = true
 	}
 	off := b.pushDyn(int32(pos0))
-	b.push(op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, pos: pos0, dyn: off, stored: stored})
+	b.push(op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, pos: pos0, dyn: off, stored: stored, rope: rope})
 }
 
 func (b *Backend) CopyRows(dst, src ml.Tensor, from int) {
@@ -448,7 +456,7 @@ func (b *Backend) CopyRows(dst, src ml.Tensor, from int) {
 // the indices.
 func (b *Backend) Argmax(x ml.Tensor, dst []int32) {
 	xs := x.(*Tensor)
-	if len(dst) < xs.rows {
+	if len(dst) < xs.rows || xs.rows > maxGridY {
 		shapeErr("Argmax: %d rows into %d", xs.rows, len(dst))
 	}
 	b.enter()

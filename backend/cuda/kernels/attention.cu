@@ -31,6 +31,12 @@ struct AttnArgs {
   i64 gb, br;
   double scale;
   u64 counters;  // int per (x, y) block column, zero between launches (nsplit > 1)
+  // attn_dec only: rope of q and of the new k, and the store of k and v at
+  // pos0 into the cache, done here (fused from the op queue) when k is set.
+  u64 k, v;      // [1][nkv·hd] float
+  u64 freqs;     // [npairs] double
+  i64 npairs;
+  double pos_scale;
 };
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention(const AttnArgs a) {
@@ -198,7 +204,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention(const AttnAr
 // through shared memory at the end, and the splits by their last block as
 // in attention(). Shared memory: ATTD_WARPS·G·(32·EPL + 2) floats.
 
-#define ATTD_WARPS 8
+#define ATTD_WARPS 16
 
 template <int EPL>
 __device__ __forceinline__ void ld_halfs(const u16* p, float* f) {
@@ -227,6 +233,7 @@ __device__ __forceinline__ void ld_halfs(const u16* p, float* f) {
 
 template <int EPL, int G>
 __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
+  // (a.k is set only where EPL is even; see attnDec in lower.go.)
   extern __shared__ float smd[];
   constexpr int HD = 32 * EPL;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -242,12 +249,72 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
     const float* qp = (const float*)a.q + (i64)(kvh * G + g) * HD + lane * EPL;
 #pragma unroll
     for (int e = 0; e < EPL; e++) {
-      q[g][e] = qp[e] * scale;
+      q[g][e] = qp[e];
       o[g][e] = 0.f;
     }
     m[g] = NEG_INF;
     l[g] = 0.f;
   }
+  if (a.k) {
+    // Rope: the lane's pairs (2i, 2i+1), i = lane·EPL/2 + e/2, at pos0.
+    static_assert(EPL % 2 == 0, "rope in attn_dec needs whole pairs in a lane");
+    float cs[EPL / 2], sn[EPL / 2];
+#pragma unroll
+    for (int e = 0; e < EPL / 2; e++) {
+      const i64 i = lane * (EPL / 2) + e;
+      cs[e] = 1.f;
+      sn[e] = 0.f;
+      if (i < a.npairs) {
+        double s, c;
+        sincos((double)pos0 * a.pos_scale * ((const double*)a.freqs)[i], &s, &c);
+        cs[e] = (float)c;
+        sn[e] = (float)s;
+      }
+    }
+    float kn[EPL], vn[EPL];
+    const float* kp = (const float*)a.k + (i64)kvh * HD + lane * EPL;
+    const float* vp = (const float*)a.v + (i64)kvh * HD + lane * EPL;
+#pragma unroll
+    for (int e = 0; e < EPL; e += 2) {
+      const float c = cs[e / 2], s = sn[e / 2];
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        const float x0 = q[g][e], x1 = q[g][e + 1];
+        q[g][e] = x0 * c - x1 * s;
+        q[g][e + 1] = x0 * s + x1 * c;
+      }
+      const float k0 = kp[e], k1 = kp[e + 1];
+      kn[e] = k0 * c - k1 * s;
+      kn[e + 1] = k0 * s + k1 * c;
+      vn[e] = vp[e];
+      vn[e + 1] = vp[e + 1];
+    }
+    // The block whose split holds pos0 writes the rotated q and k back (the
+    // op's results) and stores k and v into the cache, before its warps
+    // read the cache.
+    if (pos0 / a.split_len == split && warp == 0) {
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        float* qp = (float*)a.q + (i64)(kvh * G + g) * HD + lane * EPL;
+#pragma unroll
+        for (int e = 0; e < EPL; e++) qp[e] = q[g][e];
+      }
+      float* kw = (float*)a.k + (i64)kvh * HD + lane * EPL;
+      u16* kcw = (u16*)a.kc + pos0 * kvdim + (i64)kvh * HD + lane * EPL;
+      u16* vcw = (u16*)a.vc + pos0 * kvdim + (i64)kvh * HD + lane * EPL;
+#pragma unroll
+      for (int e = 0; e < EPL; e++) {
+        kw[e] = kn[e];
+        kcw[e] = f2h(kn[e]);
+        vcw[e] = f2h(vn[e]);
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int g = 0; g < G; g++)
+#pragma unroll
+    for (int e = 0; e < EPL; e++) q[g][e] *= scale;
   const i64 t_begin = split * a.split_len;
   const i64 t_end = min(min(t_begin + a.split_len, pos0 + 1), a.ctx);
   const u16* kc = (const u16*)a.kc + (i64)kvh * HD + lane * EPL;
@@ -362,7 +429,6 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
 #define ATTD_KERNEL(EPL, G) \
   extern "C" __global__ void __launch_bounds__(ATTD_WARPS * 32) attn_dec_##EPL##_##G(const AttnArgs a) { attn_dec_body<EPL, G>(a); }
 #define ATTD_KERNELS(EPL) ATTD_KERNEL(EPL, 1) ATTD_KERNEL(EPL, 2) ATTD_KERNEL(EPL, 4) ATTD_KERNEL(EPL, 8)
-ATTD_KERNELS(1)
 ATTD_KERNELS(2)
 ATTD_KERNELS(4)
 ATTD_KERNELS(8)

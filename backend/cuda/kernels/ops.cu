@@ -130,41 +130,75 @@ extern "C" __global__ void __launch_bounds__(256) kv_store(const KVStoreArgs a) 
 struct ArgmaxArgs {
   u64 x;  // [rows][cols] float
   i64 rows, cols;
-  u64 out;  // [rows] int32
+  u64 out;       // [rows] int32
+  u64 part;      // [rows][nb] (value, index) pairs
+  u64 counters;  // [rows] int, zero between launches
+  i64 nb;        // blocks a row
 };
 
-// One block of 1024 a row; the first index wins ties, as in the oracle.
-extern "C" __global__ void __launch_bounds__(1024) argmax(const ArgmaxArgs a) {
-  __shared__ float bv[32];
-  __shared__ int bi[32];
-  const i64 r = blockIdx.x;
-  if (r >= a.rows) return;
+__device__ __forceinline__ void amax_merge(float& bv, int& bi, float v, int i) {
+  if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+}
+
+// Grid (nb, rows), 256 threads: each block scans a slice of its row, four
+// loads in flight a thread; the last block of a row to finish merges the
+// slices. The first index wins ties, as in the oracle.
+extern "C" __global__ void __launch_bounds__(256) argmax(const ArgmaxArgs a) {
+  __shared__ float bv[8];
+  __shared__ int bi[8];
+  __shared__ int last;
+  const i64 r = blockIdx.y;
   const float* x = (const float*)a.x + r * a.cols;
+  const i64 slice = (a.cols + a.nb - 1) / a.nb;
+  const i64 c0 = blockIdx.x * slice, c1 = min(c0 + slice, a.cols);
   float best = NEG_INF;
   int idx = 0x7fffffff;
-  for (i64 i = threadIdx.x; i < a.cols; i += blockDim.x) {
-    const float v = x[i];
-    if (v > best) best = v, idx = (int)i;
+  for (i64 i = c0 + threadIdx.x; i < c1; i += 4 * 256) {
+    float v[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) v[k] = i + 256 * k < c1 ? x[i + 256 * k] : NEG_INF;
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+      if (i + 256 * k < c1) amax_merge(best, idx, v[k], (int)(i + 256 * k));
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(FULL_MASK, best, o);
     const int oi = __shfl_xor_sync(FULL_MASK, idx, o);
-    if (ov > best || (ov == best && oi < idx)) best = ov, idx = oi;
+    amax_merge(best, idx, ov, oi);
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) bv[warp] = best, bi[warp] = idx;
   __syncthreads();
-  if (warp == 0) {
-    best = lane < (int)(blockDim.x >> 5) ? bv[lane] : NEG_INF;
-    idx = lane < (int)(blockDim.x >> 5) ? bi[lane] : 0x7fffffff;
+  float2* part = (float2*)a.part + r * a.nb;
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < 8; w++) amax_merge(best, idx, bv[w], bi[w]);
+    part[blockIdx.x] = make_float2(best, __int_as_float(idx));
+    __threadfence();
+    last = atomicAdd((int*)a.counters + r, 1) == (int)a.nb - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  best = NEG_INF;
+  idx = 0x7fffffff;
+  for (i64 b = threadIdx.x; b < a.nb; b += 256) {
+    const float2 p = __ldcg(part + b);
+    amax_merge(best, idx, p.x, __float_as_int(p.y));
+  }
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(FULL_MASK, best, o);
-      const int oi = __shfl_xor_sync(FULL_MASK, idx, o);
-      if (ov > best || (ov == best && oi < idx)) best = ov, idx = oi;
-    }
-    if (lane == 0) ((int*)a.out)[r] = idx == 0x7fffffff ? 0 : idx;
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(FULL_MASK, best, o);
+    const int oi = __shfl_xor_sync(FULL_MASK, idx, o);
+    amax_merge(best, idx, ov, oi);
+  }
+  __syncthreads();
+  if (lane == 0) bv[warp] = best, bi[warp] = idx;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < 8; w++) amax_merge(best, idx, bv[w], bi[w]);
+    ((int*)a.out)[r] = idx == 0x7fffffff ? 0 : idx;
+    ((int*)a.counters)[r] = 0;
   }
 }
 
