@@ -47,21 +47,16 @@ func (t *attnTask) Do(w, lo, hi int) {
 		off := kvh * hd
 		maxS := float32(math.Inf(-1))
 		for p := 0; p < n; p++ {
-			s := dot(q, kc[p*t.c.kvDim+off:p*t.c.kvDim+off+hd]) * scale
+			s := vec.dot(q, kc[p*t.c.kvDim+off:p*t.c.kvDim+off+hd]) * scale
 			scores[p] = s
 			maxS = max(maxS, s)
 		}
-		var sum float32
-		for p := 0; p < n; p++ {
-			e := expf(scores[p] - maxS)
-			scores[p] = e
-			sum += e
-		}
+		sum := vec.expSum(scores[:n], maxS)
 		out := t.d.row(r)[h*hd : (h+1)*hd]
 		clear(out)
 		inv := 1 / sum
 		for p := 0; p < n; p++ {
-			axpy(out, scores[p]*inv, vc[p*t.c.kvDim+off:p*t.c.kvDim+off+hd])
+			vec.axpy(out, scores[p]*inv, vc[p*t.c.kvDim+off:p*t.c.kvDim+off+hd])
 		}
 	}
 }

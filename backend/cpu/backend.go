@@ -119,10 +119,7 @@ func (b *Backend) MatMulAdd(dst, resid, x ml.Tensor, w ml.Weight) {
 	if !(d.rows == r.rows && d.cols == r.cols) {
 		panic("cpu: " + fmt.Sprintf("MatMulAdd: resid shape"))
 	}
-	rd := r.data()
-	for i, v := range d.data() {
-		rd[i] += v
-	}
+	vec.add(r.data(), d.data())
 }
 
 func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {

@@ -31,15 +31,9 @@ type normTask struct {
 func (t *normTask) Do(_, lo, hi int) {
 	for r := lo; r < hi; r++ {
 		in, out := t.x.row(r), t.d.row(r)
-		var ss float64 // as ggml: the sum of squares in double
-		for _, v := range in {
-			ss += float64(v) * float64(v)
-		}
+		ss := vec.sumSq(in) // as ggml: the sum of squares in double
 		scale := float32(1 / math.Sqrt(ss/float64(len(in))+float64(t.eps)))
-		w := t.w[:len(in)]
-		for i, v := range in {
-			out[i] = v * scale * w[i]
-		}
+		vec.scaleMul(out, in, scale, t.w)
 	}
 }
 
@@ -89,8 +83,5 @@ func (b *Backend) Rope(x ml.Tensor, pos0 int, r *ml.Rope) {
 type swigluTask struct{ g, u []float32 }
 
 func (t *swigluTask) Do(_, lo, hi int) {
-	g, u := t.g[lo:hi], t.u[lo:hi]
-	for i, v := range g {
-		g[i] = v / (1 + expf(-v)) * u[i]
-	}
+	vec.swiglu(t.g[lo:hi], t.u[lo:hi])
 }

@@ -1,0 +1,165 @@
+//go:build goexperiment.simd && amd64
+
+package cpu
+
+import (
+	"math"
+	"simd/archsimd"
+)
+
+var simdVec = vecKernels{
+	dot:      dotSIMD,
+	axpy:     axpySIMD,
+	expSum:   expSumSIMD,
+	swiglu:   swigluSIMD,
+	sumSq:    sumSqSIMD,
+	scaleMul: scaleMulSIMD,
+	add:      addSIMD,
+}
+
+func init() {
+	if archsimd.X86.AVX512() {
+		simdVecKernels = &simdVec
+		vec = &simdVec
+	}
+}
+
+func dotSIMD(a, b []float32) float32 {
+	n := len(a)
+	b = b[:n]
+	var a0, a1 f32x16
+	i := 0
+	for ; i+32 <= n; i += 32 {
+		a0 = ldx(a, i).MulAdd(ldx(b, i), a0)
+		a1 = ldx(a, i+16).MulAdd(ldx(b, i+16), a1)
+	}
+	for ; i+16 <= n; i += 16 {
+		a0 = ldx(a, i).MulAdd(ldx(b, i), a0)
+	}
+	s := hsum16(a0.Add(a1))
+	for ; i < n; i++ {
+		s += a[i] * b[i]
+	}
+	return s
+}
+
+func axpySIMD(dst []float32, alpha float32, x []float32) {
+	n := len(dst)
+	x = x[:n]
+	va := bcast(alpha)
+	i := 0
+	for ; i+16 <= n; i += 16 {
+		va.MulAdd(ldx(x, i), ldx(dst, i)).Store((*[16]float32)(dst[i : i+16]))
+	}
+	for ; i < n; i++ {
+		dst[i] += alpha * x[i]
+	}
+}
+
+// expV is expf on 16 lanes: the same range reduction (rounding n to even
+// instead of half up, which keeps r within ±ln2/2) and polynomial, with
+// fused multiply-adds; 0 below −87.34, +Inf above 88.37.
+func expV(x f32x16) f32x16 {
+	const (
+		log2e = 1.44269504088896341
+		ln2hi = 0.693145751953125
+		ln2lo = 1.42860682030941723212e-6
+	)
+	lo := x.Less(bcast(-87.33654))
+	hi := x.Greater(bcast(88.37626))
+	x = x.Max(bcast(-87.33654)).Min(bcast(88.37626))
+	n := x.Mul(bcast(log2e)).RoundToEvenScaled(0)
+	r := n.MulAdd(bcast(-ln2hi), x)
+	r = n.MulAdd(bcast(-ln2lo), r)
+	p := bcast(1.0/720).MulAdd(r, bcast(1.0/120))
+	p = p.MulAdd(r, bcast(1.0/24))
+	p = p.MulAdd(r, bcast(1.0/6))
+	p = p.MulAdd(r, bcast(0.5))
+	p = p.MulAdd(r, bcast(1))
+	p = p.MulAdd(r, bcast(1))
+	e := n.ConvertToInt32().Add(archsimd.BroadcastInt32x16(127)).ShiftAllLeft(23).AsFloat32x16()
+	p = p.Mul(e)
+	var z f32x16
+	p = z.Merge(p, lo)
+	return bcast(float32(math.Inf(1))).Merge(p, hi)
+}
+
+func expSumSIMD(x []float32, m float32) float32 {
+	n := len(x)
+	vm := bcast(m)
+	var acc f32x16
+	i := 0
+	for ; i+16 <= n; i += 16 {
+		e := expV(ldx(x, i).Sub(vm))
+		e.Store((*[16]float32)(x[i : i+16]))
+		acc = acc.Add(e)
+	}
+	s := hsum16(acc)
+	for ; i < n; i++ {
+		e := expf(x[i] - m)
+		x[i] = e
+		s += e
+	}
+	return s
+}
+
+func swigluSIMD(g, u []float32) {
+	n := len(g)
+	u = u[:n]
+	one := bcast(1)
+	var z f32x16
+	i := 0
+	for ; i+16 <= n; i += 16 {
+		v := ldx(g, i)
+		e := expV(z.Sub(v))
+		v.Div(one.Add(e)).Mul(ldx(u, i)).Store((*[16]float32)(g[i : i+16]))
+	}
+	for ; i < n; i++ {
+		g[i] = g[i] / (1 + expf(-g[i])) * u[i]
+	}
+}
+
+func sumSqSIMD(x []float32) float64 {
+	n := len(x)
+	var a0, a1 archsimd.Float64x8
+	i := 0
+	for ; i+16 <= n; i += 16 {
+		v := ldx(x, i)
+		l := v.GetLo().ConvertToFloat64()
+		h := v.GetHi().ConvertToFloat64()
+		a0 = l.MulAdd(l, a0)
+		a1 = h.MulAdd(h, a1)
+	}
+	var t [8]float64
+	a0.Add(a1).Store(&t)
+	s := ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))
+	for ; i < n; i++ {
+		s += float64(x[i]) * float64(x[i])
+	}
+	return s
+}
+
+func scaleMulSIMD(out, x []float32, s float32, w []float32) {
+	n := len(out)
+	x, w = x[:n], w[:n]
+	vs := bcast(s)
+	i := 0
+	for ; i+16 <= n; i += 16 {
+		ldx(x, i).Mul(vs).Mul(ldx(w, i)).Store((*[16]float32)(out[i : i+16]))
+	}
+	for ; i < n; i++ {
+		out[i] = x[i] * s * w[i]
+	}
+}
+
+func addSIMD(dst, x []float32) {
+	n := len(dst)
+	x = x[:n]
+	i := 0
+	for ; i+16 <= n; i += 16 {
+		ldx(dst, i).Add(ldx(x, i)).Store((*[16]float32)(dst[i : i+16]))
+	}
+	for ; i < n; i++ {
+		dst[i] += x[i]
+	}
+}

@@ -1,0 +1,120 @@
+package cpu
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestVecOps checks every vector helper (pure Go and SIMD) against float64
+// arithmetic, on lengths that exercise the scalar tails.
+func TestVecOps(t *testing.T) {
+	sets := map[string]*vecKernels{"generic": &genericVec}
+	if simdVecKernels != nil {
+		sets["simd"] = simdVecKernels
+	}
+	r := rand.New(rand.NewPCG(31, 32))
+	for name, k := range sets {
+		for _, n := range []int{1, 15, 16, 33, 64, 100, 2048} {
+			a, b := randomVec(r, n), randomVec(r, n)
+			var want float64
+			for i := range a {
+				want += float64(a[i]) * float64(b[i])
+			}
+			if got := k.dot(a, b); math.Abs(float64(got)-want) > 1e-5*math.Sqrt(float64(n)) {
+				t.Errorf("%s dot n=%d: %v, want %v", name, n, got, want)
+			}
+			dst := append([]float32(nil), a...)
+			k.axpy(dst, 0.5, b)
+			for i := range dst {
+				if w := a[i] + 0.5*b[i]; math.Abs(float64(dst[i]-w)) > 1e-6 {
+					t.Fatalf("%s axpy n=%d [%d]: %v, want %v", name, n, i, dst[i], w)
+				}
+			}
+			dst = append(dst[:0], a...)
+			k.add(dst, b)
+			for i := range dst {
+				if dst[i] != a[i]+b[i] {
+					t.Fatalf("%s add n=%d [%d]", name, n, i)
+				}
+			}
+			var ss float64
+			for _, v := range a {
+				ss += float64(v) * float64(v)
+			}
+			if got := k.sumSq(a); math.Abs(got-ss) > 1e-12*ss {
+				t.Errorf("%s sumSq n=%d: %v, want %v", name, n, got, ss)
+			}
+			out := make([]float32, n)
+			k.scaleMul(out, a, 0.75, b)
+			for i := range out {
+				if w := float64(a[i]) * 0.75 * float64(b[i]); math.Abs(float64(out[i])-w) > 1e-6*math.Abs(w)+1e-30 {
+					t.Fatalf("%s scaleMul n=%d [%d]: %v, want %v", name, n, i, out[i], w)
+				}
+			}
+			// softmax numerators: x in [−100, 0] after subtracting the max
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(r.Float64()*100 - 90)
+			}
+			x0 := append([]float32(nil), x...)
+			m := float32(10)
+			sum := k.expSum(x, m)
+			var wsum float64
+			for i := range x {
+				w := math.Exp(float64(x0[i] - m))
+				wsum += w
+				if math.Abs(float64(x[i])-w) > 3e-7*w+0x1p-126 { // below the smallest normal: 0
+					t.Fatalf("%s expSum n=%d [%d]: exp(%v) = %v, want %v", name, n, i, x0[i]-m, x[i], w)
+				}
+			}
+			if math.Abs(float64(sum)-wsum) > 1e-6*wsum {
+				t.Errorf("%s expSum n=%d: sum %v, want %v", name, n, sum, wsum)
+			}
+			g := make([]float32, n)
+			for i := range g {
+				g[i] = float32(r.NormFloat64() * 30)
+			}
+			g0 := append([]float32(nil), g...)
+			k.swiglu(g, b)
+			for i := range g {
+				v := float64(g0[i])
+				w := v / (1 + math.Exp(-v)) * float64(b[i]) // exp(−v) past float32 range: ±0 or −0·b
+				if math.Abs(float64(g[i])-w) > 1e-6*math.Abs(w)+1e-30 {
+					t.Fatalf("%s swiglu n=%d [%d]: silu(%v)·%v = %v, want %v", name, n, i, g0[i], b[i], g[i], w)
+				}
+			}
+		}
+	}
+}
+
+// TestExpVRange: the SIMD exp over the whole float32 input range that
+// matters, against math.Exp (relative error ≤ 3e-7, like expf) and at the
+// edges.
+func TestExpVRange(t *testing.T) {
+	if simdVecKernels == nil {
+		t.Skip("no SIMD vector kernels")
+	}
+	x := make([]float32, 1<<16)
+	for i := range x {
+		x[i] = -87 + 175.3*float32(i)/float32(len(x))
+	}
+	x = append(x, -87.3, -88, -100, 88, 88.3, 89, 100, 0, -1e30, 1e30)
+	y := append([]float32(nil), x...)
+	simdVecKernels.expSum(y, 0)
+	for i, v := range x {
+		w := math.Exp(float64(v))
+		switch {
+		case v < -87.33654:
+			if y[i] != 0 {
+				t.Errorf("exp(%v) = %v, want 0", v, y[i])
+			}
+		case v > 88.37626:
+			if !math.IsInf(float64(y[i]), 1) {
+				t.Errorf("exp(%v) = %v, want +Inf", v, y[i])
+			}
+		case math.Abs(float64(y[i])-w) > 3e-7*w:
+			t.Errorf("exp(%v) = %v, want %v", v, y[i], w)
+		}
+	}
+}
