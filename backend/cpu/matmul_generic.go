@@ -56,6 +56,11 @@ type kernels struct {
 	dotRp2  func(rp []rpK, a, b []actK) (float32, float32) // two vectors at once
 	dotRp15 func(rp []rpK, a []actK15) float32
 
+	// repackV unpacks a K-quant row for the batch microkernel; gemmV, where
+	// set (assembly, AVX-512 VNNI), is that kernel (gemm.go).
+	repackV func(t gguf.Type, dst []rpV, row []byte)
+	gemmV   func(fam, T int, out []float32, w []rpV, stride int, lq []uint32, ld, lm []float32, lb []int32, nb int)
+
 	quantizeK   func(dst []actK, x []float32, k4 bool)
 	quantizeK15 func(dst []actK15, x []float32, k4 bool)
 	quantize32  func(dst []act32, x []float32)
@@ -92,6 +97,7 @@ var genericKernels = kernels{
 	dotRp:       dotRpKGeneric,
 	dotRp2:      dotRpK2Generic,
 	dotRp15:     dotRpK15Generic,
+	repackV:     repackVGeneric,
 	quantizeK:   quantizeKGeneric,
 	quantizeK15: quantizeK15Generic,
 	quantize32:  quantize32Generic,

@@ -42,6 +42,8 @@ type matmulState struct {
 	k4   bool // K4 order
 	sums bool // f32 path needs the sums of 32
 	rp   bool // q8 batch through repacked rows
+	vn   bool // q8 batch through the VNNI microkernel (gemm.go)
+	fam  int  // its kernel family
 
 	rpBuf [][]rpK // per worker: tileRows rows of repacked blocks
 
@@ -49,6 +51,14 @@ type matmulState struct {
 	actK  []actK    // n × Cols/256
 	act15 []actK15  // n × Cols/256
 	act32 []act32   // n × Cols/32
+
+	// The VNNI batch path: token-lane activations (gemm.go) and, per
+	// worker, a tile of unpacked rows and the kernel's output.
+	lq     []uint32
+	ld, lm []float32
+	lb     []int32
+	rvBuf  [][]rpV
+	outBuf [][]float32
 
 	prep prepTask
 }
@@ -65,6 +75,17 @@ func (t *prepTask) Do(_, lo, hi int) {
 	s := t.s
 	c := s.w.Cols
 	for j := lo; j < hi; j++ {
+		if s.vn {
+			nb := c / quant.QK_K
+			if j >= s.n { // padding lanes of the last vector
+				toLanes(s.lq, s.ld, s.lm, s.lb, nil, j, nb, s.fam)
+				continue
+			}
+			a := s.actK[j*nb : (j+1)*nb]
+			s.k.quantizeK(a, s.x[j*c:(j+1)*c], false)
+			toLanes(s.lq, s.ld, s.lm, s.lb, a, j, nb, s.fam)
+			continue
+		}
 		x := s.x[j*c : (j+1)*c]
 		switch {
 		case s.q15:
@@ -93,7 +114,12 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	s.q8, s.q15 = mode == modeQ8, mode == modeQ15
 	s.k32 = w.Type == gguf.Q8_0 || w.Type == gguf.Q4_0
 	s.rp = (s.q8 || s.q15) && !s.k32 && n >= repackMinN
-	s.k4 = s.k.k4[w.Type] && !s.rp
+	s.vn = s.q8 && s.rp && n >= vnniMinN && s.k.gemmV != nil
+	if s.vn {
+		s.rp = false
+		s.fam = vnniFamily(w.Type)
+	}
+	s.k4 = s.k.k4[w.Type] && !s.rp && !s.vn
 	s.sums = mode == modeF32 && (w.Type == gguf.Q4_K || w.Type == gguf.Q5_K)
 	c := w.Cols
 	switch {
@@ -114,15 +140,35 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 			s.rpBuf[i] = grow(s.rpBuf[i], tileRows*c/quant.QK_K)
 		}
 	}
+	nprep, tile := n, tileRows
+	if s.vn {
+		nb, nch := c/quant.QK_K, (n+vnniChunk-1)/vnniChunk
+		s.lq = grow(s.lq, nch*nb*lqBlock)
+		s.ld = grow(s.ld, nch*nb*ldBlock)
+		if s.fam == famK4 {
+			s.lm = grow(s.lm, nch*nb*lmBlock)
+		} else {
+			s.lb = grow(s.lb, nch*nb*lbBlock)
+		}
+		if len(s.rvBuf) < p.threads {
+			s.rvBuf = make([][]rpV, p.threads)
+			s.outBuf = make([][]float32, p.threads)
+		}
+		for i := range s.rvBuf {
+			s.rvBuf[i] = grow(s.rvBuf[i], vnniTile*nb)
+			s.outBuf[i] = grow(s.outBuf[i], vnniRows*4*16)
+		}
+		nprep, tile = (n+15)/16*16, vnniTile
+	}
 	work := w.Rows * c * n
 	if s.q8 || s.q15 || s.sums {
 		if n >= 4 && work >= serialWork {
-			p.Run(n, &s.prep)
+			p.Run(nprep, &s.prep)
 		} else {
-			s.prep.Do(0, 0, n)
+			s.prep.Do(0, 0, nprep)
 		}
 	}
-	tiles := (w.Rows + tileRows - 1) / tileRows
+	tiles := (w.Rows + tile - 1) / tile
 	if work < serialWork {
 		s.Do(0, 0, tiles)
 	} else {
@@ -137,6 +183,8 @@ func (s *matmulState) Do(wk, lo, hi int) {
 	rows, cols, rb := s.w.Rows, s.w.Cols, s.rb
 	data := s.w.Data
 	switch {
+	case s.vn:
+		s.doVNNI(wk, lo, hi)
 	case s.q8 && s.k32:
 		dot := s.k.q832[s.w.Type]
 		nb := cols / 32
@@ -231,4 +279,49 @@ func grow[T any](s []T, n int) []T {
 		return make([]T, n)
 	}
 	return s[:n]
+}
+
+// doVNNI computes the row tiles [lo, hi) (vnniTile rows each) of the VNNI
+// batch path: unpack the tile's rows, then run the kernel on each group of
+// 3 rows and chunk of 64 tokens, and scatter its output into y.
+func (s *matmulState) doVNNI(wk, lo, hi int) {
+	rows, cols, rb := s.w.Rows, s.w.Cols, s.rb
+	nb := cols / quant.QK_K
+	buf, out := s.rvBuf[wk], s.outBuf[wk]
+	for t := lo; t < hi; t++ {
+		t0, t1 := t*vnniTile, min((t+1)*vnniTile, rows)
+		for r := t0; r < t1; r++ {
+			s.k.repackV(s.w.Type, buf[(r-t0)*nb:(r-t0+1)*nb], s.w.Data[r*rb:(r+1)*rb])
+		}
+		for r := t1; r < t0+(t1-t0+vnniRows-1)/vnniRows*vnniRows; r++ {
+			clear(buf[(r-t0)*nb : (r-t0+1)*nb])
+		}
+		for c := 0; c*vnniChunk < s.n; c++ {
+			T := min(4, (s.n-c*vnniChunk+15)/16)
+			cb := c * nb
+			var lm []float32
+			var lb []int32
+			if s.fam == famK4 {
+				lm = s.lm[cb*lmBlock:]
+			} else {
+				lb = s.lb[cb*lbBlock:]
+			}
+			for g := t0; g < t1; g += vnniRows {
+				o := out[:vnniRows*T*16]
+				clear(o)
+				s.k.gemmV(s.fam, T, o, buf[(g-t0)*nb:], nb, s.lq[cb*lqBlock:], s.ld[cb*ldBlock:], lm, lb, nb)
+				for r := 0; r < vnniRows && g+r < t1; r++ {
+					for tv := range T {
+						for lane := range 16 {
+							j := c*vnniChunk + tv*16 + lane
+							if j >= s.n {
+								break
+							}
+							s.y[j*rows+g+r] = o[(r*T+tv)*16+lane]
+						}
+					}
+				}
+			}
+		}
+	}
 }

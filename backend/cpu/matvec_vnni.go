@@ -43,6 +43,8 @@ func installVNNI(k *kernels) {
 	if !hasVNNI {
 		return
 	}
+	k.repackV = repackVSIMD
+	k.gemmV = gemmVAsm
 	k.q15Rows[gguf.Q4_K] = q15RowsQ4_K
 	k.q15Rows[gguf.Q6_K] = q15RowsQ6_K
 	k.q15K[gguf.Q4_K] = func(row []byte, a []actK15) float32 {

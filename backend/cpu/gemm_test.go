@@ -1,0 +1,105 @@
+package cpu
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"greta/gguf"
+)
+
+// TestGemmV: the batch microkernel (assembly where built) against its
+// pure-Go twin, for every kernel family and vector count, on random rows
+// and activations; and the pure-Go twin against the float64 oracle fed the
+// same 8-bit activations.
+func TestGemmV(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	const nb = 3
+	for _, typ := range []gguf.Type{gguf.Q4_K, gguf.Q5_K, gguf.Q6_K} {
+		fam := vnniFamily(typ)
+		w := randomMatrix(r, typ, vnniRows, nb*256)
+		rb := typ.RowBytes(w.Cols)
+		rv := make([]rpV, vnniRows*nb)
+		for i := range vnniRows {
+			repackVGeneric(typ, rv[i*nb:(i+1)*nb], w.Data[i*rb:(i+1)*rb])
+		}
+		for T := 1; T <= 4; T++ {
+			n := 16*T - 3 // padding lanes in the last vector
+			x := randomVec(r, n*w.Cols)
+			lq := make([]uint32, nb*lqBlock)
+			ld := make([]float32, nb*ldBlock)
+			lm := make([]float32, nb*lmBlock)
+			lb := make([]int32, nb*lbBlock)
+			a := make([]actK, nb)
+			for j := range 16 * T {
+				if j >= n {
+					toLanes(lq, ld, lm, lb, nil, j, nb, fam)
+					continue
+				}
+				quantizeKGeneric(a, x[j*w.Cols:(j+1)*w.Cols], false)
+				toLanes(lq, ld, lm, lb, a, j, nb, fam)
+			}
+			want := make([]float32, vnniRows*T*16)
+			gemmVGeneric(fam, T, want, rv, nb, lq, ld, lm, lb, nb)
+			name := fmt.Sprintf("%s/T%d", typ, T)
+			// Twin vs oracle.
+			xq := dequantizedActivations(&genericKernels, gguf.Q6_K, x, n, w.Cols, false)
+			ref := refMatMul(w, xq, n)
+			got := make([]float32, n*vnniRows)
+			ref2 := make([]float64, n*vnniRows)
+			for row := range vnniRows {
+				for j := range n {
+					got[j*vnniRows+row] = want[(row*T+j/16)*16+j%16]
+					ref2[j*vnniRows+row] = ref[j*vnniRows+row]
+				}
+			}
+			if e := nmse(got, ref2); !(e <= nmseF32) {
+				t.Errorf("%s twin vs oracle: NMSE %.3g", name, e)
+			}
+			for lane := n % 16; lane < 16 && n%16 != 0; lane++ {
+				for row := range vnniRows {
+					if v := want[(row*T+T-1)*16+lane]; v != 0 {
+						t.Errorf("%s padding lane %d row %d = %v", name, lane, row, v)
+					}
+				}
+			}
+			if simdKernels == nil || simdKernels.gemmV == nil {
+				continue
+			}
+			gotA := make([]float32, len(want))
+			simdKernels.gemmV(fam, T, gotA, rv, nb, lq, ld, lm, lb, nb)
+			w64 := make([]float64, len(want))
+			for i, v := range want {
+				w64[i] = float64(v)
+			}
+			if e := nmse(gotA, w64); !(e <= 1e-12) {
+				t.Errorf("%s assembly vs twin: NMSE %.3g", name, e)
+			}
+		}
+	}
+	if simdKernels == nil || simdKernels.gemmV == nil {
+		t.Log("no VNNI kernels here: tested the pure-Go twin only")
+	}
+}
+
+// TestRepackVAgrees: the SIMD unpacker writes what its twin writes.
+func TestRepackVAgrees(t *testing.T) {
+	if simdKernels == nil || simdKernels.repackV == nil {
+		t.Skip("SIMD kernels not built or not supported here")
+	}
+	r := rand.New(rand.NewPCG(43, 44))
+	for _, typ := range []gguf.Type{gguf.Q4_K, gguf.Q5_K, gguf.Q6_K} {
+		w := randomMatrix(r, typ, 1, 1024)
+		a, b := make([]rpV, 4), make([]rpV, 4)
+		for i := range b {
+			b[i].sc[15], b[i].m[7] = 99, 99 // must be overwritten
+		}
+		genericKernels.repackV(typ, a, w.Data)
+		simdKernels.repackV(typ, b, w.Data)
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("%s block %d differs:\n%+v\n%+v", typ, i, a[i], b[i])
+			}
+		}
+	}
+}
