@@ -23,6 +23,7 @@ type actK15 struct {
 	d    float32
 	ms   [8]float32  // d·Σq of each run of 32, natural order
 	ms16 [16]float32 // d·Σq of each run of 16, natural order
+	_    [28]byte    // to 640 bytes, so that 64-byte loads stay aligned
 }
 
 // q15Max is the largest magnitude of a 15-bit activation.

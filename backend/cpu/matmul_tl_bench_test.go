@@ -70,3 +70,24 @@ func BenchmarkPrefillTL(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeTLHot: the same products with the matrix in cache and one
+// thread: the kernels' compute rate, without DRAM.
+func BenchmarkDecodeTLHot(b *testing.B) {
+	for _, sh := range tlShapes {
+		w := benchMatrices(sh.typ, sh.rows, sh.cols, 0)[0]
+		x := randomVec(rand.New(rand.NewPCG(1, 2)), sh.cols)
+		y := make([]float32, sh.rows)
+		for _, act := range []Activations{ActQ15, ActQ8} {
+			b.Run(fmt.Sprintf("%s/%s/%v/t1", sh.typ, sh.name, act), func(b *testing.B) {
+				p := NewPool(1)
+				defer p.Close()
+				p.Act = act
+				b.SetBytes(int64(len(w.Data)))
+				for b.Loop() {
+					p.MatMul(y, w, x, 1)
+				}
+			})
+		}
+	}
+}

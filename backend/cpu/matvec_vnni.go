@@ -30,8 +30,8 @@ const (
 	_ = uint(516 - unsafe.Offsetof(actK15{}.ms))
 	_ = uint(unsafe.Offsetof(actK15{}.ms16) - 548)
 	_ = uint(548 - unsafe.Offsetof(actK15{}.ms16))
-	_ = uint(unsafe.Sizeof(actK15{}) - 612)
-	_ = uint(612 - unsafe.Sizeof(actK15{}))
+	_ = uint(unsafe.Sizeof(actK15{}) - 640)
+	_ = uint(640 - unsafe.Sizeof(actK15{}))
 )
 
 // hasVNNI reports whether the CPU runs the assembly kernels.

@@ -98,6 +98,13 @@ func (p *Pool) Close() {
 // Run calls t.Do over [0, n) split into chunks shared dynamically among the
 // workers, and returns when all are done. It does not allocate.
 func (p *Pool) Run(n int, t Task) {
+	// About four chunks per thread balances a noisy machine without making
+	// chunks so small that the shared counter becomes contended.
+	p.runChunks(n, 4, t)
+}
+
+// runChunks is Run with about per chunks per thread.
+func (p *Pool) runChunks(n, per int, t Task) {
 	if n <= 0 {
 		return
 	}
@@ -105,9 +112,7 @@ func (p *Pool) Run(n int, t Task) {
 		t.Do(0, 0, n)
 		return
 	}
-	// About four chunks per thread balances a noisy machine without making
-	// chunks so small that the shared counter becomes contended.
-	chunk := max(1, (n+4*p.threads-1)/(4*p.threads))
+	chunk := max(1, (n+per*p.threads-1)/(per*p.threads))
 	p.task, p.n, p.chunk = t, int64(n), int64(chunk)
 	p.next.Store(0)
 	p.pending.Store(int32(len(p.workers)))
