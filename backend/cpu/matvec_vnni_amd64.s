@@ -48,6 +48,27 @@ Q6IDX(q6idx1<>, 1)
 Q6IDX(q6idx2<>, 2)
 Q6IDX(q6idx3<>, 3)
 
+// Word shift counts for the Q6_K high bits: [4 ×16, 2 ×16] left,
+// [0 ×16, 2 ×16] right.
+DATA q6shl<>+0(SB)/8, $0x0004000400040004
+DATA q6shl<>+8(SB)/8, $0x0004000400040004
+DATA q6shl<>+16(SB)/8, $0x0004000400040004
+DATA q6shl<>+24(SB)/8, $0x0004000400040004
+DATA q6shl<>+32(SB)/8, $0x0002000200020002
+DATA q6shl<>+40(SB)/8, $0x0002000200020002
+DATA q6shl<>+48(SB)/8, $0x0002000200020002
+DATA q6shl<>+56(SB)/8, $0x0002000200020002
+GLOBL q6shl<>(SB), RODATA|NOPTR, $64
+DATA q6shr<>+0(SB)/8, $0
+DATA q6shr<>+8(SB)/8, $0
+DATA q6shr<>+16(SB)/8, $0
+DATA q6shr<>+24(SB)/8, $0
+DATA q6shr<>+32(SB)/8, $0x0002000200020002
+DATA q6shr<>+40(SB)/8, $0x0002000200020002
+DATA q6shr<>+48(SB)/8, $0x0002000200020002
+DATA q6shr<>+56(SB)/8, $0x0002000200020002
+GLOBL q6shr<>(SB), RODATA|NOPTR, $64
+
 // hsum16 Z -> X (low float), clobbers Y/X of tmp.
 #define HSUM16(z, y, x, ty, tx) \
 	VEXTRACTF64X4 $1, z, ty; \
@@ -195,14 +216,16 @@ TEXT ·q6kq15Rows(SB), NOSPLIT, $0-48
 	MOVQ a+32(FP), R11
 	MOVQ nb+40(FP), R12
 	VPBROADCASTQ nib<>(SB), Z31
-	MOVQ $0x0303030303030303, AX
+	MOVQ $0x3030303030303030, AX
 	VPBROADCASTQ AX, Z30
+	VMOVDQU64 q6shl<>(SB), Z25
+	VMOVDQU64 q6shr<>(SB), Z24
 	VMOVDQU64 q6idx0<>(SB), Z26
 	VMOVDQU64 q6idx1<>(SB), Z27
 	VMOVDQU64 q6idx2<>(SB), Z28
 	VMOVDQU64 q6idx3<>(SB), Z29
 	MOVL $0x42000000, AX         // 32.0
-	VMOVD AX, X25
+	VMOVD AX, X23
 
 row6:
 	MOVQ R8, DX
@@ -218,43 +241,30 @@ block6:
 	VPERMD Z2, Z28, Z5
 	VPERMD Z2, Z29, Z6
 
-	// half 0
+	// half 0: low nibbles of ql[0:64] are values 0..63, high ones 64..127;
+	// bits 4-5 of [qh<<4, qh<<2] and [qh, qh>>2] (word shifts: what leaks
+	// across bytes lands outside bits 4-5) are their two high bits.
 	VMOVDQU64 0(DX), Z7          // ql[0:64]
-	VMOVDQU64 128(DX), Y8        // qh[0:32]
-	VPSRLW $2, Y8, Y9
-	VINSERTI64X4 $1, Y9, Z8, Z9  // [qh, qh>>2]
-	VPSRLW $4, Y8, Y10
-	VPSRLW $6, Y8, Y11
-	VINSERTI64X4 $1, Y11, Z10, Z10 // [qh>>4, qh>>6]
-	VPANDD Z30, Z9, Z9
-	VPANDD Z30, Z10, Z10
-	VPSLLW $4, Z9, Z9
-	VPSLLW $4, Z10, Z10
+	VBROADCASTI64X4 128(DX), Z9  // [qh[0:32], qh[0:32]]
+	VPSLLVW Z25, Z9, Z10
+	VPSRLVW Z24, Z9, Z9
 	VPSRLW $4, Z7, Z8
-	VPANDD Z31, Z7, Z7
-	VPANDD Z31, Z8, Z8
-	VPORD Z9, Z7, Z7             // values 0..63
-	VPORD Z10, Z8, Z8            // values 64..127
+	VPANDD Z30, Z10, Z10
+	VPANDD Z30, Z9, Z9
+	VPTERNLOGD $0xe4, Z31, Z10, Z7 // bits 0-3 from ql, 4-5 from qh: values 0..63
+	VPTERNLOGD $0xe4, Z31, Z9, Z8  // values 64..127
 
 	// half 1
 	VMOVDQU64 64(DX), Z11        // ql[64:128]
-	VMOVDQU64 160(DX), Y12       // qh[32:64]
-	VPSRLW $2, Y12, Y13
-	VINSERTI64X4 $1, Y13, Z12, Z13
-	VPSRLW $4, Y12, Y14
-	VPSRLW $6, Y12, Y15
-	VINSERTI64X4 $1, Y15, Z14, Z14
-	VPANDD Z30, Z13, Z13
-	VPANDD Z30, Z14, Z14
-	VPSLLW $4, Z13, Z13
-	VPSLLW $4, Z14, Z14
+	VBROADCASTI64X4 160(DX), Z13 // [qh[32:64], qh[32:64]]
+	VPSLLVW Z25, Z13, Z14
+	VPSRLVW Z24, Z13, Z13
 	VPSRLW $4, Z11, Z12
-	VPANDD Z31, Z11, Z11
-	VPANDD Z31, Z12, Z12
-	VPORD Z13, Z11, Z11          // values 128..191
-	VPORD Z14, Z12, Z12          // values 192..255
+	VPANDD Z30, Z14, Z14
+	VPANDD Z30, Z13, Z13
+	VPTERNLOGD $0xe4, Z31, Z14, Z11 // values 128..191
+	VPTERNLOGD $0xe4, Z31, Z13, Z12 // values 192..255
 
-	// Σ w·(128·hi + lo): the hi plane's sums, shifted, then the lo plane's.
 	VPXORD Z13, Z13, Z13
 	VPXORD Z14, Z14, Z14
 	VPXORD Z15, Z15, Z15
@@ -298,7 +308,7 @@ block6:
 	DECQ CX
 	JNZ block6
 
-	VBROADCASTSS X25, Z2
+	VBROADCASTSS X23, Z2
 	VFNMADD231PS Z2, Z1, Z0      // Z0 −= 32·Z1
 	VEXTRACTF64X4 $1, Z0, Y2
 	VADDPS Y2, Y0, Y0
