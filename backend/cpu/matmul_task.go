@@ -175,10 +175,12 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	case work < serialWork:
 		s.Do(0, 0, tiles)
 	case n == 1:
-		// A matrix-vector product streams the weights once: two long
-		// runs of rows per thread keep the hardware prefetchers on one
-		// stream each (measured a little faster than four).
-		p.runChunks(tiles, 2, s)
+		// A matrix-vector product streams its weights once and the two
+		// threads' rates differ by up to 30 % from call to call: guided
+		// chunks (long runs first, 16-row ones at the end) end both
+		// threads together. Paired decode runs of the TinyLlama model:
+		// 4-6 % more tokens/s than four equal chunks per thread.
+		p.runGuided(tiles, 2, 2, s)
 	default:
 		p.Run(tiles, s)
 	}

@@ -44,6 +44,7 @@ type Pool struct {
 	task    Task
 	n       int64
 	chunk   int64
+	guided  int64 // > 0: guided chunks (remaining/(guided·threads), at least chunk)
 	next    atomic.Int64
 	pending atomic.Int32
 	gen     atomic.Uint32
@@ -114,6 +115,12 @@ func (p *Pool) runChunks(n, per int, t Task) {
 	}
 	chunk := max(1, (n+per*p.threads-1)/(per*p.threads))
 	p.task, p.n, p.chunk = t, int64(n), int64(chunk)
+	p.guided = 0
+	p.start()
+}
+
+// start publishes the job set up in p and runs worker 0's share.
+func (p *Pool) start() {
 	p.next.Store(0)
 	p.pending.Store(int32(len(p.workers)))
 	p.gen.Add(1) // publishes the job
@@ -131,7 +138,36 @@ func (p *Pool) runChunks(n, per int, t Task) {
 	p.task = nil
 }
 
+// runGuided is Run with guided self-scheduling: each grab takes
+// remaining/(div·threads) items, at least min: long runs first (one
+// prefetch stream each), short ones at the end so that the threads finish
+// together.
+func (p *Pool) runGuided(n, div, min int, t Task) {
+	if n <= 0 {
+		return
+	}
+	if p.threads == 1 || n == 1 {
+		t.Do(0, 0, n)
+		return
+	}
+	p.task, p.n, p.chunk, p.guided = t, int64(n), int64(max(1, min)), int64(div*p.threads)
+	p.start()
+}
+
 func (p *Pool) work(id int) {
+	if p.guided > 0 {
+		for {
+			lo := p.next.Load()
+			if lo >= p.n {
+				return
+			}
+			hi := min(p.n, lo+max(p.chunk, (p.n-lo)/p.guided))
+			if !p.next.CompareAndSwap(lo, hi) {
+				continue
+			}
+			p.task.Do(id, int(lo), int(hi))
+		}
+	}
 	for {
 		lo := p.next.Add(p.chunk) - p.chunk
 		if lo >= p.n {

@@ -30,6 +30,16 @@ func TestPoolRunCoversEachIndexOnce(t *testing.T) {
 						t.Fatalf("threads %d n %d rep %d: index %d done %d times", threads, n, rep, i, h)
 					}
 				}
+				// Guided chunks, then equal ones again (the mode must not stick).
+				for _, g := range [][2]int{{2, 1}, {2, 2}, {1, 5}} {
+					c := &countTask{hits: make([]atomic.Int32, n), workers: make([]atomic.Int32, threads)}
+					p.runGuided(n, g[0], g[1], c)
+					for i := range c.hits {
+						if h := c.hits[i].Load(); h != 1 {
+							t.Fatalf("guided %v threads %d n %d rep %d: index %d done %d times", g, threads, n, rep, i, h)
+						}
+					}
+				}
 			}
 		}
 		// After the workers have parked, Run must still wake them.
