@@ -7,13 +7,33 @@ import (
 	"greta/ml"
 )
 
-// KVCache holds keys and values per layer: [context][kvDim] float32.
+// KVCache holds keys and values per layer, for ctx positions rounded up to
+// a multiple of 16:
+//
+//   - keys transposed in blocks of 16 positions, per KV head:
+//     k[layer][((head·nblk + p/16)·headDim + d)·16 + p%16], so that the
+//     scores of one query against 16 positions are 16 lanes of one vector
+//     (one multiply-add per dimension, no horizontal sums);
+//   - values as rows: v[layer][p·kvDim + c].
+//
+// The head size is only known to Attention, which computes the key layout
+// from it; the cache is kvDim·ctx16 floats either way.
 type KVCache struct {
-	ctx, kvDim int
-	k, v       [][]float32
+	ctx, ctx16, kvDim int
+	k, v              [][]float32
 }
 
 func (c *KVCache) Context() int { return c.ctx }
+
+func (b *Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
+	ctx16 := (ctx + 15) / 16 * 16
+	c := &KVCache{ctx: ctx, ctx16: ctx16, kvDim: kvDim, k: make([][]float32, layers), v: make([][]float32, layers)}
+	for l := range c.k {
+		c.k[l] = make([]float32, ctx16*kvDim)
+		c.v[l] = make([]float32, ctx16*kvDim)
+	}
+	return c, nil
+}
 
 // plantedBugLayer, when ≥ 0, makes attention in that layer read the wrong
 // KV head. Only tests set it: it proves that trace diff finds the layer.
@@ -27,12 +47,13 @@ type attnTask struct {
 	layer  int
 	pos0   int
 	a      *ml.Attn
-	scores [][]float32 // per worker, [context]
+	scores [][]float32 // per worker, [ctx16]
 }
 
 func (t *attnTask) Do(w, lo, hi int) {
 	a, hd := t.a, t.a.HeadDim
 	group := a.NHeads / a.NKVHeads
+	nblk := t.c.ctx16 / 16
 	kc, vc := t.c.k[t.layer], t.c.v[t.layer]
 	scores := t.scores[w]
 	scale := float32(a.Scale)
@@ -44,20 +65,16 @@ func (t *attnTask) Do(w, lo, hi int) {
 			kvh = (kvh + 1) % a.NKVHeads
 		}
 		q := t.q.row(r)[h*hd : (h+1)*hd]
-		off := kvh * hd
+		n16 := (n + 15) / 16 * 16
+		kt := kc[kvh*nblk*hd*16 : (kvh*nblk+n16/16)*hd*16]
+		vec.attnScores(scores[:n16], q, kt, scale)
 		maxS := float32(math.Inf(-1))
-		for p := 0; p < n; p++ {
-			s := vec.dot(q, kc[p*t.c.kvDim+off:p*t.c.kvDim+off+hd]) * scale
-			scores[p] = s
+		for _, s := range scores[:n] {
 			maxS = max(maxS, s)
 		}
 		sum := vec.expSum(scores[:n], maxS)
 		out := t.d.row(r)[h*hd : (h+1)*hd]
-		clear(out)
-		inv := 1 / sum
-		for p := 0; p < n; p++ {
-			vec.axpy(out, scores[p]*inv, vc[p*t.c.kvDim+off:p*t.c.kvDim+off+hd])
-		}
+		vec.attnValues(out, scores[:n], 1/sum, vc[kvh*hd:], t.c.kvDim)
 	}
 }
 
@@ -66,20 +83,58 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos
 	if !(pos0+qs.rows <= c.ctx) {
 		panic("cpu: " + fmt.Sprintf("Attention: positions %d..%d past the context %d", pos0, pos0+qs.rows, c.ctx))
 	}
-	if !(ks.cols == c.kvDim && vs.cols == c.kvDim && qs.cols == a.NHeads*a.HeadDim && d.cols == qs.cols) {
+	if !(ks.cols == c.kvDim && vs.cols == c.kvDim && qs.cols == a.NHeads*a.HeadDim && d.cols == qs.cols && a.NKVHeads*a.HeadDim == c.kvDim) {
 		panic("cpu: " + fmt.Sprintf("Attention shapes"))
 	}
-	copy(c.k[layer][pos0*c.kvDim:], ks.data())
+	hd, nblk := a.HeadDim, c.ctx16/16
+	kc := c.k[layer]
+	for r := range ks.rows {
+		p := pos0 + r
+		row := ks.row(r)
+		for g := range a.NKVHeads {
+			kt := kc[((g*nblk+p/16)*hd)*16+p%16:]
+			for i, x := range row[g*hd : (g+1)*hd] {
+				kt[i*16] = x
+			}
+		}
+	}
 	copy(c.v[layer][pos0*c.kvDim:], vs.data())
 	t := &b.attn
-	if len(t.scores) < b.pool.Threads() || len(t.scores[0]) < c.ctx {
+	if len(t.scores) < b.pool.Threads() || len(t.scores[0]) < c.ctx16 {
 		t.scores = make([][]float32, b.pool.Threads())
 		for i := range t.scores {
-			t.scores[i] = make([]float32, c.ctx)
+			t.scores[i] = make([]float32, c.ctx16)
 		}
 	}
 	t.d, t.q, t.c, t.layer, t.pos0, t.a = d, qs, c, layer, pos0, a
 	b.pool.Run(qs.rows*a.NHeads, t)
+}
+
+// attnScoresGeneric sets s[p] = scale·Σ_d q[d]·k[p][d] for the len(s)
+// positions (a multiple of 16) of the transposed key blocks kt.
+func attnScoresGeneric(s, q, kt []float32, scale float32) {
+	hd := len(q)
+	for b := 0; b < len(s)/16; b++ {
+		blk := kt[b*hd*16 : (b+1)*hd*16]
+		var acc [16]float32
+		for d, qd := range q {
+			row := blk[d*16 : d*16+16]
+			for l := range acc {
+				acc[l] += qd * row[l]
+			}
+		}
+		for l := range acc {
+			s[b*16+l] = acc[l] * scale
+		}
+	}
+}
+
+// attnValuesGeneric sets out = inv·Σ_p w[p]·v[p·stride : p·stride+len(out)].
+func attnValuesGeneric(out, w []float32, inv float32, v []float32, stride int) {
+	clear(out)
+	for p, wp := range w {
+		axpy(out, wp*inv, v[p*stride:p*stride+len(out)])
+	}
 }
 
 func dot(a, b []float32) float32 {

@@ -136,15 +136,6 @@ func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {
 	b.pool.Run(n, &b.swiglu)
 }
 
-func (b *Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
-	c := &KVCache{ctx: ctx, kvDim: kvDim, k: make([][]float32, layers), v: make([][]float32, layers)}
-	for l := range c.k {
-		c.k[l] = make([]float32, ctx*kvDim)
-		c.v[l] = make([]float32, ctx*kvDim)
-	}
-	return c, nil
-}
-
 func (b *Backend) CopyRows(dst, src ml.Tensor, from int) {
 	d, s := dst.(*Tensor), src.(*Tensor)
 	if !(d.cols == s.cols && from+d.rows <= s.rows) {

@@ -16,6 +16,10 @@ type vecKernels struct {
 	scaleMul func(out, x []float32, s float32, w []float32)
 	// add sets dst[i] += x[i].
 	add func(dst, x []float32)
+	// attnScores and attnValues are attention's two products
+	// (attention.go's generic versions document them).
+	attnScores func(s, q, kt []float32, scale float32)
+	attnValues func(out, w []float32, inv float32, v []float32, stride int)
 }
 
 var genericVec = vecKernels{
@@ -26,6 +30,9 @@ var genericVec = vecKernels{
 	sumSq:    sumSqGeneric,
 	scaleMul: scaleMulGeneric,
 	add:      addGeneric,
+
+	attnScores: attnScoresGeneric,
+	attnValues: attnValuesGeneric,
 }
 
 // vec is what the ops use: genericVec, or simdVecKernels where built and

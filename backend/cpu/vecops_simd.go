@@ -15,6 +15,9 @@ var simdVec = vecKernels{
 	sumSq:    sumSqSIMD,
 	scaleMul: scaleMulSIMD,
 	add:      addSIMD,
+
+	attnScores: attnScoresSIMD,
+	attnValues: attnValuesSIMD,
 }
 
 func init() {
@@ -161,5 +164,77 @@ func addSIMD(dst, x []float32) {
 	}
 	for ; i < n; i++ {
 		dst[i] += x[i]
+	}
+}
+
+func attnScoresSIMD(s, q, kt []float32, scale float32) {
+	hd := len(q)
+	nb := len(s) / 16
+	vs := bcast(scale)
+	b := 0
+	for ; b+4 <= nb; b += 4 {
+		k0 := kt[(b+0)*hd*16 : (b+1)*hd*16]
+		k1 := kt[(b+1)*hd*16 : (b+2)*hd*16]
+		k2 := kt[(b+2)*hd*16 : (b+3)*hd*16]
+		k3 := kt[(b+3)*hd*16 : (b+4)*hd*16]
+		var a0, a1, a2, a3 f32x16
+		for d, qd := range q {
+			vq := bcast(qd)
+			a0 = ldx(k0, d*16).MulAdd(vq, a0)
+			a1 = ldx(k1, d*16).MulAdd(vq, a1)
+			a2 = ldx(k2, d*16).MulAdd(vq, a2)
+			a3 = ldx(k3, d*16).MulAdd(vq, a3)
+		}
+		a0.Mul(vs).Store((*[16]float32)(s[b*16:]))
+		a1.Mul(vs).Store((*[16]float32)(s[b*16+16:]))
+		a2.Mul(vs).Store((*[16]float32)(s[b*16+32:]))
+		a3.Mul(vs).Store((*[16]float32)(s[b*16+48:]))
+	}
+	for ; b < nb; b++ {
+		k := kt[b*hd*16 : (b+1)*hd*16]
+		var a0, a1, a2, a3 f32x16
+		d := 0
+		for ; d+4 <= hd; d += 4 {
+			a0 = ldx(k, d*16).MulAdd(bcast(q[d]), a0)
+			a1 = ldx(k, d*16+16).MulAdd(bcast(q[d+1]), a1)
+			a2 = ldx(k, d*16+32).MulAdd(bcast(q[d+2]), a2)
+			a3 = ldx(k, d*16+48).MulAdd(bcast(q[d+3]), a3)
+		}
+		for ; d < hd; d++ {
+			a0 = ldx(k, d*16).MulAdd(bcast(q[d]), a0)
+		}
+		a0.Add(a1).Add(a2.Add(a3)).Mul(vs).Store((*[16]float32)(s[b*16:]))
+	}
+}
+
+func attnValuesSIMD(out, w []float32, inv float32, v []float32, stride int) {
+	hd := len(out)
+	if hd%16 != 0 {
+		attnValuesGeneric(out, w, inv, v, stride)
+		return
+	}
+	vi := bcast(inv)
+	c := 0
+	for ; c+64 <= hd; c += 64 {
+		var a0, a1, a2, a3 f32x16
+		for p, wp := range w {
+			vw := bcast(wp)
+			o := p*stride + c
+			a0 = ldx(v, o).MulAdd(vw, a0)
+			a1 = ldx(v, o+16).MulAdd(vw, a1)
+			a2 = ldx(v, o+32).MulAdd(vw, a2)
+			a3 = ldx(v, o+48).MulAdd(vw, a3)
+		}
+		a0.Mul(vi).Store((*[16]float32)(out[c:]))
+		a1.Mul(vi).Store((*[16]float32)(out[c+16:]))
+		a2.Mul(vi).Store((*[16]float32)(out[c+32:]))
+		a3.Mul(vi).Store((*[16]float32)(out[c+48:]))
+	}
+	for ; c < hd; c += 16 {
+		var a0 f32x16
+		for p, wp := range w {
+			a0 = ldx(v, p*stride+c).MulAdd(bcast(wp), a0)
+		}
+		a0.Mul(vi).Store((*[16]float32)(out[c:]))
 	}
 }

@@ -88,6 +88,53 @@ func TestVecOps(t *testing.T) {
 	}
 }
 
+// TestAttnKernels: attention's two products (SIMD and generic) against
+// float64 sums, for head sizes that are and are not multiples of 16 and
+// position counts of 1 to 7 blocks.
+func TestAttnKernels(t *testing.T) {
+	sets := map[string]*vecKernels{"generic": &genericVec}
+	if simdVecKernels != nil {
+		sets["simd"] = simdVecKernels
+	}
+	r := rand.New(rand.NewPCG(33, 34))
+	for name, k := range sets {
+		for _, hd := range []int{8, 64, 72, 128} {
+			for _, nb := range []int{1, 3, 4, 7} {
+				q := randomVec(r, hd)
+				kt := randomVec(r, nb*hd*16)
+				s := make([]float32, nb*16)
+				k.attnScores(s, q, kt, 0.125)
+				for p := range s {
+					var want float64
+					for d := range hd {
+						want += float64(q[d]) * float64(kt[(p/16*hd+d)*16+p%16])
+					}
+					want *= 0.125
+					if math.Abs(float64(s[p])-want) > 1e-5*math.Sqrt(float64(hd)) {
+						t.Fatalf("%s attnScores hd %d nb %d [%d]: %v, want %v", name, hd, nb, p, s[p], want)
+					}
+				}
+				const stride = 200
+				n := nb*16 - 5
+				v := randomVec(r, n*stride+hd)
+				w := randomVec(r, n)
+				out := randomVec(r, hd) // overwritten
+				k.attnValues(out, w, 0.5, v, stride)
+				for c := range hd {
+					var want float64
+					for p := range n {
+						want += float64(w[p]) * float64(v[p*stride+c])
+					}
+					want *= 0.5
+					if math.Abs(float64(out[c])-want) > 1e-5*math.Sqrt(float64(n)) {
+						t.Fatalf("%s attnValues hd %d n %d [%d]: %v, want %v", name, hd, n, c, out[c], want)
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestExpVRange: the SIMD exp over the whole float32 input range that
 // matters, against math.Exp (relative error ≤ 3e-7, like expf) and at the
 // edges.
