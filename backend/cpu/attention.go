@@ -39,15 +39,17 @@ func (b *Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
 // KV head. Only tests set it: it proves that trace diff finds the layer.
 var plantedBugLayer = -1
 
-// attnTask computes one (row, head) pair per item: causal softmax attention
-// of the row's query head over positions 0..pos0+row of its KV head.
+// attnTask computes one (row, KV head) pair per item: causal softmax
+// attention over positions 0..pos0+row of every query head that shares the
+// KV head, together, so that each key and value is loaded once for all of
+// them.
 type attnTask struct {
 	d, q   *Tensor
 	c      *KVCache
 	layer  int
 	pos0   int
 	a      *ml.Attn
-	scores [][]float32 // per worker, [ctx16]
+	scores [][]float32 // per worker, [group][ctx16]
 }
 
 func (t *attnTask) Do(w, lo, hi int) {
@@ -55,26 +57,19 @@ func (t *attnTask) Do(w, lo, hi int) {
 	group := a.NHeads / a.NKVHeads
 	nblk := t.c.ctx16 / 16
 	kc, vc := t.c.k[t.layer], t.c.v[t.layer]
-	scores := t.scores[w]
 	scale := float32(a.Scale)
 	for item := lo; item < hi; item++ {
-		r, h := item/a.NHeads, item%a.NHeads
+		r, g := item/a.NKVHeads, item%a.NKVHeads
 		n := t.pos0 + r + 1
-		kvh := h / group
+		kvh := g
 		if t.layer == plantedBugLayer {
 			kvh = (kvh + 1) % a.NKVHeads
 		}
-		q := t.q.row(r)[h*hd : (h+1)*hd]
 		n16 := (n + 15) / 16 * 16
+		q := t.q.row(r)[g*group*hd : (g+1)*group*hd]
+		out := t.d.row(r)[g*group*hd : (g+1)*group*hd]
 		kt := kc[kvh*nblk*hd*16 : (kvh*nblk+n16/16)*hd*16]
-		vec.attnScores(scores[:n16], q, kt, scale)
-		maxS := float32(math.Inf(-1))
-		for _, s := range scores[:n] {
-			maxS = max(maxS, s)
-		}
-		sum := vec.expSum(scores[:n], maxS)
-		out := t.d.row(r)[h*hd : (h+1)*hd]
-		vec.attnValues(out, scores[:n], 1/sum, vc[kvh*hd:], t.c.kvDim)
+		vec.attnGroup(out, q, kt, vc[kvh*hd:], t.c.kvDim, n, hd, scale, t.scores[w])
 	}
 }
 
@@ -100,14 +95,32 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos
 	}
 	copy(c.v[layer][pos0*c.kvDim:], vs.data())
 	t := &b.attn
-	if len(t.scores) < b.pool.Threads() || len(t.scores[0]) < c.ctx16 {
+	if need := a.NHeads / a.NKVHeads * c.ctx16; len(t.scores) < b.pool.Threads() || len(t.scores[0]) < need {
 		t.scores = make([][]float32, b.pool.Threads())
 		for i := range t.scores {
-			t.scores[i] = make([]float32, c.ctx16)
+			t.scores[i] = make([]float32, need)
 		}
 	}
 	t.d, t.q, t.c, t.layer, t.pos0, t.a = d, qs, c, layer, pos0, a
-	b.pool.Run(qs.rows*a.NHeads, t)
+	b.pool.Run(qs.rows*a.NKVHeads, t)
+}
+
+// attnGroupGeneric computes attention for the len(q)/hd query heads that
+// share one KV head, over n positions: out[h] = Σ_p softmax(s_h)[p]·v[p]
+// with s_h[p] = scale·q_h·k[p]; kt are the KV head's transposed key blocks
+// and v[p·stride:] its value rows; scores is scratch of len(q)/hd·ctx16.
+func attnGroupGeneric(out, q, kt, v []float32, stride, n, hd int, scale float32, scores []float32) {
+	n16 := (n + 15) / 16 * 16
+	for h := range len(q) / hd {
+		s := scores[h*n16 : (h+1)*n16]
+		attnScoresGeneric(s, q[h*hd:(h+1)*hd], kt, scale)
+		maxS := float32(math.Inf(-1))
+		for _, x := range s[:n] {
+			maxS = max(maxS, x)
+		}
+		sum := expSumGeneric(s[:n], maxS)
+		attnValuesGeneric(out[h*hd:(h+1)*hd], s[:n], 1/sum, v, stride)
+	}
 }
 
 // attnScoresGeneric sets s[p] = scale·Σ_d q[d]·k[p][d] for the len(s)

@@ -18,6 +18,7 @@ var simdVec = vecKernels{
 
 	attnScores: attnScoresSIMD,
 	attnValues: attnValuesSIMD,
+	attnGroup:  attnGroupSIMD,
 }
 
 func init() {
@@ -97,13 +98,18 @@ func expSumSIMD(x []float32, m float32) float32 {
 		e.Store((*[16]float32)(x[i : i+16]))
 		acc = acc.Add(e)
 	}
-	s := hsum16(acc)
-	for ; i < n; i++ {
-		e := expf(x[i] - m)
-		x[i] = e
-		s += e
+	if i < n { // the tail, padded with −Inf (exp = 0)
+		var t [16]float32
+		for j := range t {
+			t[j] = float32(math.Inf(-1))
+		}
+		copy(t[:], x[i:])
+		e := expV(archsimd.LoadFloat32x16(&t).Sub(vm))
+		e.Store(&t)
+		copy(x[i:], t[:])
+		acc = acc.Add(e)
 	}
-	return s
+	return hsum16(acc)
 }
 
 func swigluSIMD(g, u []float32) {
@@ -237,4 +243,48 @@ func attnValuesSIMD(out, w []float32, inv float32, v []float32, stride int) {
 		}
 		a0.Mul(vi).Store((*[16]float32)(out[c:]))
 	}
+}
+
+// attnGroupSIMD is attnGroupGeneric with vectors; for head size 64 and 8k
+// query heads per KV head, the assembly kernels (attention_simd.go) take
+// the heads 8 at a time for the scores and 4 at a time for the values, so
+// that each key or value vector is loaded once for all of them.
+func attnGroupSIMD(out, q, kt, v []float32, stride, n, hd int, scale float32, scores []float32) {
+	nh := len(q) / hd
+	if hd == 64 && nh%8 == 0 {
+		attnGroup64(out, q, kt, v, stride, n, scale, scores)
+		return
+	}
+	n16 := (n + 15) / 16 * 16
+	for h := range nh {
+		attnScoresSIMD(scores[h*n16:(h+1)*n16], q[h*hd:(h+1)*hd], kt, scale)
+	}
+	for h := range nh {
+		s := scores[h*n16 : h*n16+n]
+		maxS := maxSIMD(s)
+		sum := expSumSIMD(s, maxS)
+		inv := 1 / sum
+		for i := range s {
+			s[i] *= inv
+		}
+	}
+	for h := range nh {
+		attnValuesSIMD(out[h*hd:(h+1)*hd], scores[h*n16:h*n16+n], 1, v, stride)
+	}
+}
+
+func maxSIMD(s []float32) float32 {
+	m := float32(math.Inf(-1))
+	i := 0
+	if len(s) >= 16 {
+		vm := ldx(s, 0)
+		for i = 16; i+16 <= len(s); i += 16 {
+			vm = vm.Max(ldx(s, i))
+		}
+		m = hmax16(vm)
+	}
+	for ; i < len(s); i++ {
+		m = max(m, s[i])
+	}
+	return m
 }

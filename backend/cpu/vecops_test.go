@@ -135,6 +135,56 @@ func TestAttnKernels(t *testing.T) {
 	}
 }
 
+// TestAttnGroup: attention of the query heads sharing one KV head (the
+// assembly path for head size 64 and 8 or 16 heads, the vector one
+// otherwise) against float64 softmax attention.
+func TestAttnGroup(t *testing.T) {
+	sets := map[string]*vecKernels{"generic": &genericVec}
+	if simdVecKernels != nil {
+		sets["simd"] = simdVecKernels
+	}
+	r := rand.New(rand.NewPCG(35, 36))
+	for name, k := range sets {
+		for _, c := range []struct{ hd, nh int }{{64, 8}, {64, 16}, {64, 4}, {8, 3}, {48, 2}} {
+			for _, n := range []int{1, 5, 16, 17, 100} {
+				n16 := (n + 15) / 16 * 16
+				const stride = 300
+				q := randomVec(r, c.nh*c.hd)
+				kt := randomVec(r, n16*c.hd)
+				v := randomVec(r, n*stride)
+				out := randomVec(r, c.nh*c.hd)
+				scores := make([]float32, c.nh*n16)
+				k.attnGroup(out, q, kt, v, stride, n, c.hd, 0.125, scores)
+				for h := range c.nh {
+					s := make([]float64, n)
+					m := math.Inf(-1)
+					for p := range n {
+						for d := range c.hd {
+							s[p] += float64(q[h*c.hd+d]) * float64(kt[(p/16*c.hd+d)*16+p%16])
+						}
+						s[p] *= 0.125
+						m = math.Max(m, s[p])
+					}
+					var sum float64
+					for p := range s {
+						s[p] = math.Exp(s[p] - m)
+						sum += s[p]
+					}
+					for d := range c.hd {
+						var want float64
+						for p := range n {
+							want += s[p] / sum * float64(v[p*stride+h*0+d])
+						}
+						if got := out[h*c.hd+d]; math.Abs(float64(got)-want) > 1e-5 {
+							t.Fatalf("%s hd %d heads %d n %d: out[%d][%d] = %v, want %v", name, c.hd, c.nh, n, h, d, got, want)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestExpVRange: the SIMD exp over the whole float32 input range that
 // matters, against math.Exp (relative error ≤ 3e-7, like expf) and at the
 // edges.

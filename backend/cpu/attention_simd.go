@@ -1,0 +1,42 @@
+//go:build goexperiment.simd && amd64
+
+package cpu
+
+// Attention's products for head size 64, in attention_amd64.s (written by
+// asmgen; AVX-512F).
+
+//go:noescape
+func attnScores8x64(s *float32, sstride int, q *float32, kt *float32, nb int, scale float32)
+
+//go:noescape
+func attnValues4x64(out *float32, w *float32, wstride int, v *float32, vstride int, n int)
+
+// attnGroup64 is attnGroupSIMD for head size 64 and a multiple of 8 query
+// heads per KV head.
+func attnGroup64(out, q, kt, v []float32, stride, n int, scale float32, scores []float32) {
+	const hd = 64
+	nh := len(q) / hd
+	n16 := (n + 15) / 16 * 16
+	_ = scores[nh*n16-1]
+	_ = kt[n16*hd-1]
+	_ = v[(n-1)*stride+hd-1]
+	_ = out[nh*hd-1]
+	for h := 0; h < nh; h += 8 {
+		attnScores8x64(&scores[h*n16], 4*n16, &q[h*hd], &kt[0], n16/16, scale)
+	}
+	for h := range nh {
+		s := scores[h*n16 : h*n16+n]
+		sum := expSumSIMD(s, maxSIMD(s))
+		inv := bcast(1 / sum)
+		i := 0
+		for ; i+16 <= n; i += 16 {
+			ldx(s, i).Mul(inv).Store((*[16]float32)(s[i : i+16]))
+		}
+		for ; i < n; i++ {
+			s[i] /= sum
+		}
+	}
+	for h := 0; h < nh; h += 4 {
+		attnValues4x64(&out[h*hd], &scores[h*n16], 4*n16, &v[0], 4*stride, n)
+	}
+}
