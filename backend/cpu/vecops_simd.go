@@ -123,8 +123,14 @@ func swigluSIMD(g, u []float32) {
 		e := expV(z.Sub(v))
 		v.Div(one.Add(e)).Mul(ldx(u, i)).Store((*[16]float32)(g[i : i+16]))
 	}
-	for ; i < n; i++ {
-		g[i] = g[i] / (1 + expf(-g[i])) * u[i]
+	if i < n { // the tail, through the same vector code
+		var tg, tu [16]float32
+		copy(tg[:], g[i:])
+		copy(tu[:], u[i:])
+		v := archsimd.LoadFloat32x16(&tg)
+		e := expV(z.Sub(v))
+		v.Div(one.Add(e)).Mul(archsimd.LoadFloat32x16(&tu)).Store(&tg)
+		copy(g[i:], tg[:])
 	}
 }
 
