@@ -320,14 +320,26 @@ func (s *matmulState) doVNNI(wk, lo, hi int) {
 				o := out[:vnniRows*T*16]
 				clear(o)
 				s.k.gemmV(s.fam, T, o, buf[(g-t0)*nb:], nb, s.lq[cb*lqBlock:], s.ld[cb*ldBlock:], lm, lb, nb)
-				for r := 0; r < vnniRows && g+r < t1; r++ {
-					for tv := range T {
-						for lane := range 16 {
-							j := c*vnniChunk + tv*16 + lane
-							if j >= s.n {
-								break
-							}
-							s.y[j*rows+g+r] = o[(r*T+tv)*16+lane]
+				nr := min(vnniRows, t1-g)
+				for tv := range T {
+					j0 := c*vnniChunk + tv*16
+					o0 := (*[16]float32)(o[(0*T+tv)*16:])
+					o1 := (*[16]float32)(o[(1*T+tv)*16:])
+					o2 := (*[16]float32)(o[(2*T+tv)*16:])
+					nl := min(16, s.n-j0)
+					if nr == vnniRows {
+						for lane := range nl {
+							dst := s.y[(j0+lane)*rows+g:]
+							dst = dst[:3:3]
+							dst[0], dst[1], dst[2] = o0[lane], o1[lane], o2[lane]
+						}
+						continue
+					}
+					for lane := range nl {
+						dst := s.y[(j0+lane)*rows+g:][:nr]
+						dst[0] = o0[lane]
+						if nr > 1 {
+							dst[1] = o1[lane]
 						}
 					}
 				}
