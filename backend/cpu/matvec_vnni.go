@@ -15,10 +15,10 @@ import (
 // the same integer sums, which the tests compare against the oracle too.
 
 //go:noescape
-func q4kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb, pfd int)
+func q4kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb int)
 
 //go:noescape
-func q6kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb, pfd int)
+func q6kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb int)
 
 // The assembly reads actK15 at fixed offsets.
 const (
@@ -65,7 +65,7 @@ func q15RowsQ4_K(y []float32, rows []byte, rb int, a []actK15) {
 	}
 	_ = rows[len(y)*rb-1]
 	_ = a[rb/144-1]
-	q4kq15Rows(&y[0], &rows[0], rb, len(y), &a[0], rb/144, prefetchDistance(rb))
+	q4kq15Rows(&y[0], &rows[0], rb, len(y), &a[0], rb/144)
 }
 
 func q15RowsQ6_K(y []float32, rows []byte, rb int, a []actK15) {
@@ -74,18 +74,5 @@ func q15RowsQ6_K(y []float32, rows []byte, rb int, a []actK15) {
 	}
 	_ = rows[len(y)*rb-1]
 	_ = a[rb/210-1]
-	q6kq15Rows(&y[0], &rows[0], rb, len(y), &a[0], rb/210, prefetchDistance(rb))
-}
-
-// prefetchDistance is how far ahead the decode kernels prefetch weights.
-// Rows longer than 2 KiB (5632 columns: ffn_down) defeat the hardware
-// prefetchers, which also see the kernel re-reading the 14 KiB of
-// activations every row: there, prefetching 4 KiB ahead streamed Q6_K at
-// 22.9 GB/s instead of 18.4 and Q4_K at 22.3 instead of 21.1 (paired runs,
-// 2 threads, 2048×5632). For short rows it was neutral to slightly slower.
-func prefetchDistance(rowBytes int) int {
-	if rowBytes > 2048 {
-		return 4096
-	}
-	return 0
+	q6kq15Rows(&y[0], &rows[0], rb, len(y), &a[0], rb/210)
 }

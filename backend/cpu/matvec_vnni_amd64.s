@@ -8,6 +8,14 @@
 // integer sums per block, then float32. See matvec_vnni.go.
 
 // actK15 field offsets (checked in matvec_vnni.go).
+// PFD is how far ahead (bytes) the decode kernels prefetch weights into
+// L2. Paired runs on this machine (2 threads, TinyLlama shapes, weights from
+// DRAM): 8 KiB ahead into L2 streamed Q4_K at 30-32 GB/s instead of 20-25
+// and Q6_K at 30-31 instead of 17-27 (the low figures on 5632-column rows,
+// where the hardware prefetchers fall behind); 1-4 KiB ahead, or into L1,
+// helped less or not at all.
+#define PFD 8192
+
 #define A_HI 0
 #define A_LO 256
 #define A_D 512
@@ -80,18 +88,13 @@ GLOBL q6shr<>(SB), RODATA|NOPTR, $64
 	VPERMILPS $0xb1, x, tx; \
 	VADDPS tx, x, x
 
-// func q4kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb, pfd int)
-//
-// pfd is how far ahead (bytes) to prefetch the weights: 0 prefetches the
-// current block (a no-op), for rows short enough that the hardware
-// prefetchers keep up.
-TEXT ·q4kq15Rows(SB), NOSPLIT, $0-56
+// func q4kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb int)
+TEXT ·q4kq15Rows(SB), NOSPLIT, $0-48
 	MOVQ y+0(FP), DI
 	MOVQ rows+8(FP), R8
 	MOVQ nrows+24(FP), R10
 	MOVQ a+32(FP), R11
 	MOVQ nb+40(FP), R12
-	MOVQ pfd+48(FP), R15
 	VPBROADCASTQ nib<>(SB), Z31
 	VMOVDQU64 q4idx0<>(SB), Z27
 	VMOVDQU64 q4idx1<>(SB), Z28
@@ -105,9 +108,9 @@ row:
 	VPXORD Y1, Y1, Y1  // Σ dmin·m·ms
 
 block:
-	PREFETCHT0 (DX)(R15*1)
-	PREFETCHT0 64(DX)(R15*1)
-	PREFETCHT0 128(DX)(R15*1)
+	PREFETCHT1 (PFD+0)(DX)
+	PREFETCHT1 (PFD+64)(DX)
+	PREFETCHT1 (PFD+128)(DX)
 	// scales (scalesK4): sc to X2, m to X24
 	MOVQ 4(DX), AX          // lo
 	MOVL 12(DX), BX         // hi
@@ -211,19 +214,18 @@ block:
 	VZEROUPPER
 	RET
 
-// func q6kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb, pfd int)
+// func q6kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb int)
 //
 // Q6_K block (210 bytes): ql[128] at 0, qh[64] at 128, scales[16] at 192,
 // d at 208. Per half h, 64-byte vector ql[64h:] gives values 0..63 of the
 // half in its low nibbles and 64..127 in its high ones; the two high bits
 // come from qh[32h+l] (bits 0-1: l, 2-3: l+32, 4-5: l+64, 6-7: l+96).
-TEXT ·q6kq15Rows(SB), NOSPLIT, $0-56
+TEXT ·q6kq15Rows(SB), NOSPLIT, $0-48
 	MOVQ y+0(FP), DI
 	MOVQ rows+8(FP), R8
 	MOVQ nrows+24(FP), R10
 	MOVQ a+32(FP), R11
 	MOVQ nb+40(FP), R12
-	MOVQ pfd+48(FP), R15
 	VPBROADCASTQ nib<>(SB), Z31
 	MOVQ $0x3030303030303030, AX
 	VPBROADCASTQ AX, Z30
@@ -244,10 +246,10 @@ row6:
 	VPXORD Z1, Z1, Z1  // Σ d·sc·ms16 (×32 at the end)
 
 block6:
-	PREFETCHT0 (DX)(R15*1)
-	PREFETCHT0 64(DX)(R15*1)
-	PREFETCHT0 128(DX)(R15*1)
-	PREFETCHT0 192(DX)(R15*1)
+	PREFETCHT1 (PFD+0)(DX)
+	PREFETCHT1 (PFD+64)(DX)
+	PREFETCHT1 (PFD+128)(DX)
+	PREFETCHT1 (PFD+192)(DX)
 	VPMOVSXBD 192(DX), Z2        // 16 scales
 	VPERMD Z2, Z26, Z3
 	VPERMD Z2, Z27, Z4
