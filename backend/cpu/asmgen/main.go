@@ -1,5 +1,6 @@
 // Command asmgen writes two assembly files of backend/cpu (run it there:
-// go run ./asmgen, which go generate does):
+// go run ./asmgen, which go generate does; TestAsmgenUpToDate checks that
+// the files match it):
 //
 //   - gemm_vnni_amd64.s, the batch (prefill) microkernels for K-quant
 //     weights times 8-bit activations with AVX-512 VNNI;
@@ -21,6 +22,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -179,14 +181,18 @@ func kernel(f family, T int) {
 }
 
 func main() {
-	emit("gemm_vnni_amd64.s", func() {
+	dir := "."
+	if len(os.Args) > 1 {
+		dir = os.Args[1] // where to write (tests write elsewhere and compare)
+	}
+	emit(filepath.Join(dir, "gemm_vnni_amd64.s"), func() {
 		for _, f := range families {
 			for T := 1; T <= 4; T++ {
 				kernel(f, T)
 			}
 		}
 	})
-	emit("attention_amd64.s", attention)
+	emit(filepath.Join(dir, "attention_amd64.s"), attention)
 }
 
 // attention writes the head-size-64 attention products:
