@@ -23,9 +23,9 @@ type Activations int
 const (
 	// ActAuto, with the SIMD kernels, uses 15-bit activations for a
 	// single vector (decode) times K-quant weights (error close to float32,
-	// ~1.5× faster than float32 there), float32 for a single vector times
-	// other types, and 8-bit activations for batches (prefill), the
-	// fastest. The pure-Go build keeps float32 everywhere: its integer
+	// ~1.5× faster than float32 there; with the VNNI assembly, at the
+	// memory bandwidth), float32 for a single vector times other types, and
+	// 8-bit activations for batches (prefill), the fastest. The pure-Go build keeps float32 everywhere: its integer
 	// kernels are not faster than its float ones.
 	ActAuto Activations = iota
 	// ActF32 keeps float32 activations: each weight is dequantized exactly

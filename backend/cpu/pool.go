@@ -1,9 +1,10 @@
 // Package cpu runs GRETA's kernels on the CPU: a persistent worker pool and
 // quantized matrix multiplication for every weight format of package quant.
 //
-// Each SIMD kernel (files *_simd.go, built with GOEXPERIMENT=simd on amd64)
-// has a pure-Go twin (always built) that is its documentation and test
-// oracle; Pool.Generic forces the twins.
+// Each SIMD kernel (files *_simd.go, and the assembly in *_amd64.s for
+// CPUs with AVX-512 VNNI, built with GOEXPERIMENT=simd on amd64) has a
+// pure-Go twin (always built) that is its documentation and test oracle;
+// Pool.Generic forces the twins. docs/QUANT.md describes the kernels.
 package cpu
 
 import (
