@@ -105,10 +105,24 @@ func Run(m *llama.Model, tok *tokenizer.Tokenizer, s *llama.State, prompt []int3
 	if err := Prefill(m, s, prompt); err != nil {
 		return nil, err
 	}
+	// Greedy, and sampling whose chain starts with top-k, need only the
+	// device's argmax or top k: the full logits are copied only for a
+	// penalty (every logit) or --debug-decode (probabilities over the row).
+	topK := o.Sampling.TopK
+	useTop := !greedy && !penalize && o.DebugTop <= 0 && topK > 0 && topK < V
+	var topIDs []int32
+	var topVals []float32
+	if useTop {
+		topIDs, topVals = make([]int32, topK), make([]float32, topK)
+	}
 	next := func(step int) int32 {
 		if greedy && !penalize && o.DebugTop <= 0 {
 			b.Argmax(s.Logits, argmax) // full logits stay on the device
 			return argmax[0]
+		}
+		if useTop {
+			b.TopK(s.Logits, topK, topIDs, topVals)
+			return sampler.SampleTop(topIDs, topVals)
 		}
 		b.Read(s.Logits, logits)
 		id := sampler.Sample(logits, history)

@@ -73,6 +73,10 @@ type Backend interface {
 	CopyRows(dst, src Tensor, from int)
 	// Argmax writes the index of each row's largest value (the first on ties).
 	Argmax(x Tensor, dst []int32)
+	// TopK writes the k largest values of the last row of x and their
+	// column ids, largest first (the lower id first on ties), so sampling
+	// needs no copy of the whole row. k ≤ Cols.
+	TopK(x Tensor, k int, ids []int32, vals []float32)
 	// Read copies x to the host as float32, row-major.
 	Read(x Tensor, dst []float32)
 	Close() error
@@ -92,4 +96,58 @@ type Rope struct {
 type Attn struct {
 	NHeads, NKVHeads, HeadDim int
 	Scale                     float64 // 1/sqrt(HeadDim)
+}
+
+// TopKHost is TopK over a row held on the host: a heap of k entries,
+// O(n log k). Backends whose rows live in host memory use it.
+func TopKHost(row []float32, k int, ids []int32, vals []float32) {
+	k = min(k, len(row))
+	n := 0                         // heap of the n best so far, worst at the root
+	worse := func(i, j int) bool { // entry i ranks below entry j
+		if vals[i] != vals[j] {
+			return vals[i] < vals[j]
+		}
+		return ids[i] > ids[j]
+	}
+	down := func(i int) {
+		for {
+			l, m := 2*i+1, i
+			if l < n && worse(l, m) {
+				m = l
+			}
+			if r := l + 1; r < n && worse(r, m) {
+				m = r
+			}
+			if m == i {
+				return
+			}
+			ids[i], ids[m], vals[i], vals[m] = ids[m], ids[i], vals[m], vals[i]
+			i = m
+		}
+	}
+	for c, v := range row {
+		if n < k {
+			ids[n], vals[n] = int32(c), v
+			n++
+			for i := n - 1; i > 0; {
+				p := (i - 1) / 2
+				if !worse(i, p) {
+					break
+				}
+				ids[i], ids[p], vals[i], vals[p] = ids[p], ids[i], vals[p], vals[i]
+				i = p
+			}
+			continue
+		}
+		if v > vals[0] { // ids only grow, so an equal value never displaces
+			ids[0], vals[0] = int32(c), v
+			down(0)
+		}
+	}
+	// Pop the worst to the end: the slice ends sorted best first.
+	for n > 1 {
+		n--
+		ids[0], ids[n], vals[0], vals[n] = ids[n], ids[0], vals[n], vals[0]
+		down(0)
+	}
 }

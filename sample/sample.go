@@ -105,6 +105,25 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 		c = c[:p.TopK]
 	}
 	sortDesc(c)
+	return s.finish(c)
+}
+
+// SampleTop samples from candidates a backend already selected with
+// Backend.TopK (ids and logits, best first, TopK of them): the rest of the
+// chain (top-p, min-p, temperature) needs nothing else. It must not be used
+// with a repetition penalty, which needs every logit.
+func (s *Sampler) SampleTop(ids []int32, logits []float32) int32 {
+	c := s.cands[:len(ids)]
+	for i := range ids {
+		c[i] = Candidate{ID: ids[i], Logit: logits[i]}
+	}
+	return s.finish(c)
+}
+
+// finish runs top-p, min-p and temperature over candidates sorted best
+// first, and draws one.
+func (s *Sampler) finish(c []Candidate) int32 {
+	p := s.p
 	softmax(c, 1)
 	// Top-p: the smallest prefix whose probability reaches p.
 	if p.TopP > 0 && p.TopP < 1 {

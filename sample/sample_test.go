@@ -86,3 +86,22 @@ func TestSampleDoesNotAllocate(t *testing.T) {
 		t.Fatalf("Sample allocates %.0f times per call", n)
 	}
 }
+
+// Sampling from a backend's top-k selection draws exactly what sampling
+// from the whole row draws, with the same seed.
+func TestSampleTopMatchesSample(t *testing.T) {
+	p := Defaults()
+	p.Seed, p.Temp = 7, 1.3
+	a, b := New(p, 8000), New(p, 8000)
+	for i := 0; i < 100; i++ {
+		l := randLogits(8000, uint64(100+i))
+		top := Top(l, p.TopK)
+		ids, vals := make([]int32, len(top)), make([]float32, len(top))
+		for j, c := range top {
+			ids[j], vals[j] = c.ID, c.Logit
+		}
+		if x, y := a.Sample(l, nil), b.SampleTop(ids, vals); x != y {
+			t.Fatalf("step %d: Sample %d, SampleTop %d", i, x, y)
+		}
+	}
+}

@@ -158,6 +158,11 @@ func (b *Backend) Argmax(x ml.Tensor, dst []int32) {
 	}
 }
 
+func (b *Backend) TopK(x ml.Tensor, k int, ids []int32, vals []float32) {
+	xs := x.(*Tensor)
+	ml.TopKHost(xs.row(xs.rows-1), k, ids, vals)
+}
+
 func (b *Backend) Read(x ml.Tensor, dst []float32) {
 	copy(dst, x.(*Tensor).data())
 }

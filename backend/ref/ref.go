@@ -236,6 +236,15 @@ func (*Backend) Argmax(x ml.Tensor, dst []int32) {
 	}
 }
 
+func (*Backend) TopK(x ml.Tensor, k int, ids []int32, vals []float32) {
+	xs := x.(*Tensor)
+	row := make([]float32, xs.cols)
+	for i, v := range xs.row(xs.rows - 1) {
+		row[i] = float32(v)
+	}
+	ml.TopKHost(row, k, ids, vals)
+}
+
 func (*Backend) Read(x ml.Tensor, dst []float32) {
 	xs := x.(*Tensor)
 	for i, v := range xs.d[:xs.rows*xs.cols] {
