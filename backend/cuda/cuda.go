@@ -51,6 +51,8 @@ type Backend struct {
 	UseBLAS   bool   // GRETA_CUDA_CUBLAS=0: prefill without cuBLAS
 	MVB, GUB  string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
 	Profile   bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
+	Prefetch  bool   // decode matvecs prefetch their first rows into L2 (GRETA_CUDA_PREFETCH=0: off)
+	PDL       bool   // programmatic dependent launch (sm_90 and cuLaunchKernelEx); GRETA_CUDA_PDL=0 turns it off
 	blas      *cublas
 	blasErr   error
 	blasTried bool
@@ -80,11 +82,13 @@ type Backend struct {
 	resDev  devPtr
 	resHost unsafe.Pointer
 	resCap  int
+	topkIdx []int32 // TopK's ranking of its candidates
 
 	// Launch arguments: one struct per launch, copied by the driver at
 	// launch time. Heap memory owned here, alive through every call.
 	argBuf [64]uint64
 	argPtr [1]uintptr
+	lcfg   launchConfig // cuLaunchKernelEx's configuration, reused
 
 	lastLaunch string // what ran last, for error messages
 	profKey    string // the next launch's name in the profile
@@ -163,6 +167,8 @@ func Open(ordinal int) (*Backend, error) {
 	}
 	b.name = d.DeviceName(b.dev)
 	b.major, b.minor = d.Attr(b.dev, attrComputeMajor), d.Attr(b.dev, attrComputeMinor)
+	b.Prefetch = envFlag("GRETA_CUDA_PREFETCH", true)
+	b.PDL = envFlag("GRETA_CUDA_PDL", true) && b.major >= 9 && d.launchKernelEx != 0
 	b.sms = d.Attr(b.dev, attrSMCount)
 	b.maxSmem = d.Attr(b.dev, attrMaxSharedPerBlockOptin)
 	b.totalMem = d.TotalMem(b.dev)

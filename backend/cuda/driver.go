@@ -62,7 +62,7 @@ type driver struct {
 	memcpyHtoD, memcpyDtoH, memcpyHtoDAsync, memcpyDtoHAsync                uintptr
 	memcpyDtoDAsync, memsetD32Async                                         uintptr
 	moduleLoadData, moduleGetFunction, moduleUnload, funcSetAttribute       uintptr
-	launchKernel                                                            uintptr
+	launchKernel, launchKernelEx                                            uintptr
 	streamCreate, streamSynchronize, streamDestroy                          uintptr
 	eventCreate, eventRecord, eventSynchronize, eventElapsedTime            uintptr
 	eventDestroy                                                            uintptr
@@ -154,6 +154,11 @@ func loadDriver() (*driver, error) {
 	sym(&d.funcGetAttribute, "cuFuncGetAttribute")
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("no usable CUDA driver: libcuda.so.1 lacks %s (driver too old?)", strings.Join(missing, ", "))
+	}
+	// Optional (CUDA 11.8+): launches with attributes, for programmatic
+	// dependent launch.
+	if p, err := purego.Dlsym(h, "cuLaunchKernelEx"); err == nil {
+		d.launchKernelEx = p
 	}
 	return d, nil
 }
@@ -365,6 +370,39 @@ func (d *driver) LaunchKernel(f cuFunction, grid, block [3]uint32, shared uint32
 		uintptr(grid[0]), uintptr(grid[1]), uintptr(grid[2]),
 		uintptr(block[0]), uintptr(block[1]), uintptr(block[2]),
 		uintptr(shared), uintptr(s), uintptr(params), 0)
+	return cuResult(uint32(r))
+}
+
+// launchConfig is CUlaunchConfig with room for one attribute
+// (CUlaunchAttribute: a 4-byte id, 4 bytes of padding, a 64-byte union).
+type launchConfig struct {
+	grid, block [3]uint32
+	smem        uint32
+	_           uint32
+	stream      cuStream
+	attrs       uintptr // &attr
+	nattrs      uint32
+	_           uint32
+
+	attrID  uint32
+	_       uint32
+	attrVal [64]byte
+}
+
+const launchAttrProgrammaticSerialization = 6 // CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+
+// LaunchKernelPDL launches f allowing it to start before the previous
+// kernel in the stream has finished (programmatic dependent launch): the
+// kernel must execute griddepcontrol.wait before it reads anything an
+// earlier kernel writes, or writes anything an earlier kernel reads. cfg is
+// the caller's, kept alive (and not moved) through the call.
+func (d *driver) LaunchKernelPDL(cfg *launchConfig, f cuFunction, grid, block [3]uint32, shared uint32, s cuStream, params unsafe.Pointer) cuResult {
+	cfg.grid, cfg.block, cfg.smem, cfg.stream = grid, block, shared, s
+	cfg.attrs = uintptr(unsafe.Pointer(&cfg.attrID))
+	cfg.nattrs = 1
+	cfg.attrID = launchAttrProgrammaticSerialization
+	cfg.attrVal = [64]byte{0: 1} // programmaticStreamSerializationAllowed = 1
+	r, _, _ := purego.SyscallN(d.launchKernelEx, uintptr(unsafe.Pointer(cfg)), uintptr(f), uintptr(params), 0)
 	return cuResult(uint32(r))
 }
 

@@ -13,7 +13,7 @@ import (
 //go:embed kernels/*.cuh kernels/*.cu
 var kernelFS embed.FS
 
-var kernelFiles = []string{"common.cuh", "formats.cuh", "matvec.cu", "ops.cu", "attention.cu"}
+var kernelFiles = []string{"common.cuh", "formats.cuh", "matvec.cu", "ops.cu", "attention.cu", "topk.cu"}
 
 // kernelSource returns the whole program.
 func kernelSource() string {
@@ -34,7 +34,7 @@ var formatNames = []string{"q4_k", "q5_k", "q6_k", "q8_0", "q4_0", "f16", "bf16"
 
 // kernelNames lists every kernel the backend launches.
 func kernelNames() []string {
-	names := []string{"rmsnorm", "rope", "kv_store", "argmax", "add_f32", "silu_mul", "to_f16", "attention", "rope_kv"}
+	names := []string{"rmsnorm", "rope", "kv_store", "argmax", "add_f32", "silu_mul", "to_f16", "attention", "rope_kv", "topk"}
 	for _, f := range formatNames {
 		names = append(names, "mv_"+f+"_1", "mv_"+f+"_8", "gu_"+f+"_1", "gu_"+f+"_8", "deq_"+f)
 		if runsOf[f] == 0 {
@@ -123,6 +123,7 @@ const (
 	maxHeadDim  = 256
 	maxGridY    = 65535
 	ropeThreads = 128
+	topkThreads = 1024 // TOPK_THREADS
 )
 
 // attnSmem is the dynamic shared memory of the attention kernel, in bytes,

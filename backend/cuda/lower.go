@@ -34,8 +34,15 @@ func (b *Backend) launch(name string, grid [3]int, block, smem int, a args, what
 	}
 	copy(b.argBuf[:], a)
 	b.lastLaunch = name + " (" + what + ")"
-	r := b.d.LaunchKernel(f, [3]uint32{uint32(grid[0]), uint32(grid[1]), uint32(grid[2])}, [3]uint32{uint32(block), 1, 1},
-		uint32(smem), b.stream, unsafe.Pointer(&b.argPtr[0]))
+	g3, b3 := [3]uint32{uint32(grid[0]), uint32(grid[1]), uint32(grid[2])}, [3]uint32{uint32(block), 1, 1}
+	var r cuResult
+	if b.PDL && !b.Check && !b.Profile {
+		// Every kernel waits for its predecessor itself (pdl_wait in
+		// kernels/common.cuh), so it may be launched early.
+		r = b.d.LaunchKernelPDL(&b.lcfg, f, g3, b3, uint32(smem), b.stream, unsafe.Pointer(&b.argPtr[0]))
+	} else {
+		r = b.d.LaunchKernel(f, g3, b3, uint32(smem), b.stream, unsafe.Pointer(&b.argPtr[0]))
+	}
 	b.Stats.Launches++
 	if b.Profile && !b.capturing {
 		key := b.profKey
@@ -188,6 +195,11 @@ func (b *Backend) lower(o *op) {
 		part := b.scratchBuf("argmax", uint64(8*o.rows*nb))
 		cnt := b.scratchZeroed("argmaxcnt", uint64(4*o.rows))
 		b.launch("argmax", [3]int{nb, min(o.rows, maxGridY), 1}, 256, 0, args{}.p(x.ptr).i(o.rows).i(x.cols).p(b.resDev).p(part).p(cnt).i(nb), "argmax")
+
+	case opTopK:
+		x, k := o.x, o.from
+		b.launch("topk", [3]int{1, 1, 1}, topkThreads, 0,
+			args{}.p(x.ptr+devPtr(4*(x.rows-1)*x.cols)).i(x.cols).i(k).p(b.resDev).p(b.resDev+devPtr(4*k)), fmt.Sprintf("top-%d", k))
 	}
 }
 
@@ -265,7 +277,11 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 	if o.normW != nil {
 		src, normw, xb = o.normX.ptr, o.normW.ptr, o.x.ptr
 	}
-	a = a.p(src).p(resid).i(w0.cols).i(nx).p(normw).p(xb).f(float64(o.eps))
+	pf := 0
+	if b.Prefetch {
+		pf = 1
+	}
+	a = a.p(src).p(resid).i(w0.cols).i(nx).p(normw).p(xb).f(float64(o.eps)).i(pf)
 	what := w0.name
 	for i := 1; i < o.nw; i++ {
 		what += "+" + o.w[i].name

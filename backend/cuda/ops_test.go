@@ -385,6 +385,49 @@ func TestArgmaxAndCopyRows(t *testing.T) {
 	}
 }
 
+// TestTopK checks the device top-k against ml.TopKHost on rows with many
+// ties (values on a grid of 1/4, all equal, signed zeros), for k from 1 to
+// the whole row.
+func TestTopK(t *testing.T) {
+	p := newPair(t)
+	r := rand.New(rand.NewPCG(9, uint64(os.Getpid())))
+	for _, cols := range []int{1, 17, 1000, 32000, 128256} {
+		for _, kind := range []string{"normal", "grid", "equal", "zeros"} {
+			x := make([]float32, 2*cols)
+			for i := range x {
+				switch kind {
+				case "normal":
+					x[i] = float32(r.NormFloat64() * 3)
+				case "grid":
+					x[i] = float32(math.Round(r.NormFloat64()*4) / 4)
+				case "equal":
+					x[i] = -1.5
+				case "zeros":
+					x[i] = float32(math.Copysign(0, float64(r.IntN(2)*2-1)))
+					if r.IntN(5) == 0 {
+						x[i] = float32(r.NormFloat64())
+					}
+				}
+			}
+			t2 := p.inputFrom(x, cols, 2)
+			for _, k := range []int{1, 2, 40, 1000, cols} {
+				if k > cols {
+					continue
+				}
+				gi, gv := make([]int32, k), make([]float32, k)
+				wi, wv := make([]int32, k), make([]float32, k)
+				p.g.TopK(t2.g, k, gi, gv)
+				ml.TopKHost(x[cols:], k, wi, wv)
+				for i := range k {
+					if gi[i] != wi[i] || math.Float32bits(gv[i]) != math.Float32bits(wv[i]) && gv[i] != wv[i] {
+						t.Fatalf("TopK %s cols %d k %d: entry %d is (%d, %g), want (%d, %g)", kind, cols, k, i, gi[i], gv[i], wi[i], wv[i])
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestAttention checks causal GQA attention with the KV cache: a prefill
 // at position 0, then a decode step, then a second prefill chunk at a
 // later position, for head layouts from 1 to 8 queries per KV head and KV

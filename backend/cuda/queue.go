@@ -29,6 +29,7 @@ const (
 	opAttn
 	opCopy
 	opArgmax
+	opTopK
 )
 
 type op struct {
@@ -461,25 +462,7 @@ func (b *Backend) Argmax(x ml.Tensor, dst []int32) {
 	}
 	b.enter()
 	defer b.exit()
-	if xs.rows > b.resCap {
-		if err := b.d.StreamSynchronize(b.stream); err != nil {
-			b.fatal("Argmax", err)
-		}
-		b.free(b.resDev)
-		if b.resHost != nil {
-			b.d.MemFreeHost(b.resHost)
-		}
-		n := max(xs.rows, 1024)
-		var err error
-		if b.resDev, err = b.alloc(uint64(4*n), "argmax results"); err != nil {
-			b.fatal("Argmax", err)
-		}
-		if b.resHost, err = b.d.MemAllocHost(uint64(4 * n)); err != nil {
-			b.fatal("Argmax", err)
-		}
-		b.resCap = n
-		b.gen++
-	}
+	b.resEnsure(xs.rows)
 	b.push(op{kind: opArgmax, rows: xs.rows, x: xs})
 	if err := b.runQueue(); err != nil {
 		b.fatal("Argmax", err)
@@ -491,6 +474,32 @@ func (b *Backend) Argmax(x ml.Tensor, dst []int32) {
 		b.fatal("Argmax: "+b.queueDesc(), err)
 	}
 	copy(dst, unsafe.Slice((*int32)(b.resHost), xs.rows))
+}
+
+// resEnsure makes the device and pinned host buffers for results of n
+// 32-bit words (argmax ids, top-k candidates). The caller holds the
+// context.
+func (b *Backend) resEnsure(n int) {
+	if n <= b.resCap {
+		return
+	}
+	if err := b.d.StreamSynchronize(b.stream); err != nil {
+		b.fatal("results", err)
+	}
+	b.free(b.resDev)
+	if b.resHost != nil {
+		b.d.MemFreeHost(b.resHost)
+	}
+	n = max(n, 1024)
+	var err error
+	if b.resDev, err = b.alloc(uint64(4*n), "results"); err != nil {
+		b.fatal("results", err)
+	}
+	if b.resHost, err = b.d.MemAllocHost(uint64(4 * n)); err != nil {
+		b.fatal("results", err)
+	}
+	b.resCap = n
+	b.gen++
 }
 
 // Read copies x to the host. It runs the queue first, so a Read in the

@@ -40,6 +40,7 @@ struct AttnArgs {
 };
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention(const AttnArgs a) {
+  pdl_start();
   extern __shared__ float sm[];
   const int hd = (int)a.hd, gb = (int)a.gb, br = (int)a.br;
   const int nq = gb * br;
@@ -427,7 +428,10 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
 }
 
 #define ATTD_KERNEL(EPL, G) \
-  extern "C" __global__ void __launch_bounds__(ATTD_WARPS * 32) attn_dec_##EPL##_##G(const AttnArgs a) { attn_dec_body<EPL, G>(a); }
+  extern "C" __global__ void __launch_bounds__(ATTD_WARPS * 32) attn_dec_##EPL##_##G(const AttnArgs a) { \
+    pdl_start();                                                                                                \
+    attn_dec_body<EPL, G>(a);                                                                                   \
+  }
 #define ATTD_KERNELS(EPL) ATTD_KERNEL(EPL, 1) ATTD_KERNEL(EPL, 2) ATTD_KERNEL(EPL, 4) ATTD_KERNEL(EPL, 8)
 ATTD_KERNELS(2)
 ATTD_KERNELS(4)

@@ -113,6 +113,40 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
   return v;
 }
 
+// The 128-byte lines of [p, p+n) into L2, spread over a warp's lanes.
+__device__ __forceinline__ void prefetch_l2(const void* p, i64 n, int lane) {
+  for (i64 off = (i64)lane * 128; off < n; off += 32 * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"((const u8*)p + off));
+}
+
 __device__ __forceinline__ uint4 ld_nc(const void* p) { return __ldg((const uint4*)p); }
 
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
+// Programmatic dependent launch (sm_90). Kernels are launched so that they
+// may start while the previous kernel in the stream is still running
+// (lower.go). pdl_wait blocks until that kernel (and so every earlier one)
+// has finished and its writes are visible: every kernel calls it before it
+// reads anything an earlier kernel wrote or writes anything an earlier
+// kernel reads. Before it, a kernel may only read weights; the decode
+// matvecs issue their first weight loads there, so the memory system is
+// busy while the previous kernel drains. pdl_trigger lets the next kernel's
+// blocks be scheduled once every block of this one has called it or
+// exited. Both are no-ops for kernels launched the ordinary way.
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Both, at the top of a kernel that reads nothing before it needs the
+// previous kernel's results.
+__device__ __forceinline__ void pdl_start() {
+  pdl_wait();
+  pdl_trigger();
+}

@@ -29,6 +29,9 @@ struct MVArgs {
   // the normalized row to xb, the op's declared input.
   u64 normw, xb;
   double eps;
+  // Decode kernels: prefetch each warp's first rows into L2 before waiting
+  // for the previous kernel (1), or not (0).
+  i64 prefetch;
 };
 
 template <class F, int NX, int R, bool GU>
@@ -151,15 +154,19 @@ __device__ __forceinline__ void matvec_body(const MVArgs& a) {
 // same R values.
 #define MV_KERNELS(F, name)                                                                                   \
   extern "C" __global__ void __launch_bounds__(MV_THREADS) mv_##name##_1(const MVArgs a) {                    \
+    pdl_start();                                                                                             \
     matvec_body<F, 1, 4, false>(a);                                                                           \
   }                                                                                                           \
   extern "C" __global__ void __launch_bounds__(MV_THREADS) mv_##name##_8(const MVArgs a) {                    \
+    pdl_start();                                                                                             \
     matvec_body<F, 8, 1, false>(a);                                                                           \
   }                                                                                                           \
   extern "C" __global__ void __launch_bounds__(MV_THREADS) gu_##name##_1(const MVArgs a) {                    \
+    pdl_start();                                                                                             \
     matvec_body<F, 1, 2, true>(a);                                                                            \
   }                                                                                                           \
   extern "C" __global__ void __launch_bounds__(MV_THREADS) gu_##name##_8(const MVArgs a) {                    \
+    pdl_start();                                                                                             \
     matvec_body<F, 8, 1, true>(a);                                                                            \
   }
 
@@ -258,7 +265,19 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
       }
     }
   };
-  if (grp < ngroups) load(0);
+  if (grp < ngroups) {
+    load(0);
+    // While the previous kernel drains (and this block stages x), the rest
+    // of the first rows streams into L2.
+    if (a.prefetch) {
+#pragma unroll
+      for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+        for (int r = 0; r < R; r++) F::prefetch(cur.rp[wv][r], cols, lane);
+    }
+  }
+  // Everything above reads only weights; x is the previous kernel's.
+  pdl_wait();
 
   const float* g = (const float*)a.normw;
   // Quantized formats: x as int16, [i][uint4 k of the unit][lane], and per
@@ -369,6 +388,9 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
   // Each group: the lane's units of its R rows, U at a time, all U loads
   // issued before the first is used.
   for (;;) {
+    // This warp's last group: the next kernel may start filling the SMs
+    // this block leaves.
+    if (grp + gstride >= ngroups) pdl_trigger();
     float acc[NW][R];
 #pragma unroll
     for (int wv = 0; wv < NW; wv++)
@@ -533,6 +555,9 @@ __device__ __forceinline__ void deq_body(const DeqArgs& a) {
 }
 
 #define DEQ_KERNELS(F, name) \
-  extern "C" __global__ void __launch_bounds__(256) deq_##name(const DeqArgs a) { deq_body<F>(a); }
+  extern "C" __global__ void __launch_bounds__(256) deq_##name(const DeqArgs a) { \
+    pdl_start();                                                                      \
+    deq_body<F>(a);                                                                   \
+  }
 
 FORMATS(DEQ_KERNELS)

@@ -9,6 +9,7 @@ struct NormArgs {
 
 // One block a row: y = x / sqrt(mean(x²) + eps) ⊙ w.
 extern "C" __global__ void __launch_bounds__(1024) rmsnorm(const NormArgs a) {
+  pdl_start();
   const i64 r = blockIdx.x;
   if (r >= a.rows) return;
   const float* x = (const float*)a.x + r * a.cols;
@@ -36,6 +37,7 @@ struct RopeArgs {
 // (ggml's normal mode: values 2i and 2i+1). Grid: x over (heads0+heads1)·
 // npairs pairs, y strides over rows.
 extern "C" __global__ void __launch_bounds__(128) rope(const RopeArgs a) {
+  pdl_start();
   const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
   const i64 n0 = a.heads0 * a.npairs, total = n0 + a.heads1 * a.npairs;
   if (idx >= total) return;
@@ -70,6 +72,7 @@ struct RopeKVArgs {
 // pairs, hk·hd/2 k pairs (rotated or not) and hk·hd v values; y strides
 // over rows.
 extern "C" __global__ void __launch_bounds__(128) rope_kv(const RopeKVArgs a) {
+  pdl_start();
   const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
   const int half = (int)(a.hd >> 1);
   const i64 nq = a.hq * a.npairs, nk = a.hk * half, nv = a.hk * a.hd, kvdim = a.hk * a.hd;
@@ -117,6 +120,7 @@ struct KVStoreArgs {
 
 // Grid: x over kvdim, y strides over rows.
 extern "C" __global__ void __launch_bounds__(256) kv_store(const KVStoreArgs a) {
+  pdl_start();
   const i64 d = (i64)blockIdx.x * blockDim.x + threadIdx.x;
   if (d >= a.kvdim) return;
   for (i64 r = blockIdx.y; r < a.rows; r += gridDim.y) {
@@ -144,6 +148,7 @@ __device__ __forceinline__ void amax_merge(float& bv, int& bi, float v, int i) {
 // loads in flight a thread; the last block of a row to finish merges the
 // slices. The first index wins ties, as in the oracle.
 extern "C" __global__ void __launch_bounds__(256) argmax(const ArgmaxArgs a) {
+  pdl_start();
   __shared__ float bv[8];
   __shared__ int bi[8];
   __shared__ int last;
@@ -209,18 +214,21 @@ struct EltArgs {
 
 // out = a + b (out may be a).
 extern "C" __global__ void __launch_bounds__(256) add_f32(const EltArgs e) {
+  pdl_start();
   const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < e.n) ((float*)e.out)[i] = ((const float*)e.a)[i] + ((const float*)e.b)[i];
 }
 
 // out = silu(a) ⊙ b.
 extern "C" __global__ void __launch_bounds__(256) silu_mul(const EltArgs e) {
+  pdl_start();
   const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < e.n) ((float*)e.out)[i] = silu(((const float*)e.a)[i]) * ((const float*)e.b)[i];
 }
 
 // out (f16) = a (f32).
 extern "C" __global__ void __launch_bounds__(256) to_f16(const EltArgs e) {
+  pdl_start();
   const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < e.n) ((u16*)e.out)[i] = f2h(((const float*)e.a)[i]);
 }
