@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"sort"
@@ -67,6 +68,7 @@ func TestKernelBandwidth(t *testing.T) {
 		{gguf.Q4_K, shape{4096, 14336}, true},  // both, fused with SwiGLU
 		{gguf.Q4_K, shape{14336, 4096}, false}, // ffn_down
 		{gguf.Q4_K, shape{4096, 6144}, false},  // q, k, v
+		{gguf.Q4_K, shape{4096, 4096}, false},  // attn_output
 		{gguf.Q6_K, shape{14336, 4096}, false},
 		{gguf.Q6_K, shape{4096, 128256}, false}, // output
 		{gguf.Q5_K, shape{4096, 14336}, false},
@@ -144,4 +146,68 @@ func mustEvent(t *testing.T, g *Backend) cuEvent {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// TestAttentionDecodeTime times the decode attention of Llama-3-8B's heads
+// (32 query heads, 8 KV heads of 128) with the rope folded in, one layer,
+// at several positions, launches back to back (GRETA_CUDA_BENCH=1).
+func TestAttentionDecodeTime(t *testing.T) {
+	if os.Getenv("GRETA_CUDA_BENCH") != "1" {
+		t.Skip("GRETA_CUDA_BENCH=1 runs it")
+	}
+	g := device(t)
+	g.Graphs = false
+	defer func() { g.Graphs = true }()
+	const nh, nkv, hd, ctx = 32, 8, 128, 8192
+	a := &ml.Attn{NHeads: nh, NKVHeads: nkv, HeadDim: hd, Scale: 1 / math.Sqrt(hd)}
+	cache, err := g.NewKVCache(1, ctx, nkv*hd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rope := &ml.Rope{HeadDim: hd, PosScale: 1}
+	for i := 0; i < hd/2; i++ {
+		rope.Freqs = append(rope.Freqs, math.Pow(500000, -2*float64(i)/hd))
+	}
+	r := rand.New(rand.NewPCG(5, 5))
+	fill := func(n int) ml.Tensor {
+		x := g.NewTensor(n, 1)
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		if err := g.d.MemcpyHtoD(x.(*Tensor).ptr, f32Bytes(v)); err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	q, k, v, out := fill(nh*hd), fill(nkv*hd), fill(nkv*hd), g.NewTensor(nh*hd, 1)
+	g.enter()
+	start, stop := mustEvent(t, g), mustEvent(t, g)
+	g.exit()
+	for _, pos := range []int{0, 63, 127, 511, 1023, 4095, 8191} {
+		var best float64
+		for rep := 0; rep < 5; rep++ {
+			g.enter()
+			g.d.EventRecord(start, g.stream)
+			g.exit()
+			const n = 40
+			for i := 0; i < n; i++ {
+				g.Rope(q, pos, rope)
+				g.Rope(k, pos, rope)
+				g.Attention(out, q, k, v, cache, 0, pos, a)
+			}
+			if err := g.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			g.enter()
+			g.d.EventRecord(stop, g.stream)
+			g.d.EventSynchronize(stop)
+			ms, _ := g.d.EventElapsed(start, stop)
+			g.exit()
+			if us := float64(ms) * 1000 / n; rep == 0 || us < best {
+				best = us
+			}
+		}
+		fmt.Printf("BENCH attn_dec 32/8x128 pos %5d %6.1f us\n", pos, best)
+	}
 }

@@ -47,6 +47,9 @@ func kernelNames() []string {
 			names = append(names, "gus_"+f+"_"+v)
 		}
 	}
+	for _, pk := range pairKernels {
+		names = append(names, pk.name())
+	}
 	for _, epl := range []int{2, 4, 8} {
 		for _, g := range []int{1, 2, 4, 8} {
 			names = append(names, attnDecName(epl, g))
@@ -75,6 +78,27 @@ var (
 	mvsVariants = []string{"r1u4w8b1", "r1u4w8b3", "r1u2w8b3", "r2u2w8b1", "r1u4w16b1"}
 	gusVariants = []string{"r1u4w8b1", "r1u4w16b1"}
 )
+
+// pairKernels are the decode matvecs that do weights of two formats in one
+// launch (kernels/matvec.cu MVS2_KERNEL): f0 with variant v0, f1 with v1,
+// both 8 warps a block.
+var pairKernels = []pairKernel{
+	{"q4_k", "r1u4w8b1", "q6_k", "r2u2w8b1"},
+	{"q5_k", "r1u4w8b1", "q6_k", "r2u2w8b1"},
+}
+
+type pairKernel struct{ f0, v0, f1, v1 string }
+
+func (p pairKernel) name() string { return "mvs2_" + p.f0 + "_" + p.f1 }
+
+func pairKernelFor(f0, f1 string) (pairKernel, bool) {
+	for _, p := range pairKernels {
+		if p.f0 == f0 && p.f1 == f1 {
+			return p, true
+		}
+	}
+	return pairKernel{}, false
+}
 
 // runsOf is RUNS of each format with staged-x kernels (VFORMATS); the
 // others have none.

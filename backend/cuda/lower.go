@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"unsafe"
 
 	"greta/ml"
@@ -87,11 +88,13 @@ func (b *Backend) planAttn(o *op) attnPlan {
 	}
 	p := attnPlan{gb: gb, br: max(1, min(nqMax/gb, o.rows)), nsplit: 1, splitLen: o.cache.ctx}
 	if _, ok := b.attnDec(o); ok {
-		// The decode kernel: one block a KV head walks up to 1024
-		// positions with its 16 warps; longer contexts are split in pieces
-		// of 512 positions or more, at most 64.
-		if o.cache.ctx > 1024 {
-			p.splitLen = max(512, ceilDiv(ceilDiv(o.cache.ctx, 64), 16)*16)
+		// The decode kernel: a block a KV head and piece of 128 positions
+		// or more, at most as many pieces as keep every block in one wave
+		// (a block of 16 warps fills an SM); only the pieces up to the
+		// position run, so a short context is one block a KV head and no
+		// merge.
+		if maxSplit := max(1, b.sms/o.attn.NKVHeads); o.cache.ctx > 128 {
+			p.splitLen = max(128, ceilDiv(ceilDiv(o.cache.ctx, maxSplit), 16)*16)
 			p.nsplit = ceilDiv(o.cache.ctx, p.splitLen)
 		}
 		return p
@@ -219,8 +222,51 @@ func (b *Backend) mvsFits(w *Weight) bool {
 	return runsOf[w.kfmt] > 0 && mvsSmem(w.kfmt, w.cols) <= b.mvsLimit()
 }
 
+// mvArgs is the MVArgs (kernels/matvec.cu) of a matvec over the op's
+// weights w[i0:i1] (for GateUp: gate and up) for activation rows c0..c0+nx,
+// R output rows a group, and the number of groups. xb: this launch writes
+// the normalized row of a fused RMSNorm.
+func (b *Backend) mvArgs(o *op, i0, i1, R, c0, nx int, xb bool) (args, int) {
+	w0 := o.w[i0]
+	var rows [3]int
+	var ws, ys [3]devPtr
+	if o.kind == opGateUp {
+		// one output; both weights have its rows
+		ws[0], ws[1] = o.w[0].ptr, o.w[1].ptr
+		ys[0] = o.y[0].ptr + devPtr(4*c0*w0.rows)
+		rows[0] = w0.rows
+	} else {
+		for i := i0; i < i1; i++ {
+			ws[i-i0] = o.w[i].ptr
+			ys[i-i0] = o.y[i].ptr + devPtr(4*c0*o.w[i].rows)
+			rows[i-i0] = o.w[i].rows
+		}
+	}
+	blk1 := ceilDiv(rows[0], R)
+	blk2 := blk1 + ceilDiv(rows[1], R)
+	blk3 := blk2 + ceilDiv(rows[2], R)
+	a := args{}.p(ws[0]).p(ws[1]).p(ws[2]).p(ys[0]).p(ys[1]).p(ys[2]).i(rows[0]).i(rows[1]).i(rows[2]).i(blk1).i(blk2).i(blk3)
+	var resid devPtr
+	if o.resid != nil {
+		resid = o.resid.ptr + devPtr(4*c0*w0.rows)
+	}
+	src := o.x.ptr + devPtr(4*c0*w0.cols)
+	var normw, xbp devPtr
+	if o.normW != nil {
+		src, normw = o.normX.ptr, o.normW.ptr
+		if xb {
+			xbp = o.x.ptr
+		}
+	}
+	return a.p(src).p(resid).i(w0.cols).i(nx).p(normw).p(xbp).f(float64(o.eps)), blk3
+}
+
 // lowerMatvec launches the matvec kernels for activation rows c0..c0+nx.
 func (b *Backend) lowerMatvec(o *op, c0, nx int) {
+	if o.split > 0 {
+		b.lowerMatvecPair(o)
+		return
+	}
 	w0 := o.w[0]
 	gu := o.kind == opGateUp
 	R := mvRows(nx, gu)
@@ -235,7 +281,7 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 	threads, W, smem := mvThreads, 0, 0
 	if nx == 1 && b.mvsFits(w0) {
 		// The persistent decode kernels: R rows a warp, W warps a block.
-		v := b.mvsVariant(w0.kfmt, o.w[0].rows+o.w[1].rowsOrZero()+o.w[2].rowsOrZero(), gu)
+		v := b.mvsVariant(w0.kfmt, o.w[0].rows+o.w[1].rowsOrZero()+o.w[2].rowsOrZero(), w0.cols, gu)
 		name = "mvs_" + w0.kfmt + "_" + v
 		if gu {
 			name = "gus_" + w0.kfmt + "_" + v
@@ -247,41 +293,7 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 	if o.normW != nil && W == 0 {
 		panic("cuda: a fused RMSNorm without a staged-x kernel") // the queue only fuses where mvsFits
 	}
-	xoff := devPtr(4 * c0 * w0.cols)
-	a := args{}
-	var rows [3]int
-	var ws, ys [3]devPtr
-	nw := o.nw
-	if gu {
-		nw = 1 // one output; both weights have its rows
-		ws[0], ws[1] = o.w[0].ptr, o.w[1].ptr
-		ys[0] = o.y[0].ptr + devPtr(4*c0*w0.rows)
-		rows[0] = w0.rows
-	} else {
-		for i := 0; i < nw; i++ {
-			ws[i] = o.w[i].ptr
-			ys[i] = o.y[i].ptr + devPtr(4*c0*o.w[i].rows)
-			rows[i] = o.w[i].rows
-		}
-	}
-	blk1 := ceilDiv(rows[0], R)
-	blk2 := blk1 + ceilDiv(rows[1], R)
-	blk3 := blk2 + ceilDiv(rows[2], R)
-	a = a.p(ws[0]).p(ws[1]).p(ws[2]).p(ys[0]).p(ys[1]).p(ys[2]).i(rows[0]).i(rows[1]).i(rows[2]).i(blk1).i(blk2).i(blk3)
-	var resid devPtr
-	if o.resid != nil {
-		resid = o.resid.ptr + devPtr(4*c0*w0.rows)
-	}
-	src := o.x.ptr + xoff
-	var normw, xb devPtr
-	if o.normW != nil {
-		src, normw, xb = o.normX.ptr, o.normW.ptr, o.x.ptr
-	}
-	pf := 0
-	if b.Prefetch {
-		pf = 1
-	}
-	a = a.p(src).p(resid).i(w0.cols).i(nx).p(normw).p(xb).f(float64(o.eps)).i(pf)
+	a, blk3 := b.mvArgs(o, 0, o.nw, R, c0, nx, true)
 	what := w0.name
 	for i := 1; i < o.nw; i++ {
 		what += "+" + o.w[i].name
@@ -302,11 +314,61 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 			grid = ceilDiv(blk3, per*W)
 		}
 	}
-	b.profKey = fmt.Sprintf("%s [%d×%d]", name, w0.cols, rows[0]+rows[1]+rows[2])
+	nrows := w0.rows
+	if !gu {
+		nrows += o.w[1].rowsOrZero() + o.w[2].rowsOrZero()
+	}
+	b.profKey = fmt.Sprintf("%s [%d×%d]", name, w0.cols, nrows)
 	if o.normW != nil {
 		b.profKey += " +norm"
 	}
 	b.launch(name, [3]int{grid, 1, 1}, threads, smem, a, what)
+}
+
+// lowerMatvecPair launches a pair kernel for a one-row MatMul whose
+// weights w[:split] have one format and the rest another. The blocks that
+// fit the GPU at once are shared between the two sides by their bytes.
+func (b *Backend) lowerMatvecPair(o *op) {
+	w0, w1 := o.w[0], o.w[o.split]
+	pk, ok := pairKernelFor(w0.kfmt, w1.kfmt)
+	if !ok || o.rows != 1 || o.resid != nil {
+		panic("cuda: a two-format matvec the queue should not have made")
+	}
+	r0, _ := variantRW(pk.v0)
+	r1, _ := variantRW(pk.v1)
+	a0, g0 := b.mvArgs(o, 0, o.split, r0, 0, 1, true)
+	a1, g1 := b.mvArgs(o, o.split, o.nw, r1, 0, 1, false)
+	name := pk.name()
+	const W = 8
+	smem := max(mvsSmem(w0.kfmt, w0.cols), mvsSmem(w1.kfmt, w1.cols))
+	total := max(2, b.occupancy(name, 32*W, smem)*b.sms)
+	var by0, by1 uint64
+	for i := 0; i < o.nw; i++ {
+		if i < o.split {
+			by0 += o.w[i].bytes
+		} else {
+			by1 += o.w[i].bytes
+		}
+	}
+	nb1 := int(math.Round(float64(total) * float64(by1) / float64(by0+by1)))
+	nb1 = max(1, min(total-1, nb1, ceilDiv(g1, W)))
+	nb0 := max(1, min(total-nb1, ceilDiv(g0, W)))
+	// As few blocks as give every warp of a side the same number of groups.
+	nb0 = ceilDiv(g0, ceilDiv(g0, nb0*W)*W)
+	nb1 = ceilDiv(g1, ceilDiv(g1, nb1*W)*W)
+	what := w0.name
+	for i := 1; i < o.nw; i++ {
+		what += "+" + o.w[i].name
+	}
+	if o.normW != nil {
+		what = o.normW.name + " → " + what
+	}
+	if l := layerOf(w0.name); l != "" {
+		b.layerHint = l
+	}
+	b.profKey = fmt.Sprintf("%s [%d×%d]", name, w0.cols, g0*r0+g1*r1)
+	a := append(append(a0, a1...), uint64(nb0))
+	b.launch(name, [3]int{nb0 + nb1, 1, 1}, 32*W, smem, a, what)
 }
 
 func (b *Backend) lowerAttn(o *op) {

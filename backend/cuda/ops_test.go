@@ -385,6 +385,75 @@ func TestArgmaxAndCopyRows(t *testing.T) {
 	}
 }
 
+// TestPairKernel checks the one-launch q, k, v projections whose v has
+// another format than q and k (Q4_K_M's Q6_K layers), with the RMSNorm
+// folded in and without, at odd row counts.
+func TestPairKernel(t *testing.T) {
+	p := newPair(t)
+	r := rand.New(rand.NewPCG(12, uint64(os.Getpid())))
+	for _, pk := range pairKernels {
+		t0, t1 := typeOfKfmt(pk.f0), typeOfKfmt(pk.f1)
+		for _, cols := range []int{256, 4352} {
+			for _, norm := range []bool{false, true} {
+				g := p.weight(vectorWeight(r, cols))
+				wq := p.weight(randomWeight(r, t0, cols, 203))
+				wk := p.weight(randomWeight(r, t0, cols, 37))
+				wv := p.weight(randomWeight(r, t1, cols, 37))
+				x := p.input(r, cols, 1, 2)
+				xb := p.tensor(cols, 1)
+				q, k, v := p.tensor(203, 1), p.tensor(37, 1), p.tensor(37, 1)
+				for _, b := range []ml.Backend{p.g, p.ref} {
+					sel := func(t twoT) ml.Tensor {
+						if b == ml.Backend(p.g) {
+							return t.g
+						}
+						return t.r
+					}
+					selW := func(w twoW) ml.Weight {
+						if b == ml.Backend(p.g) {
+							return w.g
+						}
+						return w.r
+					}
+					in := x
+					if norm {
+						b.RMSNorm(sel(xb), sel(x), selW(g), 1e-5)
+						in = xb
+					}
+					b.MatMul(sel(q), sel(in), selW(wq))
+					b.MatMul(sel(k), sel(in), selW(wk))
+					b.MatMul(sel(v), sel(in), selW(wv))
+					if b == ml.Backend(p.g) {
+						if l := p.g.last(); l == nil || l.split != 2 || l.nw != 3 {
+							t.Fatalf("%s: q, k, v were not queued as one two-format launch", pk.name())
+						}
+					}
+				}
+				what := fmt.Sprintf("%s cols %d norm %v", pk.name(), cols, norm)
+				bound := 4 * max(boundFor(p.g, t0, 1), boundFor(p.g, t1, 1))
+				p.compare(what+" q", q, bound)
+				p.compare(what+" k", k, bound)
+				p.compare(what+" v", v, bound)
+				if norm {
+					p.compare(what+" xb", xb, bound)
+				}
+			}
+		}
+	}
+}
+
+func typeOfKfmt(f string) gguf.Type {
+	switch f {
+	case "q4_k":
+		return gguf.Q4_K
+	case "q5_k":
+		return gguf.Q5_K
+	case "q6_k":
+		return gguf.Q6_K
+	}
+	panic("typeOfKfmt: " + f)
+}
+
 // TestTopK checks the device top-k against ml.TopKHost on rows with many
 // ties (values on a grid of 1/4, all equal, signed zeros), for k from 1 to
 // the whole row.
@@ -477,6 +546,87 @@ func TestAttention(t *testing.T) {
 }
 
 // TestKVCacheTooLarge: out of memory is an error that says what to try.
+// TestAttentionDecodeRope decodes one position at a time with the rope of
+// q and k folded into the decode attention kernel, through contexts long
+// enough to need several splits, one run a step (so the steps after the
+// second replay a graph). Outputs and the rotated q and k are checked
+// against the float64 oracle at the split boundaries.
+func TestAttentionDecodeRope(t *testing.T) {
+	p := newPair(t)
+	r := rand.New(rand.NewPCG(13, uint64(os.Getpid())))
+	for _, c := range []struct{ nh, nkv, hd, ctx int }{
+		{32, 8, 128, 700}, // Llama-3: four query heads a KV head
+		{32, 4, 64, 600},  // TinyLlama: eight
+		{8, 8, 64, 300},   // one
+		{16, 8, 128, 300}, // two
+	} {
+		ctx := c.ctx
+		if testing.Short() {
+			ctx = min(ctx, 300)
+		}
+		a := &ml.Attn{NHeads: c.nh, NKVHeads: c.nkv, HeadDim: c.hd, Scale: 1 / math.Sqrt(float64(c.hd))}
+		rope := &ml.Rope{HeadDim: c.hd, PosScale: 1}
+		for i := 0; i < c.hd/2; i++ {
+			rope.Freqs = append(rope.Freqs, math.Pow(500000, -2*float64(i)/float64(c.hd)))
+		}
+		kvDim := c.nkv * c.hd
+		gc, err := p.g.NewKVCache(1, ctx, kvDim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, _ := p.ref.NewKVCache(1, ctx, kvDim)
+		table := func(cols int) twoW {
+			x := make([]float32, cols*ctx)
+			for i := range x {
+				x[i] = float32(r.NormFloat64())
+			}
+			return p.weight(ml.WeightData{Name: "table", Type: gguf.F32, Shape: []int64{int64(cols), int64(ctx)}, Data: f32Bytes(x)})
+		}
+		qT, kT, vT := table(c.nh*c.hd), table(kvDim), table(kvDim)
+		q, k, v, out := p.tensor(c.nh*c.hd, 1), p.tensor(kvDim, 1), p.tensor(kvDim, 1), p.tensor(c.nh*c.hd, 1)
+		replays := p.g.Stats.Replays
+		for pos := 0; pos < ctx; pos++ {
+			for _, b := range []ml.Backend{p.g, p.ref} {
+				sel := func(t twoT) ml.Tensor {
+					if b == ml.Backend(p.g) {
+						return t.g
+					}
+					return t.r
+				}
+				selW := func(w twoW) ml.Weight {
+					if b == ml.Backend(p.g) {
+						return w.g
+					}
+					return w.r
+				}
+				cache := ml.KVCache(gc)
+				if b == ml.Backend(p.ref) {
+					cache = rc
+				}
+				tok := []int32{int32(pos)}
+				b.Embed(sel(q), selW(qT), tok)
+				b.Embed(sel(k), selW(kT), tok)
+				b.Embed(sel(v), selW(vT), tok)
+				b.Rope(sel(q), pos, rope)
+				b.Rope(sel(k), pos, rope)
+				b.Attention(sel(out), sel(q), sel(k), sel(v), cache, 0, pos, a)
+			}
+			if err := p.g.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if pos%128 <= 1 || pos%128 == 127 || pos == ctx-1 {
+				what := fmt.Sprintf("decode attention with rope, %d/%d heads × %d, ctx %d, pos %d", c.nh, c.nkv, c.hd, ctx, pos)
+				p.compare(what, out, 2e-6)
+				p.compare(what+" (q)", q, 1e-10)
+				p.compare(what+" (k)", k, 1e-10)
+			}
+		}
+		if p.g.Graphs && p.g.Stats.Replays == replays {
+			t.Errorf("%d/%d heads: no step was replayed from a graph", c.nh, c.nkv)
+		}
+	}
+}
+
 func TestKVCacheTooLarge(t *testing.T) {
 	g := device(t)
 	_, err := g.NewKVCache(1000, 1<<24, 8192)

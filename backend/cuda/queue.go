@@ -66,6 +66,10 @@ type op struct {
 	stored bool
 	normW  *Weight
 	normX  *Tensor
+
+	// A MatMul whose weights come in two formats: w[:split] in one, the
+	// rest in the other (one launch of a pair kernel; 0: one format).
+	split int
 }
 
 func (o *op) appendSig(s []byte) []byte {
@@ -111,6 +115,7 @@ func (o *op) appendSig(s []byte) []byte {
 		u(uint64(o.normW.ptr))
 		t(o.normX)
 	}
+	u(uint64(o.split))
 	u(uint64(o.attn.NHeads)<<32 | uint64(o.attn.NKVHeads))
 	u(uint64(o.attn.HeadDim)<<32 | uint64(math.Float32bits(float32(o.attn.Scale))))
 	return s
@@ -317,13 +322,21 @@ func (b *Backend) checkMatMul(d, x *Tensor, w *Weight) {
 func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
 	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
 	b.checkMatMul(d, xs, ww)
-	// q, k and v read the same x: one launch does all three.
+	// q, k and v read the same x: one launch does all three. For one row,
+	// v may have another format than q and k (a pair kernel).
 	if l := b.last(); b.Fuse && l != nil && l.kind == opMatMul && l.resid == nil && l.nw < 3 && l.x == xs &&
-		l.rows == xs.rows && xs.rows <= mvMaxRows && l.w[0].kfmt == ww.kfmt && l.w[0].cols == ww.cols && d != xs {
+		l.rows == xs.rows && xs.rows <= mvMaxRows && l.w[0].cols == ww.cols && d != xs {
 		for i := 0; i < l.nw; i++ {
 			if l.y[i] == d {
 				goto separate
 			}
+		}
+		switch {
+		case l.w[l.nw-1].kfmt == ww.kfmt:
+		case l.split == 0 && xs.rows == 1 && b.pairFits(l.w[0], ww):
+			l.split = l.nw
+		default:
+			goto separate
 		}
 		l.w[l.nw], l.y[l.nw] = ww, d
 		l.nw++
@@ -345,6 +358,13 @@ func (b *Backend) fuseNorm(o *op) {
 	}
 	o.normW, o.normX, o.eps = l.w[0], l.x, l.eps
 	b.ops = b.ops[:len(b.ops)-1]
+}
+
+// pairFits reports whether a pair kernel does w0's format and then w1's,
+// both with staged x.
+func (b *Backend) pairFits(w0, w1 *Weight) bool {
+	_, ok := pairKernelFor(w0.kfmt, w1.kfmt)
+	return ok && b.mvsFits(w0) && b.mvsFits(w1)
 }
 
 func (b *Backend) MatMulAdd(dst, resid, x ml.Tensor, w ml.Weight) {

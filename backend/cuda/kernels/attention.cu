@@ -204,6 +204,16 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention(const AttnAr
 // each warp keeps its own running max, sum and output. The warps are merged
 // through shared memory at the end, and the splits by their last block as
 // in attention(). Shared memory: ATTD_WARPS·G·(32·EPL + 2) floats.
+//
+// Only the splits that hold positions 0..pos0 run (the rest return at
+// once), and with one of them the block writes the output directly: the
+// plan depends on the context size alone, so graphs stay valid, while a
+// short context costs one block a KV head and no merge.
+//
+// With G·P = 32 (G = 4 or 8), a warp scores P positions for its G heads at
+// a time: the 32 partial dot products are summed over the warp by a
+// transpose-reduce (16+8+4+2+1 shuffles, after which lane L holds score
+// L = j·G + g), so the softmax of a round is one exp a lane, not 2·P·G.
 
 #define ATTD_WARPS 16
 
@@ -232,6 +242,29 @@ __device__ __forceinline__ void ld_halfs(const u16* p, float* f) {
   }
 }
 
+// One step of warp_sum32_t: lanes exchange half of their O values with the
+// lane O away and keep the sums of the other half.
+template <int O>
+__device__ __forceinline__ void warp_sum_t_step(float* v, int lane) {
+  const bool up = lane & O;
+#pragma unroll
+  for (int i = 0; i < O; i++) {
+    const float send = up ? v[i] : v[i + O];
+    const float keep = up ? v[i + O] : v[i];
+    v[i] = keep + __shfl_xor_sync(FULL_MASK, send, O);
+  }
+}
+
+// v[0..32) summed over the warp, transposed: afterwards v[0] of lane L is
+// the warp's sum of v[L].
+__device__ __forceinline__ void warp_sum32_t(float* v, int lane) {
+  warp_sum_t_step<16>(v, lane);
+  warp_sum_t_step<8>(v, lane);
+  warp_sum_t_step<4>(v, lane);
+  warp_sum_t_step<2>(v, lane);
+  warp_sum_t_step<1>(v, lane);
+}
+
 template <int EPL, int G>
 __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
   // (a.k is set only where EPL is even; see attnDec in lower.go.)
@@ -240,9 +273,35 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int kvh = blockIdx.y;
   const i64 split = blockIdx.z;
+  // The position (uploaded before the run) and the rope's angles depend on
+  // no earlier kernel: they are ready before the wait.
   const i64 pos0 = ((const int*)a.pos0)[0];
   const i64 kvdim = a.nkv * HD;
   const float scale = (float)a.scale;
+  // The splits that hold positions 0..pos0; the last of them holds pos0.
+  const i64 active = min(a.nsplit, pos0 / a.split_len + 1);
+  if (split >= active) return;
+  const bool holder = split == active - 1;
+  constexpr int NP = EPL / 2 > 0 ? EPL / 2 : 1;
+  float cs[NP], sn[NP];
+  if (a.k) {
+    // Rope: the lane's pairs (2i, 2i+1), i = lane·EPL/2 + e/2, at pos0.
+    static_assert(EPL % 2 == 0, "rope in attn_dec needs whole pairs in a lane");
+#pragma unroll
+    for (int e = 0; e < EPL / 2; e++) {
+      const i64 i = lane * (EPL / 2) + e;
+      cs[e] = 1.f;
+      sn[e] = 0.f;
+      if (i < a.npairs) {
+        double s, c;
+        sincos((double)pos0 * a.pos_scale * ((const double*)a.freqs)[i], &s, &c);
+        cs[e] = (float)c;
+        sn[e] = (float)s;
+      }
+    }
+  }
+  pdl_wait();
+  pdl_trigger();
 
   float q[G][EPL], o[G][EPL], m[G], l[G];
 #pragma unroll
@@ -256,25 +315,17 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
     m[g] = NEG_INF;
     l[g] = 0.f;
   }
+  // With the rope folded in, every warp of the block that holds pos0
+  // rotates the new k and keeps k and v of pos0 in registers, as the cache
+  // will hold them (f16), for the warp that scores pos0. Once all its warps
+  // have read k (the barrier before the merge), warp 0 writes rotated k
+  // back (the op's result) and stores k and v into the cache, which no
+  // block of this launch reads at pos0. Rotated q is written back at the
+  // end by the block that writes the output, once every block of this KV
+  // head has read q.
+  float kn[EPL], vn[EPL], kr0[EPL];
+  const bool own = a.k && holder;
   if (a.k) {
-    // Rope: the lane's pairs (2i, 2i+1), i = lane·EPL/2 + e/2, at pos0.
-    static_assert(EPL % 2 == 0, "rope in attn_dec needs whole pairs in a lane");
-    float cs[EPL / 2], sn[EPL / 2];
-#pragma unroll
-    for (int e = 0; e < EPL / 2; e++) {
-      const i64 i = lane * (EPL / 2) + e;
-      cs[e] = 1.f;
-      sn[e] = 0.f;
-      if (i < a.npairs) {
-        double s, c;
-        sincos((double)pos0 * a.pos_scale * ((const double*)a.freqs)[i], &s, &c);
-        cs[e] = (float)c;
-        sn[e] = (float)s;
-      }
-    }
-    float kn[EPL], vn[EPL];
-    const float* kp = (const float*)a.k + (i64)kvh * HD + lane * EPL;
-    const float* vp = (const float*)a.v + (i64)kvh * HD + lane * EPL;
 #pragma unroll
     for (int e = 0; e < EPL; e += 2) {
       const float c = cs[e / 2], s = sn[e / 2];
@@ -284,59 +335,135 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
         q[g][e] = x0 * c - x1 * s;
         q[g][e + 1] = x0 * s + x1 * c;
       }
-      const float k0 = kp[e], k1 = kp[e + 1];
-      kn[e] = k0 * c - k1 * s;
-      kn[e + 1] = k0 * s + k1 * c;
-      vn[e] = vp[e];
-      vn[e + 1] = vp[e + 1];
     }
-    // The block whose split holds pos0 writes the rotated q and k back (the
-    // op's results) and stores k and v into the cache, before its warps
-    // read the cache.
-    if (pos0 / a.split_len == split && warp == 0) {
+    if (own) {
+      const float* kp = (const float*)a.k + (i64)kvh * HD + lane * EPL;
+      const float* vp = (const float*)a.v + (i64)kvh * HD + lane * EPL;
+      float kr[EPL];
 #pragma unroll
-      for (int g = 0; g < G; g++) {
-        float* qp = (float*)a.q + (i64)(kvh * G + g) * HD + lane * EPL;
-#pragma unroll
-        for (int e = 0; e < EPL; e++) qp[e] = q[g][e];
+      for (int e = 0; e < EPL; e += 2) {
+        const float c = cs[e / 2], s = sn[e / 2];
+        const float k0 = kp[e], k1 = kp[e + 1];
+        kr[e] = k0 * c - k1 * s;
+        kr[e + 1] = k0 * s + k1 * c;
+        vn[e] = vp[e];
+        vn[e + 1] = vp[e + 1];
       }
-      float* kw = (float*)a.k + (i64)kvh * HD + lane * EPL;
-      u16* kcw = (u16*)a.kc + pos0 * kvdim + (i64)kvh * HD + lane * EPL;
-      u16* vcw = (u16*)a.vc + pos0 * kvdim + (i64)kvh * HD + lane * EPL;
 #pragma unroll
       for (int e = 0; e < EPL; e++) {
-        kw[e] = kn[e];
-        kcw[e] = f2h(kn[e]);
-        vcw[e] = f2h(vn[e]);
+        kn[e] = h2f(f2h(kr[e]));
+        vn[e] = h2f(f2h(vn[e]));
+      }
+      if (warp == 0) {
+#pragma unroll
+        for (int e = 0; e < EPL; e++) kr0[e] = kr[e];
       }
     }
-    __syncthreads();
   }
+  // K and V of position t: from registers at pos0 when this block rotated
+  // it, otherwise from the cache.
+  auto kv_at = [&](i64 t, float* kf, float* vf) {
+    if (own && t == pos0) {
 #pragma unroll
-  for (int g = 0; g < G; g++)
-#pragma unroll
-    for (int e = 0; e < EPL; e++) q[g][e] *= scale;
+      for (int e = 0; e < EPL; e++) {
+        kf[e] = kn[e];
+        vf[e] = vn[e];
+      }
+    } else {
+      ld_halfs<EPL>((const u16*)a.kc + (i64)kvh * HD + lane * EPL + t * kvdim, kf);
+      ld_halfs<EPL>((const u16*)a.vc + (i64)kvh * HD + lane * EPL + t * kvdim, vf);
+    }
+  };
   const i64 t_begin = split * a.split_len;
   const i64 t_end = min(min(t_begin + a.split_len, pos0 + 1), a.ctx);
-  const u16* kc = (const u16*)a.kc + (i64)kvh * HD + lane * EPL;
-  const u16* vc = (const u16*)a.vc + (i64)kvh * HD + lane * EPL;
-#pragma unroll 2
-  for (i64 t = t_begin + warp; t < t_end; t += ATTD_WARPS) {
-    float kf[EPL], vf[EPL];
-    ld_halfs<EPL>(kc + t * kvdim, kf);
-    ld_halfs<EPL>(vc + t * kvdim, vf);
+  constexpr bool T32 = G == 4 || G == 8;
+  if constexpr (T32) {
+    constexpr int P = 32 / G;
+    const int myj = lane / G;  // lane L scores position j = L/G for head L%G
+    float mr = NEG_INF, lr = 0.f;  // running max and sum of head L%G
+    for (i64 t0 = t_begin + warp; t0 < t_end; t0 += P * ATTD_WARPS) {
+      float kf[P][EPL], vf[P][EPL], sc[32];
+#pragma unroll
+      for (int j = 0; j < P; j++) {
+        const i64 t = t0 + j * ATTD_WARPS;
+        if (t < t_end) {
+          kv_at(t, kf[j], vf[j]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < EPL; e++) kf[j][e] = vf[j][e] = 0.f;
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < P; j++)
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+          float s = 0.f;
+#pragma unroll
+          for (int e = 0; e < EPL; e++) s = fmaf(q[g][e], kf[j][e], s);
+          sc[j * G + g] = s;
+        }
+      warp_sum32_t(sc, lane);
+      const bool valid = t0 + myj * ATTD_WARPS < t_end;
+      const float s = valid ? sc[0] * scale : NEG_INF;
+      float mx = s;
+#pragma unroll
+      for (int off = G; off < 32; off <<= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, off));
+      const float mn = fmaxf(mr, mx);  // finite: position t0 is valid
+      const float c = expf(mr - mn);
+      const float p = valid ? expf(s - mn) : 0.f;
+      float ps = p;
+#pragma unroll
+      for (int off = G; off < 32; off <<= 1) ps += __shfl_xor_sync(FULL_MASK, ps, off);
+      lr = lr * c + ps;
+      mr = mn;
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        const float cg = __shfl_sync(FULL_MASK, c, g);
+#pragma unroll
+        for (int e = 0; e < EPL; e++) o[g][e] *= cg;
+      }
+#pragma unroll
+      for (int j = 0; j < P; j++)
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+          const float pj = __shfl_sync(FULL_MASK, p, j * G + g);
+#pragma unroll
+          for (int e = 0; e < EPL; e++) o[g][e] = fmaf(pj, vf[j][e], o[g][e]);
+        }
+    }
 #pragma unroll
     for (int g = 0; g < G; g++) {
-      float s = 0.f;
+      m[g] = __shfl_sync(FULL_MASK, mr, g);
+      l[g] = __shfl_sync(FULL_MASK, lr, g);
+    }
+  } else {
+    // A warp scores P positions' keys and values loaded before the first
+    // is used, one head and position at a time.
+    constexpr int P = EPL * G <= 16 ? 8 : (EPL * G <= 32 ? 4 : 2);
+    for (i64 t0 = t_begin + warp; t0 < t_end; t0 += P * ATTD_WARPS) {
+      float kf[P][EPL], vf[P][EPL];
 #pragma unroll
-      for (int e = 0; e < EPL; e++) s = fmaf(q[g][e], kf[e], s);
-      s = warp_sum(s);
-      const float mn = fmaxf(m[g], s);
-      const float c = expf(m[g] - mn), p = expf(s - mn);
-      l[g] = l[g] * c + p;
+      for (int j = 0; j < P; j++) {
+        const i64 t = t0 + j * ATTD_WARPS;
+        if (t < t_end) kv_at(t, kf[j], vf[j]);
+      }
 #pragma unroll
-      for (int e = 0; e < EPL; e++) o[g][e] = fmaf(o[g][e], c, p * vf[e]);
-      m[g] = mn;
+      for (int j = 0; j < P; j++) {
+        if (t0 + j * ATTD_WARPS >= t_end) break;
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+          float s = 0.f;
+#pragma unroll
+          for (int e = 0; e < EPL; e++) s = fmaf(q[g][e], kf[j][e], s);
+          s = warp_sum(s) * scale;
+          const float mn = fmaxf(m[g], s);
+          const float c = expf(m[g] - mn), p = expf(s - mn);
+          l[g] = l[g] * c + p;
+#pragma unroll
+          for (int e = 0; e < EPL; e++) o[g][e] = fmaf(o[g][e], c, p * vf[j][e]);
+          m[g] = mn;
+        }
+      }
     }
   }
 
@@ -353,7 +480,18 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
     }
   }
   __syncthreads();
-  const bool direct = a.nsplit == 1;
+  if (own && warp == 0) {
+    float* kw = (float*)a.k + (i64)kvh * HD + lane * EPL;
+    u16* kcw = (u16*)a.kc + pos0 * kvdim + (i64)kvh * HD + lane * EPL;
+    u16* vcw = (u16*)a.vc + pos0 * kvdim + (i64)kvh * HD + lane * EPL;
+#pragma unroll
+    for (int e = 0; e < EPL; e++) {
+      kw[e] = kr0[e];
+      kcw[e] = f2h(kn[e]);
+      vcw[e] = f2h(vn[e]);
+    }
+  }
+  const bool direct = active == 1;
   for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
     const int g = i / HD, d = i % HD;
     float mx = NEG_INF;
@@ -380,25 +518,45 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
       }
     }
   }
-  if (direct) return;
+  // Rotated q back (the rope's result), by the block that finishes the
+  // output: every block of this KV head has read q by then.
+  auto write_q = [&]() {
+    if (a.k && warp == 0) {
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        float* qp = (float*)a.q + (i64)(kvh * G + g) * HD + lane * EPL;
+#pragma unroll
+        for (int e = 0; e < EPL; e++) qp[e] = q[g][e];
+      }
+    }
+  };
+  if (direct) {
+    write_q();
+    return;
+  }
 
   __shared__ int last;
   __threadfence();
   __syncthreads();
   int* cnt = (int*)a.counters + blockIdx.y;
-  if (threadIdx.x == 0) last = atomicAdd(cnt, 1) == (int)a.nsplit - 1;
+  if (threadIdx.x == 0) last = atomicAdd(cnt, 1) == (int)active - 1;
   __syncthreads();
   if (!last) return;
   __threadfence();
-  // Merge the splits: the weight of each (split, head) first, one a thread
-  // (reusing sm), then every output sums its splits' values, eight loads in
-  // flight at a time.
+  write_q();
+  // Merge the splits: the weight of each (split, head) first, then every
+  // output sums its splits' values, sixteen loads in flight at a time.
   const i64 stride = a.nh * (HD + 2);
-  const int ns = (int)a.nsplit;
-  float* wsm = smd;  // [ns][G] weights, then [G] max and [G] 1/denominator
+  const int ns = (int)active;
+  // [ns][G] weights, then [G] 1/denominator, then [ns][G] sums; the
+  // splits' max and sum are loaded by all threads at once.
+  float* wsm = smd;
+  float* dsm = smd + (ns + 1) * G;
   for (int i = threadIdx.x; i < ns * G; i += blockDim.x) {
     const int s = i / G, g = i % G;
-    wsm[i] = __ldcg((const float*)a.part + s * stride + (i64)(kvh * G + g) * (HD + 2) + HD);
+    const float* pp = (const float*)a.part + s * stride + (i64)(kvh * G + g) * (HD + 2) + HD;
+    wsm[i] = __ldcg(pp);
+    dsm[i] = __ldcg(pp + 1);
   }
   __syncthreads();
   if (threadIdx.x < G) {
@@ -410,7 +568,7 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
       const float ms = wsm[s * G + g];
       const float w = ms == NEG_INF ? 0.f : expf(ms - mx);
       wsm[s * G + g] = w;
-      den = fmaf(w, __ldcg((const float*)a.part + s * stride + (i64)(kvh * G + g) * (HD + 2) + HD + 1), den);
+      den = fmaf(w, dsm[s * G + g], den);
     }
     wsm[ns * G + g] = den > 0.f ? 1.f / den : 0.f;
   }
@@ -420,17 +578,17 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
     const int head = kvh * G + g;
     const float* base = (const float*)a.part + (i64)head * (HD + 2) + d;
     float num = 0.f;
-#pragma unroll 8
+#pragma unroll 16
     for (int s = 0; s < ns; s++) num = fmaf(wsm[s * G + g], __ldcg(base + s * stride), num);
     ((float*)a.out)[(i64)head * HD + d] = num * wsm[ns * G + g];
   }
   if (threadIdx.x == 0) *cnt = 0;
 }
 
-#define ATTD_KERNEL(EPL, G) \
+// attn_dec_body waits for the previous kernel itself (after the rope angles).
+#define ATTD_KERNEL(EPL, G)                                                                            \
   extern "C" __global__ void __launch_bounds__(ATTD_WARPS * 32) attn_dec_##EPL##_##G(const AttnArgs a) { \
-    pdl_start();                                                                                                \
-    attn_dec_body<EPL, G>(a);                                                                                   \
+    attn_dec_body<EPL, G>(a);                                                                           \
   }
 #define ATTD_KERNELS(EPL) ATTD_KERNEL(EPL, 1) ATTD_KERNEL(EPL, 2) ATTD_KERNEL(EPL, 4) ATTD_KERNEL(EPL, 8)
 ATTD_KERNELS(2)

@@ -165,7 +165,6 @@ struct Q4K {
     const u8* p;
   };
   static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) { return {w + row * (cols >> 8) * 144}; }
-  static __device__ __forceinline__ void prefetch(const RowP& rp, i64 cols, int lane) { prefetch_l2(rp.p, (cols >> 8) * 144, lane); }
   static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) {
     const u8* b = rp.p + (u32)(u >> 3) * 144u;
     r.h = ld_nc(b);
@@ -265,7 +264,6 @@ struct Q5K {
     const u8* p;
   };
   static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) { return {w + row * (cols >> 8) * 176}; }
-  static __device__ __forceinline__ void prefetch(const RowP& rp, i64 cols, int lane) { prefetch_l2(rp.p, (cols >> 8) * 176, lane); }
   static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) {
     const u8* b = rp.p + (u32)(u >> 3) * 176u;
     r.h = ld_nc(b);
@@ -390,7 +388,6 @@ struct Q6K {
     const i64 nb = cols >> 8, b0 = row * nb;
     return {w + b0 * 192, w + rows * nb * 192 + b0 * 16, (const u16*)(w + rows * nb * 208) + b0};
   }
-  static __device__ __forceinline__ void prefetch(const RowP& rp, i64 cols, int lane) { prefetch_l2(rp.a, (cols >> 8) * 192, lane); }
   static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) {
     const u32 sb = (u32)(u >> 3);
     const u8* a = rp.a + sb * 192u;
@@ -475,7 +472,6 @@ struct Q80 {
     const i64 nb = cols >> 5, b0 = row * nb;
     return {w + b0 * 32, (const u16*)(w + rows * nb * 32) + b0};
   }
-  static __device__ __forceinline__ void prefetch(const RowP& rp, i64 cols, int lane) { prefetch_l2(rp.q, cols, lane); }
   static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) {
     const u32 b = (u32)(u >> 1);
     r.q = ld_stream(rp.q + b * 32u + l.off);
@@ -539,7 +535,6 @@ struct Q40 {
     const i64 nb = cols >> 5, b0 = row * nb;
     return {w + b0 * 16, (const u16*)(w + rows * nb * 16) + b0};
   }
-  static __device__ __forceinline__ void prefetch(const RowP& rp, i64 cols, int lane) { prefetch_l2(rp.q, cols / 2, lane); }
   static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) {
     r.q = ld_stream(rp.q + (u32)u * 16u);
     r.d = rp.d[u];
@@ -584,7 +579,6 @@ struct F16V {
     const u8* p;
   };
   static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) { return {w + row * cols * 2}; }
-  static __device__ __forceinline__ void prefetch(const RowP& rp, i64 cols, int lane) { prefetch_l2(rp.p, cols * 2, lane); }
   static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) { r.q = ld_stream(rp.p + (u32)u * 16u); }
   static __device__ __forceinline__ void load(Raw& r, const u8* w, i64 rows, i64 cols, i64 row, i64 u) {
     r.q = ld_stream(w + (row * cols + 8 * u) * 2);
@@ -621,7 +615,6 @@ struct BF16V {
     const u8* p;
   };
   static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) { return {w + row * cols * 2}; }
-  static __device__ __forceinline__ void prefetch(const RowP& rp, i64 cols, int lane) { prefetch_l2(rp.p, cols * 2, lane); }
   static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) { r.q = ld_stream(rp.p + (u32)u * 16u); }
   static __device__ __forceinline__ void load(Raw& r, const u8* w, i64 rows, i64 cols, i64 row, i64 u) {
     r.q = ld_stream(w + (row * cols + 8 * u) * 2);
@@ -658,7 +651,6 @@ struct F32V {
     const u8* p;
   };
   static __device__ __forceinline__ RowP rowp(const u8* w, i64 rows, i64 cols, i64 row) { return {w + row * cols * 4}; }
-  static __device__ __forceinline__ void prefetch(const RowP& rp, i64 cols, int lane) { prefetch_l2(rp.p, cols * 4, lane); }
   static __device__ __forceinline__ void loadl(Raw& r, const RowP& rp, const Lane& l, int u) { r.q = ld_stream(rp.p + (u32)u * 16u); }
   static __device__ __forceinline__ void load(Raw& r, const u8* w, i64 rows, i64 cols, i64 row, i64 u) {
     r.q = ld_stream(w + (row * cols + 4 * u) * 4);

@@ -29,9 +29,6 @@ struct MVArgs {
   // the normalized row to xb, the op's declared input.
   u64 normw, xb;
   double eps;
-  // Decode kernels: prefetch each warp's first rows into L2 before waiting
-  // for the previous kernel (1), or not (0).
-  i64 prefetch;
 };
 
 template <class F, int NX, int R, bool GU>
@@ -234,8 +231,10 @@ __device__ __forceinline__ MVBGroup<F, R, GU> mvb_group(const MVArgs& a, i64 g) 
   return m;
 }
 
+// bid and nblk are this block's index and the number of blocks doing a
+// (blockIdx.x and gridDim.x, unless a launch does two weights' formats).
 template <class F, int R, int U, int W, bool GU>
-__device__ __forceinline__ void mvs_body(const MVArgs& a) {
+__device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
   constexpr int NW = GU ? 2 : 1;
   constexpr int U4 = F::UNIT / 4, RL4 = F::RUNLEN / 4;
   typedef typename F::Raw Raw;
@@ -245,8 +244,8 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
   const int nunits = (int)(cols / F::UNIT);
   const int iters = (nunits + 31) >> 5;
   float* xsum = (float*)(xs4 + (i64)iters * 32 * U4);
-  const i64 ngroups = a.blk3, gstride = (i64)gridDim.x * W;
-  i64 grp = (i64)blockIdx.x * W + (threadIdx.x >> 5);
+  const i64 ngroups = a.blk3, gstride = (i64)nblk * W;
+  i64 grp = (i64)bid * W + (threadIdx.x >> 5);
   const float* x = (const float*)a.x;
   const typename F::Lane ln = F::lane_of(lane);
 
@@ -265,17 +264,7 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
       }
     }
   };
-  if (grp < ngroups) {
-    load(0);
-    // While the previous kernel drains (and this block stages x), the rest
-    // of the first rows streams into L2.
-    if (a.prefetch) {
-#pragma unroll
-      for (int wv = 0; wv < NW; wv++)
-#pragma unroll
-        for (int r = 0; r < R; r++) F::prefetch(cur.rp[wv][r], cols, lane);
-    }
-  }
+  if (grp < ngroups) load(0);
   // Everything above reads only weights; x is the previous kernel's.
   pdl_wait();
 
@@ -339,7 +328,7 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
         const float4 t = sxq[u];
         sxq[u] = make_float4(t.x * scale, t.y * scale, t.z * scale, t.w * scale);
       }
-      if (blockIdx.x == 0 && a.xb) {
+      if (bid == 0 && a.xb) {
         float4* xb4 = (float4*)a.xb;
         for (i64 i = threadIdx.x; i < cols / 4; i += blockDim.x) {
           const float4 t = __ldg((const float4*)x + i), w = __ldg((const float4*)g + i);
@@ -356,7 +345,7 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
       ss = block_sum(ss);
       scale = 1.0f / sqrtf(ss / (float)cols + (float)a.eps);
     }
-    float* xb = blockIdx.x == 0 ? (float*)a.xb : nullptr;
+    float* xb = bid == 0 ? (float*)a.xb : nullptr;
     for (i64 idx = threadIdx.x; idx < (i64)nunits * U4; idx += blockDim.x) {
       const int u = (int)(idx / U4);
       const int rem = (int)(idx % U4), run = rem / RL4, k = rem % RL4;
@@ -474,11 +463,11 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
 // have none and use mv_*_1.
 #define MVS_KERNEL(F, name, R, U, W, B)                                                                            \
   extern "C" __global__ void __launch_bounds__(W * 32, B) mvs_##name##_r##R##u##U##w##W##b##B(const MVArgs a) {   \
-    mvs_body<F, R, U, W, false>(a);                                                                                \
+    mvs_body<F, R, U, W, false>(a, blockIdx.x, gridDim.x);                                                                                \
   }
 #define GUS_KERNEL(F, name, R, U, W, B)                                                                            \
   extern "C" __global__ void __launch_bounds__(W * 32, B) gus_##name##_r##R##u##U##w##W##b##B(const MVArgs a) {   \
-    mvs_body<F, R, U, W, true>(a);                                                                                 \
+    mvs_body<F, R, U, W, true>(a, blockIdx.x, gridDim.x);                                                                                 \
   }
 #define MVS_KERNELS(F, name)       \
   MVS_KERNEL(F, name, 1, 4, 8, 1)  \
@@ -490,6 +479,28 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a) {
   GUS_KERNEL(F, name, 1, 4, 16, 1)
 
 VFORMATS(MVS_KERNELS)
+
+// Two formats in one launch: the q and k projections in one format and v
+// in another (Q4_K_M and Q5_K_M files keep v in Q6_K in some layers).
+// Blocks [0, nb0) do a0's weights with F0's kernel, the others a1's with
+// F1's, each with its own staged x; the launch saves the second kernel's
+// start and drain. Each side keeps its format's decode variant
+// (kernels.go: pairKernels).
+struct MV2Args {
+  MVArgs a0, a1;
+  i64 nb0;
+};
+
+#define MVS2_KERNEL(F0, n0, R0, U0, F1, n1, R1, U1)                                                         \
+  extern "C" __global__ void __launch_bounds__(256, 2) mvs2_##n0##_##n1(const MV2Args p) {                  \
+    if ((i64)blockIdx.x < p.nb0)                                                                           \
+      mvs_body<F0, R0, U0, 8, false>(p.a0, blockIdx.x, (int)p.nb0);                                        \
+    else                                                                                                   \
+      mvs_body<F1, R1, U1, 8, false>(p.a1, blockIdx.x - (int)p.nb0, gridDim.x - (int)p.nb0);               \
+  }
+
+MVS2_KERNEL(Q4K, q4_k, 1, 4, Q6K, q6_k, 2, 2)
+MVS2_KERNEL(Q5K, q5_k, 1, 4, Q6K, q6_k, 2, 2)
 
 // ---- dequantization: embedding rows, and f16 copies of weights for the
 // tensor-core GEMMs of prefill.
