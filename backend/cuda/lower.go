@@ -88,14 +88,14 @@ func (b *Backend) planAttn(o *op) attnPlan {
 	}
 	p := attnPlan{gb: gb, br: max(1, min(nqMax/gb, o.rows)), nsplit: 1, splitLen: o.cache.ctx}
 	if _, ok := b.attnDec(o); ok {
-		// The decode kernel: a block a KV head and piece of 128 positions
-		// or more, at most as many pieces as keep every block in one wave
-		// (a block of 16 warps fills an SM); only the pieces up to the
+		// The decode kernel: chunks of 128 positions, dealt to at most as
+		// many blocks a KV head as keep every block in one wave (a block of
+		// 16 warps fills an SM); only the blocks with chunks up to the
 		// position run, so a short context is one block a KV head and no
 		// merge.
-		if maxSplit := max(1, b.sms/o.attn.NKVHeads); o.cache.ctx > 128 {
-			p.splitLen = max(128, ceilDiv(ceilDiv(o.cache.ctx, maxSplit), 16)*16)
-			p.nsplit = ceilDiv(o.cache.ctx, p.splitLen)
+		if o.cache.ctx > 128 {
+			p.splitLen = 128
+			p.nsplit = min(ceilDiv(o.cache.ctx, p.splitLen), max(1, b.sms/o.attn.NKVHeads))
 		}
 		return p
 	}

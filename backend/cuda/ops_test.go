@@ -548,7 +548,7 @@ func TestAttention(t *testing.T) {
 // TestKVCacheTooLarge: out of memory is an error that says what to try.
 // TestAttentionDecodeRope decodes one position at a time with the rope of
 // q and k folded into the decode attention kernel, through contexts long
-// enough to need several splits, one run a step (so the steps after the
+// enough to need several blocks a KV head (and more chunks than blocks), one run a step (so the steps after the
 // second replay a graph). Outputs and the rotated q and k are checked
 // against the float64 oracle at the split boundaries.
 func TestAttentionDecodeRope(t *testing.T) {
@@ -559,6 +559,10 @@ func TestAttentionDecodeRope(t *testing.T) {
 		{32, 4, 64, 600},  // TinyLlama: eight
 		{8, 8, 64, 300},   // one
 		{16, 8, 128, 300}, // two
+		// 32 KV heads: on 132 SMs, 4 blocks a KV head take the 6 chunks
+		// of 128 positions in turn.
+		{128, 32, 64, 700},
+		{32, 32, 128, 600},
 	} {
 		ctx := c.ctx
 		if testing.Short() {

@@ -197,18 +197,20 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention(const AttnAr
 
 // ---- decode: one query row, head size 32·EPL, G query heads a KV head.
 //
-// A block takes one KV head and one split of the KV length; each of its
-// ATTD_WARPS warps walks positions t = t_begin + warp + ATTD_WARPS·j. Lanes
+// A block takes one KV head and every nsplit-th chunk of split_len
+// positions; each of its ATTD_WARPS warps walks a chunk's positions
+// t = t_begin + warp + ATTD_WARPS·j. Lanes
 // hold EPL consecutive values of the head (the K and V rows of a position
 // are read as one coalesced line), q for the G heads sits in registers, and
 // each warp keeps its own running max, sum and output. The warps are merged
 // through shared memory at the end, and the splits by their last block as
 // in attention(). Shared memory: ATTD_WARPS·G·(32·EPL + 2) floats.
 //
-// Only the splits that hold positions 0..pos0 run (the rest return at
+// Only the blocks that have chunks up to pos0 run (the rest return at
 // once), and with one of them the block writes the output directly: the
 // plan depends on the context size alone, so graphs stay valid, while a
-// short context costs one block a KV head and no merge.
+// short context costs one block a KV head and no merge, and a long one
+// spreads over up to nsplit blocks a KV head.
 //
 // With G·P = 32 (G = 4 or 8), a warp scores P positions for its G heads at
 // a time: the 32 partial dot products are summed over the warp by a
@@ -278,10 +280,12 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
   const i64 pos0 = ((const int*)a.pos0)[0];
   const i64 kvdim = a.nkv * HD;
   const float scale = (float)a.scale;
-  // The splits that hold positions 0..pos0; the last of them holds pos0.
-  const i64 active = min(a.nsplit, pos0 / a.split_len + 1);
+  // Positions come in chunks of split_len; block z of a KV head takes
+  // chunks z, z+nsplit, ... up to the one holding pos0 (the holder).
+  const i64 nchunks = pos0 / a.split_len + 1;
+  const i64 active = min(a.nsplit, nchunks);
   if (split >= active) return;
-  const bool holder = split == active - 1;
+  const bool holder = split == (nchunks - 1) % a.nsplit;
   constexpr int NP = EPL / 2 > 0 ? EPL / 2 : 1;
   float cs[NP], sn[NP];
   if (a.k) {
@@ -374,62 +378,64 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
       ld_halfs<EPL>((const u16*)a.vc + (i64)kvh * HD + lane * EPL + t * kvdim, vf);
     }
   };
-  const i64 t_begin = split * a.split_len;
-  const i64 t_end = min(min(t_begin + a.split_len, pos0 + 1), a.ctx);
   constexpr bool T32 = G == 4 || G == 8;
   if constexpr (T32) {
     constexpr int P = 32 / G;
     const int myj = lane / G;  // lane L scores position j = L/G for head L%G
     float mr = NEG_INF, lr = 0.f;  // running max and sum of head L%G
-    for (i64 t0 = t_begin + warp; t0 < t_end; t0 += P * ATTD_WARPS) {
-      float kf[P][EPL], vf[P][EPL], sc[32];
+    for (i64 ch = split; ch < nchunks; ch += a.nsplit) {
+      const i64 t_begin = ch * a.split_len;
+      const i64 t_end = min(min(t_begin + a.split_len, pos0 + 1), a.ctx);
+      for (i64 t0 = t_begin + warp; t0 < t_end; t0 += P * ATTD_WARPS) {
+        float kf[P][EPL], vf[P][EPL], sc[32];
 #pragma unroll
-      for (int j = 0; j < P; j++) {
-        const i64 t = t0 + j * ATTD_WARPS;
-        if (t < t_end) {
-          kv_at(t, kf[j], vf[j]);
-        } else {
+        for (int j = 0; j < P; j++) {
+          const i64 t = t0 + j * ATTD_WARPS;
+          if (t < t_end) {
+            kv_at(t, kf[j], vf[j]);
+          } else {
 #pragma unroll
-          for (int e = 0; e < EPL; e++) kf[j][e] = vf[j][e] = 0.f;
+            for (int e = 0; e < EPL; e++) kf[j][e] = vf[j][e] = 0.f;
+          }
         }
-      }
 #pragma unroll
-      for (int j = 0; j < P; j++)
+        for (int j = 0; j < P; j++)
+#pragma unroll
+          for (int g = 0; g < G; g++) {
+            float s = 0.f;
+#pragma unroll
+            for (int e = 0; e < EPL; e++) s = fmaf(q[g][e], kf[j][e], s);
+            sc[j * G + g] = s;
+          }
+        warp_sum32_t(sc, lane);
+        const bool valid = t0 + myj * ATTD_WARPS < t_end;
+        const float s = valid ? sc[0] * scale : NEG_INF;
+        float mx = s;
+#pragma unroll
+        for (int off = G; off < 32; off <<= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, off));
+        const float mn = fmaxf(mr, mx);  // finite: position t0 is valid
+        const float c = expf(mr - mn);
+        const float p = valid ? expf(s - mn) : 0.f;
+        float ps = p;
+#pragma unroll
+        for (int off = G; off < 32; off <<= 1) ps += __shfl_xor_sync(FULL_MASK, ps, off);
+        lr = lr * c + ps;
+        mr = mn;
 #pragma unroll
         for (int g = 0; g < G; g++) {
-          float s = 0.f;
+          const float cg = __shfl_sync(FULL_MASK, c, g);
 #pragma unroll
-          for (int e = 0; e < EPL; e++) s = fmaf(q[g][e], kf[j][e], s);
-          sc[j * G + g] = s;
+          for (int e = 0; e < EPL; e++) o[g][e] *= cg;
         }
-      warp_sum32_t(sc, lane);
-      const bool valid = t0 + myj * ATTD_WARPS < t_end;
-      const float s = valid ? sc[0] * scale : NEG_INF;
-      float mx = s;
 #pragma unroll
-      for (int off = G; off < 32; off <<= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, off));
-      const float mn = fmaxf(mr, mx);  // finite: position t0 is valid
-      const float c = expf(mr - mn);
-      const float p = valid ? expf(s - mn) : 0.f;
-      float ps = p;
+        for (int j = 0; j < P; j++)
 #pragma unroll
-      for (int off = G; off < 32; off <<= 1) ps += __shfl_xor_sync(FULL_MASK, ps, off);
-      lr = lr * c + ps;
-      mr = mn;
+          for (int g = 0; g < G; g++) {
+            const float pj = __shfl_sync(FULL_MASK, p, j * G + g);
 #pragma unroll
-      for (int g = 0; g < G; g++) {
-        const float cg = __shfl_sync(FULL_MASK, c, g);
-#pragma unroll
-        for (int e = 0; e < EPL; e++) o[g][e] *= cg;
+            for (int e = 0; e < EPL; e++) o[g][e] = fmaf(pj, vf[j][e], o[g][e]);
+          }
       }
-#pragma unroll
-      for (int j = 0; j < P; j++)
-#pragma unroll
-        for (int g = 0; g < G; g++) {
-          const float pj = __shfl_sync(FULL_MASK, p, j * G + g);
-#pragma unroll
-          for (int e = 0; e < EPL; e++) o[g][e] = fmaf(pj, vf[j][e], o[g][e]);
-        }
     }
 #pragma unroll
     for (int g = 0; g < G; g++) {
@@ -440,28 +446,32 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
     // A warp scores P positions' keys and values loaded before the first
     // is used, one head and position at a time.
     constexpr int P = EPL * G <= 16 ? 8 : (EPL * G <= 32 ? 4 : 2);
-    for (i64 t0 = t_begin + warp; t0 < t_end; t0 += P * ATTD_WARPS) {
-      float kf[P][EPL], vf[P][EPL];
+    for (i64 ch = split; ch < nchunks; ch += a.nsplit) {
+      const i64 t_begin = ch * a.split_len;
+      const i64 t_end = min(min(t_begin + a.split_len, pos0 + 1), a.ctx);
+      for (i64 t0 = t_begin + warp; t0 < t_end; t0 += P * ATTD_WARPS) {
+        float kf[P][EPL], vf[P][EPL];
 #pragma unroll
-      for (int j = 0; j < P; j++) {
-        const i64 t = t0 + j * ATTD_WARPS;
-        if (t < t_end) kv_at(t, kf[j], vf[j]);
-      }
+        for (int j = 0; j < P; j++) {
+          const i64 t = t0 + j * ATTD_WARPS;
+          if (t < t_end) kv_at(t, kf[j], vf[j]);
+        }
 #pragma unroll
-      for (int j = 0; j < P; j++) {
-        if (t0 + j * ATTD_WARPS >= t_end) break;
+        for (int j = 0; j < P; j++) {
+          if (t0 + j * ATTD_WARPS >= t_end) break;
 #pragma unroll
-        for (int g = 0; g < G; g++) {
-          float s = 0.f;
+          for (int g = 0; g < G; g++) {
+            float s = 0.f;
 #pragma unroll
-          for (int e = 0; e < EPL; e++) s = fmaf(q[g][e], kf[j][e], s);
-          s = warp_sum(s) * scale;
-          const float mn = fmaxf(m[g], s);
-          const float c = expf(m[g] - mn), p = expf(s - mn);
-          l[g] = l[g] * c + p;
+            for (int e = 0; e < EPL; e++) s = fmaf(q[g][e], kf[j][e], s);
+            s = warp_sum(s) * scale;
+            const float mn = fmaxf(m[g], s);
+            const float c = expf(m[g] - mn), p = expf(s - mn);
+            l[g] = l[g] * c + p;
 #pragma unroll
-          for (int e = 0; e < EPL; e++) o[g][e] = fmaf(o[g][e], c, p * vf[j][e]);
-          m[g] = mn;
+            for (int e = 0; e < EPL; e++) o[g][e] = fmaf(o[g][e], c, p * vf[j][e]);
+            m[g] = mn;
+          }
         }
       }
     }
