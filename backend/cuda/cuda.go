@@ -447,7 +447,9 @@ func (b *Backend) mvsVariant(f string, rows, cols int, gateUp bool) string {
 		return b.MVB
 	}
 	if f == "q6_k" && rows >= 1<<15 {
-		return "r1u2w8b3" // the output matrix: 160 against 195 µs at 128256×4096
+		// The output matrix, 4096×128256, back to back with programmatic
+		// launch: 148 µs against 158 (r1u2w8b3) and 160 (r2u2w8b1).
+		return "r1u4w16b1"
 	}
 	if (f == "q4_k" || f == "q6_k") && cols >= 8192 {
 		// Long rows (ffn_down): 16 warps a block. Llama-3-8B's 4096×14336,
