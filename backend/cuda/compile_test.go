@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -36,4 +37,67 @@ func TestKernelsCompile(t *testing.T) {
 			t.Errorf("kernel %s is not in the cubin", k)
 		}
 	}
+}
+
+// TestKernelsWaitForPredecessor checks the rule of programmatic dependent
+// launch (kernels/common.cuh): every kernel is launched so that it may
+// start before the previous one has finished, so each must reach
+// pdl_wait (or pdl_start) before it touches an activation. A kernel that
+// forgets it would read stale data only now and then; this reads the
+// sources, so it runs everywhere.
+func TestKernelsWaitForPredecessor(t *testing.T) {
+	src := kernelSource()
+	// The bodies that wait themselves.
+	waiting := []string{"pdl_start()", "pdl_wait()"}
+	for _, body := range []string{"mvs_body", "attn_dec_body"} {
+		def := regexp.MustCompile(`void ` + body + `\(`).FindStringIndex(src)
+		if def == nil {
+			t.Fatalf("%s is not in the kernel sources", body)
+		}
+		if text := braced(src, def[1]); !strings.Contains(text, "pdl_wait()") {
+			t.Errorf("%s does not call pdl_wait", body)
+		}
+		waiting = append(waiting, body+"<")
+	}
+	re := regexp.MustCompile(`__global__ void[^{;]*?(\w+(?:##\w+)*)\(const \w+ \w+\) \{`)
+	n := 0
+	for _, m := range re.FindAllStringSubmatchIndex(src, -1) {
+		name := src[m[2]:m[3]]
+		text := braced(src, m[1]-1)
+		ok := false
+		for _, w := range waiting {
+			if strings.Contains(text, w) {
+				ok = true
+			}
+		}
+		if !ok {
+			t.Errorf("kernel %s never waits for the previous kernel (pdl_wait or pdl_start)", name)
+		}
+		n++
+	}
+	t.Logf("%d kernel definitions checked", n)
+	if n < 15 {
+		t.Errorf("found only %d kernel definitions: the pattern no longer matches the sources", n)
+	}
+}
+
+// braced returns src from the first '{' at or after i to its matching '}'.
+func braced(src string, i int) string {
+	start := strings.IndexByte(src[i:], '{')
+	if start < 0 {
+		return ""
+	}
+	depth := 0
+	for j := i + start; j < len(src); j++ {
+		switch src[j] {
+		case '{':
+			depth++
+		case '}':
+			depth--
+			if depth == 0 {
+				return src[i+start : j+1]
+			}
+		}
+	}
+	return src[i+start:]
 }
