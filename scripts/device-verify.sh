@@ -7,12 +7,16 @@ G=${G:-carry/greta}; M=${M:-carry/m}; EVALCB=${EVALCB:-$M/stories260K-once.log}
 # MODELS picks the models (default: all four).
 MODELS=${MODELS:-stories260K stories260K-Q8_0 syn-spm-Q4_K_M syn-bpe-Q4_K_M}
 has() { [[ " $MODELS " == *" $1 "* ]]; }
+# EXACT=1 records the CUDA traces with a float32 KV cache and prefill through
+# the float matvec kernels instead of cuBLAS's f16 GEMMs, so that the trace
+# diff against the oracle measures the kernels, not f16 storage.
+CUDA_ENV=(); CUDA_FLAGS=()
+[ "${EXACT:-0}" = 1 ] && CUDA_ENV=(GRETA_CUDA_CUBLAS=0) && CUDA_FLAGS=(--cache-type f32)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 run() { # model prompt
-  for d in cuda ref; do
-    $G trace record -o $OUT/$1.$d.jsonl --model $M/$1.gguf --prompt "$2" --max-tokens 8 --greedy --device $d --trace-values all --json > $OUT/$1.$d.json 2>$OUT/$1.$d.err || { echo "FAIL $1 $d"; tail -3 $OUT/$1.$d.err; }
-  done
-  echo "== $1: cuda vs ref"; $G trace diff $OUT/$1.cuda.jsonl $OUT/$1.ref.jsonl --tol 1e-3 | head -1
+  env "${CUDA_ENV[@]}" $G trace record -o $OUT/$1.cuda.jsonl --model $M/$1.gguf --prompt "$2" --max-tokens 8 --greedy --device cuda "${CUDA_FLAGS[@]}" --trace-values all --json > $OUT/$1.cuda.json 2>$OUT/$1.cuda.err || { echo "FAIL $1 cuda"; tail -3 $OUT/$1.cuda.err; }
+  $G trace record -o $OUT/$1.ref.jsonl --model $M/$1.gguf --prompt "$2" --max-tokens 8 --greedy --device ref --trace-values all --json > $OUT/$1.ref.json 2>$OUT/$1.ref.err || { echo "FAIL $1 ref"; tail -3 $OUT/$1.ref.err; }
+  echo "== $1: cuda${CUDA_FLAGS:+ ${CUDA_FLAGS[*]} ${CUDA_ENV[*]}} vs ref"; $G trace diff $OUT/$1.cuda.jsonl $OUT/$1.ref.jsonl --tol 1e-3 | head -1
   $G run --model $M/$1.gguf --prompt "$2" --max-tokens 32 --greedy --device cuda --json > $OUT/$1.g.cuda.json 2>/dev/null
   $G run --model $M/$1.gguf --prompt "$2" --max-tokens 32 --greedy --device cpu --act f32 --json > $OUT/$1.g.cpu.json 2>/dev/null
   python3 -c "

@@ -51,6 +51,7 @@ type Backend struct {
 	UseBLAS   bool   // GRETA_CUDA_CUBLAS=0: prefill without cuBLAS
 	MVB, GUB  string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
 	Profile   bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
+	KVF32     bool   // KV caches made from now on hold float32 (GRETA_CUDA_KV=f32, greta --cache-type f32), not f16
 	PDL       bool   // programmatic dependent launch (sm_90 and cuLaunchKernelEx); GRETA_CUDA_PDL=0 turns it off
 	blas      *cublas
 	blasErr   error
@@ -166,6 +167,7 @@ func Open(ordinal int) (*Backend, error) {
 	}
 	b.name = d.DeviceName(b.dev)
 	b.major, b.minor = d.Attr(b.dev, attrComputeMajor), d.Attr(b.dev, attrComputeMinor)
+	b.KVF32 = os.Getenv("GRETA_CUDA_KV") == "f32"
 	b.PDL = envFlag("GRETA_CUDA_PDL", true) && b.major >= 9 && d.launchKernelEx != 0
 	b.sms = d.Attr(b.dev, attrSMCount)
 	b.maxSmem = d.Attr(b.dev, attrMaxSharedPerBlockOptin)

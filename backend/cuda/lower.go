@@ -380,7 +380,7 @@ func (b *Backend) lowerAttn(o *op) {
 	what := fmt.Sprintf("layer %d", o.layer)
 	if !o.stored {
 		b.launch("kv_store", [3]int{ceilDiv(kvdim, 256), min(o.rows, maxGridY), 1}, 256, 0,
-			args{}.p(o.k.ptr).p(o.v.ptr).p(kc).p(vc).i(o.rows).i(kvdim).i(c.ctx).p(pos), what)
+			args{}.p(o.k.ptr).p(o.v.ptr).p(kc).p(vc).i(o.rows).i(kvdim).i(c.ctx).p(pos).i(c.kv32()), what)
 	}
 	p := b.planAttn(o)
 	G := a.NHeads / a.NKVHeads
@@ -402,7 +402,7 @@ func (b *Backend) lowerAttn(o *op) {
 	if name, ok := b.attnDec(o); ok {
 		b.launch(name, [3]int{1, a.NKVHeads, p.nsplit}, attdWarps*32, attnDecSmem(a.HeadDim, G),
 			args{}.p(o.q.ptr).p(kc).p(vc).p(out).p(part).p(pos).i(o.rows).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).i(c.ctx).
-				i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt).p(rk).p(rv).p(rf).i(rn).f(rs), what)
+				i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt).p(rk).p(rv).p(rf).i(rn).f(rs).i(c.kv32()), what)
 		return
 	}
 	if o.rope != nil {
@@ -410,7 +410,7 @@ func (b *Backend) lowerAttn(o *op) {
 	}
 	b.launch("attention", grid, attThreads, attnSmem(p.gb*p.br, a.HeadDim),
 		args{}.p(o.q.ptr).p(kc).p(vc).p(out).p(part).p(pos).i(o.rows).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).i(c.ctx).
-			i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt).p(0).p(0).p(0).i(0).f(0), what)
+			i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt).p(0).p(0).p(0).i(0).f(0).i(c.kv32()), what)
 }
 
 // attnDec returns the decode attention kernel for o, if one fits: one
@@ -442,7 +442,7 @@ func (b *Backend) lowerRopeKV(o *op) {
 	n := hq*np + hk*(hd/2) + hk*hd
 	b.launch("rope_kv", [3]int{ceilDiv(n, ropeThreads), min(o.rows, maxGridY), 1}, ropeThreads, 0,
 		args{}.p(q.ptr).i(hq).i(q.cols).p(k.ptr).p(o.v.ptr).i(hk).p(kc).p(vc).i(o.rows).i(hd).i(np).i(c.ctx).
-			p(o.rope.freqs).p(b.dynPtr(o.dyn)).f(o.rope.posScale), fmt.Sprintf("rope and KV store, layer %d", o.layer))
+			p(o.rope.freqs).p(b.dynPtr(o.dyn)).f(o.rope.posScale).i(c.kv32()), fmt.Sprintf("rope and KV store, layer %d", o.layer))
 }
 
 // gemmChunk is how many weight rows are dequantized to f16 at a time.

@@ -519,28 +519,37 @@ func TestAttention(t *testing.T) {
 		{8, 8, 256, []int{33, 1}, 40},             // the largest head size
 		{6, 1, 16, []int{1, 1, 1, 1, 70, 1}, 100}, // multi-query
 	}
-	for _, c := range cases {
-		if testing.Short() && c.ctx > 1000 {
-			continue // under compute-sanitizer
+	defer func() { p.g.KVF32 = false }()
+	for _, kv32 := range []bool{false, true} {
+		p.g.KVF32 = kv32
+		// An f16 cache rounds keys and values by up to 2^-11; a float32
+		// one leaves float32 arithmetic.
+		bound, typ := 2e-6, "f16"
+		if kv32 {
+			bound, typ = 1e-11, "f32"
 		}
-		a := &ml.Attn{NHeads: c.nh, NKVHeads: c.nkv, HeadDim: c.hd, Scale: 1 / math.Sqrt(float64(c.hd))}
-		kvDim := c.nkv * c.hd
-		gc, err := p.g.NewKVCache(2, c.ctx, kvDim)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc, _ := p.ref.NewKVCache(2, c.ctx, kvDim)
-		pos := 0
-		for _, n := range c.steps {
-			q := p.input(r, c.nh*c.hd, n, 1)
-			k := p.input(r, kvDim, n, 1)
-			v := p.input(r, kvDim, n, 1)
-			out := p.tensor(c.nh*c.hd, n)
-			p.g.Attention(out.g, q.g, k.g, v.g, gc, 1, pos, a)
-			p.ref.Attention(out.r, q.r, k.r, v.r, rc, 1, pos, a)
-			// The cache holds keys and values in f16 (2^-11 relative).
-			p.compare(fmt.Sprintf("Attention %d/%d heads × %d, rows %d at %d", c.nh, c.nkv, c.hd, n, pos), out, 2e-6)
-			pos += n
+		for _, c := range cases {
+			if testing.Short() && c.ctx > 1000 {
+				continue // under compute-sanitizer
+			}
+			a := &ml.Attn{NHeads: c.nh, NKVHeads: c.nkv, HeadDim: c.hd, Scale: 1 / math.Sqrt(float64(c.hd))}
+			kvDim := c.nkv * c.hd
+			gc, err := p.g.NewKVCache(2, c.ctx, kvDim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, _ := p.ref.NewKVCache(2, c.ctx, kvDim)
+			pos := 0
+			for _, n := range c.steps {
+				q := p.input(r, c.nh*c.hd, n, 1)
+				k := p.input(r, kvDim, n, 1)
+				v := p.input(r, kvDim, n, 1)
+				out := p.tensor(c.nh*c.hd, n)
+				p.g.Attention(out.g, q.g, k.g, v.g, gc, 1, pos, a)
+				p.ref.Attention(out.r, q.r, k.r, v.r, rc, 1, pos, a)
+				p.compare(fmt.Sprintf("Attention (%s cache) %d/%d heads × %d, rows %d at %d", typ, c.nh, c.nkv, c.hd, n, pos), out, bound)
+				pos += n
+			}
 		}
 	}
 }
@@ -564,71 +573,79 @@ func TestAttentionDecodeRope(t *testing.T) {
 		{128, 32, 64, 700},
 		{32, 32, 128, 600},
 	} {
-		ctx := c.ctx
-		if testing.Short() {
-			ctx = min(ctx, 300)
-		}
-		a := &ml.Attn{NHeads: c.nh, NKVHeads: c.nkv, HeadDim: c.hd, Scale: 1 / math.Sqrt(float64(c.hd))}
-		rope := &ml.Rope{HeadDim: c.hd, PosScale: 1}
-		for i := 0; i < c.hd/2; i++ {
-			rope.Freqs = append(rope.Freqs, math.Pow(500000, -2*float64(i)/float64(c.hd)))
-		}
-		kvDim := c.nkv * c.hd
-		gc, err := p.g.NewKVCache(1, ctx, kvDim)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc, _ := p.ref.NewKVCache(1, ctx, kvDim)
-		table := func(cols int) twoW {
-			x := make([]float32, cols*ctx)
-			for i := range x {
-				x[i] = float32(r.NormFloat64())
+		for _, kv32 := range []bool{false, true} {
+			p.g.KVF32 = kv32
+			bound := 2e-6
+			if kv32 {
+				bound = 1e-11
 			}
-			return p.weight(ml.WeightData{Name: "table", Type: gguf.F32, Shape: []int64{int64(cols), int64(ctx)}, Data: f32Bytes(x)})
-		}
-		qT, kT, vT := table(c.nh*c.hd), table(kvDim), table(kvDim)
-		q, k, v, out := p.tensor(c.nh*c.hd, 1), p.tensor(kvDim, 1), p.tensor(kvDim, 1), p.tensor(c.nh*c.hd, 1)
-		replays := p.g.Stats.Replays
-		for pos := 0; pos < ctx; pos++ {
-			for _, b := range []ml.Backend{p.g, p.ref} {
-				sel := func(t twoT) ml.Tensor {
-					if b == ml.Backend(p.g) {
-						return t.g
-					}
-					return t.r
-				}
-				selW := func(w twoW) ml.Weight {
-					if b == ml.Backend(p.g) {
-						return w.g
-					}
-					return w.r
-				}
-				cache := ml.KVCache(gc)
-				if b == ml.Backend(p.ref) {
-					cache = rc
-				}
-				tok := []int32{int32(pos)}
-				b.Embed(sel(q), selW(qT), tok)
-				b.Embed(sel(k), selW(kT), tok)
-				b.Embed(sel(v), selW(vT), tok)
-				b.Rope(sel(q), pos, rope)
-				b.Rope(sel(k), pos, rope)
-				b.Attention(sel(out), sel(q), sel(k), sel(v), cache, 0, pos, a)
+			ctx := c.ctx
+			if testing.Short() {
+				ctx = min(ctx, 300)
 			}
-			if err := p.g.Sync(); err != nil {
+			a := &ml.Attn{NHeads: c.nh, NKVHeads: c.nkv, HeadDim: c.hd, Scale: 1 / math.Sqrt(float64(c.hd))}
+			rope := &ml.Rope{HeadDim: c.hd, PosScale: 1}
+			for i := 0; i < c.hd/2; i++ {
+				rope.Freqs = append(rope.Freqs, math.Pow(500000, -2*float64(i)/float64(c.hd)))
+			}
+			kvDim := c.nkv * c.hd
+			gc, err := p.g.NewKVCache(1, ctx, kvDim)
+			if err != nil {
 				t.Fatal(err)
 			}
-			if pos%128 <= 1 || pos%128 == 127 || pos == ctx-1 {
-				what := fmt.Sprintf("decode attention with rope, %d/%d heads × %d, ctx %d, pos %d", c.nh, c.nkv, c.hd, ctx, pos)
-				p.compare(what, out, 2e-6)
-				p.compare(what+" (q)", q, 1e-10)
-				p.compare(what+" (k)", k, 1e-10)
+			rc, _ := p.ref.NewKVCache(1, ctx, kvDim)
+			table := func(cols int) twoW {
+				x := make([]float32, cols*ctx)
+				for i := range x {
+					x[i] = float32(r.NormFloat64())
+				}
+				return p.weight(ml.WeightData{Name: "table", Type: gguf.F32, Shape: []int64{int64(cols), int64(ctx)}, Data: f32Bytes(x)})
+			}
+			qT, kT, vT := table(c.nh*c.hd), table(kvDim), table(kvDim)
+			q, k, v, out := p.tensor(c.nh*c.hd, 1), p.tensor(kvDim, 1), p.tensor(kvDim, 1), p.tensor(c.nh*c.hd, 1)
+			replays := p.g.Stats.Replays
+			for pos := 0; pos < ctx; pos++ {
+				for _, b := range []ml.Backend{p.g, p.ref} {
+					sel := func(t twoT) ml.Tensor {
+						if b == ml.Backend(p.g) {
+							return t.g
+						}
+						return t.r
+					}
+					selW := func(w twoW) ml.Weight {
+						if b == ml.Backend(p.g) {
+							return w.g
+						}
+						return w.r
+					}
+					cache := ml.KVCache(gc)
+					if b == ml.Backend(p.ref) {
+						cache = rc
+					}
+					tok := []int32{int32(pos)}
+					b.Embed(sel(q), selW(qT), tok)
+					b.Embed(sel(k), selW(kT), tok)
+					b.Embed(sel(v), selW(vT), tok)
+					b.Rope(sel(q), pos, rope)
+					b.Rope(sel(k), pos, rope)
+					b.Attention(sel(out), sel(q), sel(k), sel(v), cache, 0, pos, a)
+				}
+				if err := p.g.Sync(); err != nil {
+					t.Fatal(err)
+				}
+				if pos%128 <= 1 || pos%128 == 127 || pos == ctx-1 {
+					what := fmt.Sprintf("decode attention with rope, %d/%d heads × %d, ctx %d (f32 cache %v), pos %d", c.nh, c.nkv, c.hd, ctx, kv32, pos)
+					p.compare(what, out, bound)
+					p.compare(what+" (q)", q, 1e-10)
+					p.compare(what+" (k)", k, 1e-10)
+				}
+			}
+			if p.g.Graphs && p.g.Stats.Replays == replays {
+				t.Errorf("%d/%d heads: no step was replayed from a graph", c.nh, c.nkv)
 			}
 		}
-		if p.g.Graphs && p.g.Stats.Replays == replays {
-			t.Errorf("%d/%d heads: no step was replayed from a graph", c.nh, c.nkv)
-		}
 	}
+	p.g.KVF32 = false
 }
 
 func TestKVCacheTooLarge(t *testing.T) {

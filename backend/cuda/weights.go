@@ -205,13 +205,17 @@ func f32Bytes(f []float32) []byte {
 type KVCache struct {
 	k, v               devPtr
 	layers, ctx, kvDim int
+	esz                int // bytes a value: 2 (f16) or 4 (f32)
 }
+
+// kv32 is the kernels' flag for a float32 cache.
+func (c *KVCache) kv32() int { return c.esz / 4 }
 
 func (c *KVCache) Context() int { return c.ctx }
 
 // layer returns the addresses of layer l's keys and values.
 func (c *KVCache) layer(l int) (devPtr, devPtr) {
-	off := uint64(l) * uint64(c.ctx) * uint64(c.kvDim) * 2
+	off := uint64(l) * uint64(c.ctx) * uint64(c.kvDim) * uint64(c.esz)
 	return c.k + devPtr(off), c.v + devPtr(off)
 }
 
@@ -224,14 +228,18 @@ func (b *Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
 	}
 	b.enter()
 	defer b.exit()
-	half := (uint64(layers)*uint64(ctx)*uint64(kvDim)*2 + 3) &^ 3
+	esz, typ := 2, "f16"
+	if b.KVF32 {
+		esz, typ = 4, "f32"
+	}
+	half := (uint64(layers)*uint64(ctx)*uint64(kvDim)*uint64(esz) + 3) &^ 3
 	free, _ := b.d.MemInfo()
 	if 2*half > free {
 		_, total := b.d.MemInfo()
-		return nil, &OOMError{What: fmt.Sprintf("the KV cache for %d tokens (%d layers × %d values, f16, keys and values)", ctx, layers, kvDim), Need: 2 * half, Free: free, Total: total}
+		return nil, &OOMError{What: fmt.Sprintf("the KV cache for %d tokens (%d layers × %d values, %s, keys and values)", ctx, layers, kvDim, typ), Need: 2 * half, Free: free, Total: total}
 	}
 	what := fmt.Sprintf("the KV cache for %d tokens", ctx)
-	c := &KVCache{layers: layers, ctx: ctx, kvDim: kvDim}
+	c := &KVCache{layers: layers, ctx: ctx, kvDim: kvDim, esz: esz}
 	var err error
 	if c.k, err = b.alloc(half, what); err != nil {
 		return nil, err

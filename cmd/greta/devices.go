@@ -26,3 +26,18 @@ func setActivations(b ml.Backend, act string) error {
 	}
 	return fmt.Errorf("unknown --act %q (expected auto, f32, q8 or q15)", act)
 }
+
+// setCacheType applies --cache-type to a CUDA backend; the CPU backend's
+// cache is float32 and the oracle's float64 whatever is asked.
+func setCacheType(b ml.Backend, t string) error {
+	if t == "" {
+		return nil // the backend's default (f16, or GRETA_CUDA_KV)
+	}
+	if t != "f16" && t != "f32" {
+		return fmt.Errorf("unknown --cache-type %q (expected f16 or f32)", t)
+	}
+	if c, ok := b.(*cuda.Backend); ok {
+		c.KVF32 = t == "f32"
+	}
+	return nil
+}

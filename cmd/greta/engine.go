@@ -27,6 +27,7 @@ type engineFlags struct {
 	batch   *int
 	int8    *bool
 	act     *string
+	cache   *string
 
 	traceOut, traceLayers, tracePoints, traceValues *string
 }
@@ -40,6 +41,7 @@ func addEngineFlags(fs *flag.FlagSet, withTrace bool) *engineFlags {
 		batch:   fs.Int("batch", 512, "tokens per prefill batch"),
 		int8:    fs.Bool("int8", false, "INT8 mode: quantize F32/F16/BF16 weight matrices to Q8_0 at load"),
 		act:     fs.String("act", "auto", "CPU activations into quantized matmuls: auto (8-bit for prefill batches, exact-ish for decode), f32, q8, q15"),
+		cache:   fs.String("cache-type", "", "CUDA KV cache values: f16 (default) or f32 (twice the memory; for alignment with the oracle). The CPU backend holds f32"),
 	}
 	if withTrace {
 		e.traceOut = fs.String("trace-out", "", "write a LayerTrace JSONL file (also GRETA_TRACE_LAYER=1 GRETA_TRACE_LAYER_OUT=...)")
@@ -123,6 +125,10 @@ func (f *engineFlags) load() (*engine, error) {
 		return nil, err
 	}
 	if err := setActivations(e.backend, *f.act); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if err := setCacheType(e.backend, *f.cache); err != nil {
 		e.Close()
 		return nil, err
 	}

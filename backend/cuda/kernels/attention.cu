@@ -22,7 +22,7 @@
 
 struct AttnArgs {
   u64 q;       // [rows][nh·hd] float, rope applied
-  u64 kc, vc;  // the layer's cache [ctx][nkv·hd] f16
+  u64 kc, vc;  // the layer's cache [ctx][nkv·hd] f16 (float with kv32)
   u64 out;     // [rows][nh·hd] float (nsplit = 1)
   u64 part;    // [nsplit][rows][nh][hd+2] float: O, max, sum (nsplit > 1)
   u64 pos0;    // int32: position of query row 0
@@ -37,6 +37,7 @@ struct AttnArgs {
   u64 freqs;     // [npairs] double
   i64 npairs;
   double pos_scale;
+  i64 kv32;      // the cache holds float32, not f16
 };
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention(const AttnArgs a) {
@@ -53,8 +54,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention(const AttnAr
   const i64 pos0 = ((const int*)a.pos0)[0];
   const i64 rlast = min(r0 + br, a.rows) - 1;
   const i64 kvdim = a.nkv * hd, qdim = a.nh * hd;
-  const u16* kc = (const u16*)a.kc;
-  const u16* vc = (const u16*)a.vc;
+  const bool kv32 = a.kv32;
 
   float* Qs = sm;
   float* Os = Qs + nq * (hd + 1);
@@ -92,8 +92,8 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS) attention(const AttnAr
       float kv = 0.f, vv = 0.f;
       if (tt < t_end) {
         const i64 o = tt * kvdim + (i64)kvh * hd + d;
-        kv = h2f(kc[o]);
-        vv = h2f(vc[o]);
+        kv = kv_get(a.kc, o, kv32);
+        vv = kv_get(a.vc, o, kv32);
       }
       Ks[t * (hd + 1) + d] = kv;
       Vs[t * hd + d] = vv;
@@ -267,6 +267,32 @@ __device__ __forceinline__ void warp_sum32_t(float* v, int lane) {
   warp_sum_t_step<1>(v, lane);
 }
 
+// EPL cache values from element i on: f16, or float32 with kv32.
+template <int EPL>
+__device__ __forceinline__ void ld_kv(u64 base, i64 i, bool kv32, float* f) {
+  if (!kv32) {
+    ld_halfs<EPL>((const u16*)base + i, f);
+    return;
+  }
+  const float* p = (const float*)base + i;
+  if constexpr (EPL == 1) {
+    f[0] = p[0];
+  } else if constexpr (EPL == 2) {
+    const float2 w = *(const float2*)p;
+    f[0] = w.x;
+    f[1] = w.y;
+  } else {
+#pragma unroll
+    for (int j = 0; j < EPL; j += 4) {
+      const float4 w = *(const float4*)(p + j);
+      f[j] = w.x;
+      f[j + 1] = w.y;
+      f[j + 2] = w.z;
+      f[j + 3] = w.w;
+    }
+  }
+}
+
 template <int EPL, int G>
 __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
   // (a.k is set only where EPL is even; see attnDec in lower.go.)
@@ -321,7 +347,7 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
   }
   // With the rope folded in, every warp of the block that holds pos0
   // rotates the new k and keeps k and v of pos0 in registers, as the cache
-  // will hold them (f16), for the warp that scores pos0. Once all its warps
+  // will hold them (f16 or float), for the warp that scores pos0. Once all its warps
   // have read k (the barrier before the merge), warp 0 writes rotated k
   // back (the op's result) and stores k and v into the cache, which no
   // block of this launch reads at pos0. Rotated q is written back at the
@@ -355,8 +381,8 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
       }
 #pragma unroll
       for (int e = 0; e < EPL; e++) {
-        kn[e] = h2f(f2h(kr[e]));
-        vn[e] = h2f(f2h(vn[e]));
+        kn[e] = kv_round(kr[e], a.kv32);
+        vn[e] = kv_round(vn[e], a.kv32);
       }
       if (warp == 0) {
 #pragma unroll
@@ -374,8 +400,8 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
         vf[e] = vn[e];
       }
     } else {
-      ld_halfs<EPL>((const u16*)a.kc + (i64)kvh * HD + lane * EPL + t * kvdim, kf);
-      ld_halfs<EPL>((const u16*)a.vc + (i64)kvh * HD + lane * EPL + t * kvdim, vf);
+      ld_kv<EPL>(a.kc, (i64)kvh * HD + lane * EPL + t * kvdim, a.kv32, kf);
+      ld_kv<EPL>(a.vc, (i64)kvh * HD + lane * EPL + t * kvdim, a.kv32, vf);
     }
   };
   constexpr bool T32 = G == 4 || G == 8;
@@ -492,13 +518,12 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
   __syncthreads();
   if (own && warp == 0) {
     float* kw = (float*)a.k + (i64)kvh * HD + lane * EPL;
-    u16* kcw = (u16*)a.kc + pos0 * kvdim + (i64)kvh * HD + lane * EPL;
-    u16* vcw = (u16*)a.vc + pos0 * kvdim + (i64)kvh * HD + lane * EPL;
+    const i64 o = pos0 * kvdim + (i64)kvh * HD + lane * EPL;
 #pragma unroll
     for (int e = 0; e < EPL; e++) {
       kw[e] = kr0[e];
-      kcw[e] = f2h(kn[e]);
-      vcw[e] = f2h(vn[e]);
+      kv_put(a.kc, o + e, kn[e], a.kv32);
+      kv_put(a.vc, o + e, vn[e], a.kv32);
     }
   }
   const bool direct = active == 1;

@@ -146,3 +146,17 @@ __device__ __forceinline__ void pdl_start() {
   pdl_wait();
   pdl_trigger();
 }
+
+// The KV cache holds f16 values (kv32 false, the default) or float32 ones
+// (kv32 true, --cache-type f32): element i of the cache at base.
+__device__ __forceinline__ float kv_get(u64 base, i64 i, bool kv32) {
+  return kv32 ? ((const float*)base)[i] : h2f(((const u16*)base)[i]);
+}
+__device__ __forceinline__ void kv_put(u64 base, i64 i, float v, bool kv32) {
+  if (kv32)
+    ((float*)base)[i] = v;
+  else
+    ((u16*)base)[i] = f2h(v);
+}
+// v as the cache holds it.
+__device__ __forceinline__ float kv_round(float v, bool kv32) { return kv32 ? v : h2f(f2h(v)); }

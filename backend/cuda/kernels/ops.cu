@@ -60,11 +60,12 @@ struct RopeKVArgs {
   i64 hq, ldq;
   u64 k, v;     // [rows][kvdim] float, hk heads
   i64 hk;
-  u64 kc, vc;   // the layer's cache [ctx][kvdim] f16
+  u64 kc, vc;   // the layer's cache [ctx][kvdim] f16 (or float, kv32)
   i64 rows, hd, npairs, ctx;
   u64 freqs;    // [npairs] double
   u64 pos0;     // int32
   double pos_scale;
+  i64 kv32;
 };
 
 // Rope of q and k, and the store of k and v into the cache, in one launch:
@@ -100,22 +101,23 @@ extern "C" __global__ void __launch_bounds__(128) rope_kv(const RopeKVArgs a) {
         x[1] = x1 = y1;
       }
       if (p >= 0 && p < a.ctx) {
-        u16* kc = (u16*)a.kc + p * kvdim + head * a.hd + 2 * i;
-        kc[0] = f2h(x0);
-        kc[1] = f2h(x1);
+        const i64 o = p * kvdim + head * a.hd + 2 * i;
+        kv_put(a.kc, o, x0, a.kv32);
+        kv_put(a.kc, o + 1, x1, a.kv32);
       }
     } else {
       const i64 l = idx - nq - nk;
-      if (p >= 0 && p < a.ctx) ((u16*)a.vc)[p * kvdim + l] = f2h(((const float*)a.v)[r * kvdim + l]);
+      if (p >= 0 && p < a.ctx) kv_put(a.vc, p * kvdim + l, ((const float*)a.v)[r * kvdim + l], a.kv32);
     }
   }
 }
 
 struct KVStoreArgs {
   u64 k, v;     // [rows][kvdim] float
-  u64 kc, vc;   // the layer's cache [ctx][kvdim] f16
+  u64 kc, vc;   // the layer's cache [ctx][kvdim] f16 (or float, kv32)
   i64 rows, kvdim, ctx;
   u64 pos0;     // int32
+  i64 kv32;
 };
 
 // Grid: x over kvdim, y strides over rows.
@@ -126,8 +128,8 @@ extern "C" __global__ void __launch_bounds__(256) kv_store(const KVStoreArgs a) 
   for (i64 r = blockIdx.y; r < a.rows; r += gridDim.y) {
     const i64 p = (i64)((const int*)a.pos0)[0] + r;
     if (p < 0 || p >= a.ctx) continue;
-    ((u16*)a.kc)[p * a.kvdim + d] = f2h(((const float*)a.k)[r * a.kvdim + d]);
-    ((u16*)a.vc)[p * a.kvdim + d] = f2h(((const float*)a.v)[r * a.kvdim + d]);
+    kv_put(a.kc, p * a.kvdim + d, ((const float*)a.k)[r * a.kvdim + d], a.kv32);
+    kv_put(a.vc, p * a.kvdim + d, ((const float*)a.v)[r * a.kvdim + d], a.kv32);
   }
 }
 
