@@ -294,16 +294,7 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 		panic("cuda: a fused RMSNorm without a staged-x kernel") // the queue only fuses where mvsFits
 	}
 	a, blk3 := b.mvArgs(o, 0, o.nw, R, c0, nx, true)
-	what := w0.name
-	for i := 1; i < o.nw; i++ {
-		what += "+" + o.w[i].name
-	}
-	if o.normW != nil {
-		what = o.normW.name + " → " + what
-	}
-	if l := layerOf(w0.name); l != "" {
-		b.layerHint = l
-	}
+	what := b.matvecWhat(o)
 	grid := blk3
 	if W > 0 {
 		// blk3 counts groups; at most as many blocks as fit the GPU at once
@@ -323,6 +314,22 @@ func (b *Backend) lowerMatvec(o *op, c0, nx int) {
 		b.profKey += " +norm"
 	}
 	b.launch(name, [3]int{grid, 1, 1}, threads, smem, a, what)
+}
+
+// matvecWhat names a matvec op's weights for error messages (and notes
+// its layer for the launches that name none).
+func (b *Backend) matvecWhat(o *op) string {
+	what := o.w[0].name
+	for i := 1; i < o.nw; i++ {
+		what += "+" + o.w[i].name
+	}
+	if o.normW != nil {
+		what = o.normW.name + " → " + what
+	}
+	if l := layerOf(o.w[0].name); l != "" {
+		b.layerHint = l
+	}
+	return what
 }
 
 // lowerMatvecPair launches a pair kernel for a one-row MatMul whose
@@ -356,16 +363,7 @@ func (b *Backend) lowerMatvecPair(o *op) {
 	// As few blocks as give every warp of a side the same number of groups.
 	nb0 = ceilDiv(g0, ceilDiv(g0, nb0*W)*W)
 	nb1 = ceilDiv(g1, ceilDiv(g1, nb1*W)*W)
-	what := w0.name
-	for i := 1; i < o.nw; i++ {
-		what += "+" + o.w[i].name
-	}
-	if o.normW != nil {
-		what = o.normW.name + " → " + what
-	}
-	if l := layerOf(w0.name); l != "" {
-		b.layerHint = l
-	}
+	what := b.matvecWhat(o)
 	b.profKey = fmt.Sprintf("%s [%d×%d]", name, w0.cols, g0*r0+g1*r1)
 	a := append(append(a0, a1...), uint64(nb0))
 	b.launch(name, [3]int{nb0 + nb1, 1, 1}, 32*W, smem, a, what)

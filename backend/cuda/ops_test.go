@@ -121,6 +121,21 @@ func newPair(t *testing.T) *pair { return &pair{t: t, g: device(t), ref: ref.New
 type twoT struct{ g, r ml.Tensor }
 type twoW struct{ g, r ml.Weight }
 
+// of returns the CUDA side for the CUDA backend, the oracle's otherwise.
+func (t twoT) of(b ml.Backend) ml.Tensor {
+	if _, ok := b.(*Backend); ok {
+		return t.g
+	}
+	return t.r
+}
+
+func (w twoW) of(b ml.Backend) ml.Weight {
+	if _, ok := b.(*Backend); ok {
+		return w.g
+	}
+	return w.r
+}
+
 func (p *pair) weight(wd ml.WeightData) twoW {
 	p.t.Helper()
 	g, err := p.g.LoadWeight(wd)
@@ -403,26 +418,14 @@ func TestPairKernel(t *testing.T) {
 				xb := p.tensor(cols, 1)
 				q, k, v := p.tensor(203, 1), p.tensor(37, 1), p.tensor(37, 1)
 				for _, b := range []ml.Backend{p.g, p.ref} {
-					sel := func(t twoT) ml.Tensor {
-						if b == ml.Backend(p.g) {
-							return t.g
-						}
-						return t.r
-					}
-					selW := func(w twoW) ml.Weight {
-						if b == ml.Backend(p.g) {
-							return w.g
-						}
-						return w.r
-					}
 					in := x
 					if norm {
-						b.RMSNorm(sel(xb), sel(x), selW(g), 1e-5)
+						b.RMSNorm(xb.of(b), x.of(b), g.of(b), 1e-5)
 						in = xb
 					}
-					b.MatMul(sel(q), sel(in), selW(wq))
-					b.MatMul(sel(k), sel(in), selW(wk))
-					b.MatMul(sel(v), sel(in), selW(wv))
+					b.MatMul(q.of(b), in.of(b), wq.of(b))
+					b.MatMul(k.of(b), in.of(b), wk.of(b))
+					b.MatMul(v.of(b), in.of(b), wv.of(b))
 					if b == ml.Backend(p.g) {
 						if l := p.g.last(); l == nil || l.split != 2 || l.nw != 3 {
 							t.Fatalf("%s: q, k, v were not queued as one two-format launch", pk.name())
@@ -606,29 +609,17 @@ func TestAttentionDecodeRope(t *testing.T) {
 			replays := p.g.Stats.Replays
 			for pos := 0; pos < ctx; pos++ {
 				for _, b := range []ml.Backend{p.g, p.ref} {
-					sel := func(t twoT) ml.Tensor {
-						if b == ml.Backend(p.g) {
-							return t.g
-						}
-						return t.r
-					}
-					selW := func(w twoW) ml.Weight {
-						if b == ml.Backend(p.g) {
-							return w.g
-						}
-						return w.r
-					}
 					cache := ml.KVCache(gc)
 					if b == ml.Backend(p.ref) {
 						cache = rc
 					}
 					tok := []int32{int32(pos)}
-					b.Embed(sel(q), selW(qT), tok)
-					b.Embed(sel(k), selW(kT), tok)
-					b.Embed(sel(v), selW(vT), tok)
-					b.Rope(sel(q), pos, rope)
-					b.Rope(sel(k), pos, rope)
-					b.Attention(sel(out), sel(q), sel(k), sel(v), cache, 0, pos, a)
+					b.Embed(q.of(b), qT.of(b), tok)
+					b.Embed(k.of(b), kT.of(b), tok)
+					b.Embed(v.of(b), vT.of(b), tok)
+					b.Rope(q.of(b), pos, rope)
+					b.Rope(k.of(b), pos, rope)
+					b.Attention(out.of(b), q.of(b), k.of(b), v.of(b), cache, 0, pos, a)
 				}
 				if err := p.g.Sync(); err != nil {
 					t.Fatal(err)
@@ -704,24 +695,12 @@ func TestNormFused(t *testing.T) {
 		xb, xb2 := p.tensor(cols, 1), p.tensor(cols, 1)
 		q, k, v, h := p.tensor(96, 1), p.tensor(32, 1), p.tensor(32, 1), p.tensor(200, 1)
 		for _, b := range []ml.Backend{p.g, p.ref} {
-			sel := func(t twoT) ml.Tensor {
-				if b == ml.Backend(p.g) {
-					return t.g
-				}
-				return t.r
-			}
-			selW := func(w twoW) ml.Weight {
-				if b == ml.Backend(p.g) {
-					return w.g
-				}
-				return w.r
-			}
-			b.RMSNorm(sel(xb), sel(x), selW(g1), 1e-5)
-			b.MatMul(sel(q), sel(xb), selW(wq))
-			b.MatMul(sel(k), sel(xb), selW(wk))
-			b.MatMul(sel(v), sel(xb), selW(wv))
-			b.RMSNorm(sel(xb2), sel(x), selW(g2), 1e-5)
-			b.GateUp(sel(h), sel(xb2), selW(wg), selW(wu))
+			b.RMSNorm(xb.of(b), x.of(b), g1.of(b), 1e-5)
+			b.MatMul(q.of(b), xb.of(b), wq.of(b))
+			b.MatMul(k.of(b), xb.of(b), wk.of(b))
+			b.MatMul(v.of(b), xb.of(b), wv.of(b))
+			b.RMSNorm(xb2.of(b), x.of(b), g2.of(b), 1e-5)
+			b.GateUp(h.of(b), xb2.of(b), wg.of(b), wu.of(b))
 		}
 		for name, tt := range map[string]twoT{"xb": xb, "q": q, "k": k, "v": v, "xb2": xb2, "h": h} {
 			p.compare(fmt.Sprintf("norm-fused %s %s", typ, name), tt, 4*boundFor(p.g, typ, 1))
