@@ -24,10 +24,11 @@ type benchStat struct {
 }
 
 func cmdBench(args []string) error {
-	fs := newFlags("bench", "--model M [-p 512] [-n 128] [-r 3] [--device D] [--json]")
+	fs := newFlags("bench", "--model M [-p 512] [-n 128] [-d 0] [-r 3] [--device D] [--json]")
 	ef := addEngineFlags(fs, false)
 	p := fs.IntP("n-prompt", "p", 512, "prompt tokens for pp (0: skip)")
 	n := fs.IntP("n-gen", "n", 128, "generated tokens for tg (0: skip)")
+	depth := fs.IntP("n-depth", "d", 0, "tokens already in the context when each test starts (llama-bench's -d); filled with random tokens, not timed")
 	reps := fs.IntP("repetitions", "r", 3, "runs of each test")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the timed runs")
@@ -45,16 +46,19 @@ func cmdBench(args []string) error {
 	if *reps < 1 {
 		return fmt.Errorf("-r %d: need at least one run", *reps)
 	}
+	if *depth < 0 || *p < 0 || *n < 0 {
+		return fmt.Errorf("-p %d -n %d -d %d: counts cannot be negative", *p, *n, *depth)
+	}
 	if *ef.ctx <= 0 {
-		*ef.ctx = max(*p, *n+1, 1)
+		*ef.ctx = max(*depth+*p, *depth+*n+1, 1)
 	}
 	e, err := ef.load()
 	if err != nil {
 		return err
 	}
 	defer e.Close()
-	if *p > e.ctx || *n+1 > e.ctx {
-		return fmt.Errorf("%w: -p %d / -n %d do not fit --ctx %d", generate.ErrContext, *p, *n, e.ctx)
+	if *depth+*p > e.ctx || *depth+*n+1 > e.ctx {
+		return fmt.Errorf("%w: -d %d with -p %d / -n %d does not fit --ctx %d", generate.ErrContext, *depth, *p, *n, e.ctx)
 	}
 	m := e.model
 	st, err := m.NewState(e.ctx, *ef.batch, false)
@@ -70,11 +74,22 @@ func cmdBench(args []string) error {
 		return t
 	}
 	argmax := make([]int32, 1)
-	// pp: prefill p random tokens into an empty cache (the logits of the
-	// last one included). tg: n tokens one at a time, each fed back.
+	// pp: prefill p random tokens after depth others (the logits of the
+	// last one included). tg: n tokens one at a time, each fed back, after
+	// depth others.
+	// fill starts a test: the cache emptied, then depth random tokens.
+	fill := func() error {
+		st.Pos = 0
+		if *depth == 0 {
+			return nil
+		}
+		return generate.Prefill(m, st, randomTokens(*depth))
+	}
 	pp := func() (float64, error) {
 		toks := randomTokens(*p)
-		st.Pos = 0
+		if err := fill(); err != nil {
+			return 0, err
+		}
 		start := time.Now()
 		if err := generate.Prefill(m, st, toks); err != nil {
 			return 0, err
@@ -83,7 +98,9 @@ func cmdBench(args []string) error {
 		return float64(*p) / time.Since(start).Seconds(), nil
 	}
 	tg := func() (float64, error) {
-		st.Pos = 0
+		if err := fill(); err != nil {
+			return 0, err
+		}
 		tok := []int32{int32(rng.IntN(m.Config.VocabSize))}
 		start := time.Now()
 		for i := 0; i < *n; i++ {
@@ -125,7 +142,7 @@ func cmdBench(args []string) error {
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(map[string]any{
 			"model": filepath.Base(*ef.model), "device": dev, "backend": e.backend.Name(),
-			"threads": *ef.threads, "pp": ppStat, "tg": tgStat, "reps": *reps,
+			"threads": *ef.threads, "pp": ppStat, "tg": tgStat, "reps": *reps, "depth": *depth,
 		})
 	}
 	fmt.Printf("| model | backend | device | test | t/s |\n|---|---|---|---|---|\n")
@@ -134,7 +151,11 @@ func cmdBench(args []string) error {
 		s    *benchStat
 	}{{"pp", ppStat}, {"tg", tgStat}} {
 		if r.s != nil {
-			fmt.Printf("| %s | %s | %s | %s%d | %.2f ± %.2f |\n", filepath.Base(*ef.model), e.backend.Name(), dev, r.name, r.s.N, r.s.TPS, r.s.SD)
+			test := fmt.Sprintf("%s%d", r.name, r.s.N)
+			if *depth > 0 {
+				test += fmt.Sprintf(" @ d%d", *depth)
+			}
+			fmt.Printf("| %s | %s | %s | %s | %.2f ± %.2f |\n", filepath.Base(*ef.model), e.backend.Name(), dev, test, r.s.TPS, r.s.SD)
 		}
 	}
 	return nil

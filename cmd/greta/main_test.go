@@ -206,3 +206,39 @@ func TestTraceDiffExitCodes(t *testing.T) {
 		t.Errorf("one file: exit %d, want 2", code)
 	}
 }
+
+// TestBenchJSONAndDepth runs greta bench on a small synthetic model: the
+// JSON report has both tests, -d starts them behind that many tokens, and a
+// depth that does not fit the context is one line and a non-zero exit.
+func TestBenchJSONAndDepth(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.gguf")
+	if _, stderr, code := greta(t, nil, "synth", "-o", path, "--dim", "128", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ffn", "256", "--type", "q4_k_m", "--vocab", "300"); code != 0 {
+		t.Fatalf("synth: %s", stderr)
+	}
+	stdout, stderr, code := greta(t, nil, "bench", "-m", path, "--device", "cpu", "-p", "16", "-n", "8", "-d", "40", "-r", "2", "--json")
+	if code != 0 {
+		t.Fatalf("bench exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		Depth  int
+		Reps   int
+		PP, TG struct {
+			N   int
+			TPS float64
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	if rep.Depth != 40 || rep.Reps != 2 || rep.PP.N != 16 || rep.TG.N != 8 || !(rep.PP.TPS > 0) || !(rep.TG.TPS > 0) {
+		t.Errorf("report: %+v", rep)
+	}
+	stdout, _, code = greta(t, nil, "bench", "-m", path, "--device", "cpu", "-p", "16", "-n", "8", "-d", "40", "-r", "1")
+	if code != 0 || !strings.Contains(stdout, "pp16 @ d40") || !strings.Contains(stdout, "tg8 @ d40") {
+		t.Errorf("table (exit %d):\n%s", code, stdout)
+	}
+	_, stderr, code = greta(t, nil, "bench", "-m", path, "--device", "cpu", "-p", "16", "-n", "8", "-d", "60", "--ctx", "64")
+	if code == 0 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "does not fit --ctx 64") {
+		t.Errorf("-d past the context: exit %d, stderr %q", code, stderr)
+	}
+}
