@@ -130,18 +130,7 @@ func repackVGeneric(t gguf.Type, dst []rpV, row []byte) {
 			for j := 8; j < 16; j++ {
 				r.sc[j] = 0
 			}
-			for g := range 4 {
-				for l := range 32 {
-					v := b[offQ+32*g+l]
-					lo, hi := v&0xf, v>>4
-					if t == gguf.Q5_K {
-						qh := b[quant.Q5_KOffQh+l]
-						lo |= (qh >> (2 * g) & 1) << 4
-						hi |= (qh >> (2*g + 1) & 1) << 4
-					}
-					r.q[64*g+l], r.q[64*g+32+l] = lo, hi
-				}
-			}
+			unpackK45(&r.q, b, offQ, t == gguf.Q5_K)
 		case gguf.Q6_K:
 			b := row[i*210 : (i+1)*210]
 			r.d = f16At(b, quant.Q6_KOffD)

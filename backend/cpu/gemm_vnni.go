@@ -79,8 +79,6 @@ func gemmVAsm(fam, T int, out []float32, w []rpV, stride int, lq []uint32, ld, l
 func repackVSIMD(t gguf.Type, dst []rpV, row []byte) {
 	switch t {
 	case gguf.Q4_K, gguf.Q5_K:
-		m15 := archsimd.BroadcastUint8x32(15)
-		b1 := archsimd.BroadcastUint8x32(1)
 		ts, offS, offQ := 144, quant.Q4_KOffScales, quant.Q4_KOffQs
 		if t == gguf.Q5_K {
 			ts, offS, offQ = 176, quant.Q5_KOffScales, quant.Q5_KOffQs
@@ -93,21 +91,7 @@ func repackVSIMD(t gguf.Type, dst []rpV, row []byte) {
 			var z archsimd.Uint64x2
 			z.SetElem(0, sc).AsUint8x16().ExtendToUint32().AsInt32x16().Store(&r.sc) // sc[8:] = 0
 			scalesF32(m).Mul(archsimd.BroadcastFloat32x8(f16At(b, 2))).Store(&r.m)
-			var qh archsimd.Uint8x32
-			if t == gguf.Q5_K {
-				qh = ld32u8(b, quant.Q5_KOffQh)
-			}
-			for g := range 4 {
-				v := ld32u8(b, offQ+32*g)
-				lo := v.And(m15)
-				hi := v.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15)
-				if t == gguf.Q5_K {
-					lo = lo.Or(qh.AsUint16x16().ShiftAllRight(uint64(2 * g)).AsUint8x32().And(b1).AsUint16x16().ShiftAllLeft(4).AsUint8x32())
-					hi = hi.Or(qh.AsUint16x16().ShiftAllRight(uint64(2*g + 1)).AsUint8x32().And(b1).AsUint16x16().ShiftAllLeft(4).AsUint8x32())
-				}
-				lo.Store((*[32]uint8)(r.q[64*g : 64*g+32]))
-				hi.Store((*[32]uint8)(r.q[64*g+32 : 64*g+64]))
-			}
+			unpackK45SIMD(&r.q, b, offQ, t == gguf.Q5_K)
 		}
 	case gguf.Q6_K:
 		m15 := archsimd.BroadcastUint8x32(15)

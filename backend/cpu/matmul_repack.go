@@ -26,6 +26,24 @@ type rpK struct {
 	d    float32
 }
 
+// unpackK45 writes the 256 quants of a Q4_K or Q5_K block b (packed at
+// offQ) unsigned and in natural order: 0..15, or 0..31 with Q5_K's fifth
+// bits (q5).
+func unpackK45(q *[256]uint8, b []byte, offQ int, q5 bool) {
+	for g := range 4 {
+		for l := range 32 {
+			v := b[offQ+32*g+l]
+			lo, hi := v&0xf, v>>4
+			if q5 {
+				qh := b[quant.Q5_KOffQh+l]
+				lo |= (qh >> (2 * g) & 1) << 4
+				hi |= (qh >> (2*g + 1) & 1) << 4
+			}
+			q[64*g+l], q[64*g+32+l] = lo, hi
+		}
+	}
+}
+
 // repackGeneric unpacks the K-quant row (type t) into dst.
 func repackGeneric(t gguf.Type, dst []rpK, row []byte) {
 	for i := range dst {
@@ -47,18 +65,7 @@ func repackGeneric(t gguf.Type, dst []rpK, row []byte) {
 				r.corr[2*j] = dmin * float32(m)
 				r.corr[2*j+1] = r.corr[2*j]
 			}
-			for g := range 4 {
-				for l := range 32 {
-					v := b[offQ+32*g+l]
-					lo, hi := v&0xf, v>>4
-					if t == gguf.Q5_K {
-						qh := b[quant.Q5_KOffQh+l]
-						lo |= (qh >> (2 * g) & 1) << 4
-						hi |= (qh >> (2*g + 1) & 1) << 4
-					}
-					r.q[64*g+l], r.q[64*g+32+l] = lo, hi
-				}
-			}
+			unpackK45(&r.q, b, offQ, t == gguf.Q5_K)
 		case gguf.Q6_K:
 			b := row[i*210 : (i+1)*210]
 			r.d = f16At(b, quant.Q6_KOffD)

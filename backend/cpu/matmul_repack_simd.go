@@ -38,8 +38,6 @@ func repackSIMD(t gguf.Type, dst []rpK, row []byte) {
 }
 
 func repackK4SIMD(t gguf.Type, dst []rpK, row []byte) {
-	m15 := archsimd.BroadcastUint8x32(15)
-	b1 := archsimd.BroadcastUint8x32(1)
 	ts, offS, offQ := 144, quant.Q4_KOffScales, quant.Q4_KOffQs
 	if t == gguf.Q5_K {
 		ts, offS, offQ = 176, quant.Q5_KOffScales, quant.Q5_KOffQs
@@ -59,21 +57,7 @@ func repackK4SIMD(t gguf.Type, dst []rpK, row []byte) {
 		for j, v := range c {
 			r.corr[2*j], r.corr[2*j+1] = v, v
 		}
-		var qh archsimd.Uint8x32
-		if t == gguf.Q5_K {
-			qh = ld32u8(b, quant.Q5_KOffQh)
-		}
-		for g := range 4 {
-			v := ld32u8(b, offQ+32*g)
-			lo := v.And(m15)
-			hi := v.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15)
-			if t == gguf.Q5_K {
-				lo = lo.Or(qh.AsUint16x16().ShiftAllRight(uint64(2 * g)).AsUint8x32().And(b1).AsUint16x16().ShiftAllLeft(4).AsUint8x32())
-				hi = hi.Or(qh.AsUint16x16().ShiftAllRight(uint64(2*g + 1)).AsUint8x32().And(b1).AsUint16x16().ShiftAllLeft(4).AsUint8x32())
-			}
-			lo.Store((*[32]uint8)(r.q[64*g : 64*g+32]))
-			hi.Store((*[32]uint8)(r.q[64*g+32 : 64*g+64]))
-		}
+		unpackK45SIMD(&r.q, b, offQ, t == gguf.Q5_K)
 	}
 }
 
@@ -154,4 +138,25 @@ func dotRpK2SIMD(rp []rpK, a, b []actK) (float32, float32) {
 		cb = corr.MulAdd(archsimd.LoadFloat32x16(&y.ms16), cb)
 	}
 	return hsum16(fa) - hsum16(ca), hsum16(fb) - hsum16(cb)
+}
+
+// unpackK45SIMD is unpackK45 with 32-byte vectors.
+func unpackK45SIMD(q *[256]uint8, b []byte, offQ int, q5 bool) {
+	m15 := archsimd.BroadcastUint8x32(15)
+	b1 := archsimd.BroadcastUint8x32(1)
+	var qh archsimd.Uint8x32
+	if q5 {
+		qh = ld32u8(b, quant.Q5_KOffQh)
+	}
+	for g := range 4 {
+		v := ld32u8(b, offQ+32*g)
+		lo := v.And(m15)
+		hi := v.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15)
+		if q5 {
+			lo = lo.Or(qh.AsUint16x16().ShiftAllRight(uint64(2 * g)).AsUint8x32().And(b1).AsUint16x16().ShiftAllLeft(4).AsUint8x32())
+			hi = hi.Or(qh.AsUint16x16().ShiftAllRight(uint64(2*g + 1)).AsUint8x32().And(b1).AsUint16x16().ShiftAllLeft(4).AsUint8x32())
+		}
+		lo.Store((*[32]uint8)(q[64*g : 64*g+32]))
+		hi.Store((*[32]uint8)(q[64*g+32 : 64*g+64]))
+	}
 }
