@@ -121,7 +121,7 @@ func Run(m *llama.Model, tok *tokenizer.Tokenizer, s *llama.State, prompt []int3
 			return argmax[0]
 		}
 		if useTop {
-			b.TopK(s.Logits, topK, topIDs, topVals)
+			b.TopK(s.Logits, 0, topK, topIDs, topVals)
 			return sampler.SampleTop(topIDs, topVals)
 		}
 		b.Read(s.Logits, logits)

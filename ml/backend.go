@@ -4,7 +4,7 @@
 //
 // Shapes: an activation Tensor holds Rows vectors of Cols values, each
 // vector contiguous (GGUF order [Cols, Rows], innermost first). Rows is the
-// number of tokens in flight: the prompt length at prefill, 1 at decode.
+// number of tokens in flight, from any number of sequences (a Batch).
 // A weight matrix of GGUF shape [cols, rows] maps a vector of cols values
 // to one of rows values.
 package ml
@@ -14,6 +14,8 @@ import "greta/gguf"
 // Tensor is an activation buffer on a backend: float32 on cpu and cuda,
 // float64 on ref. Its row count can shrink and grow up to the capacity it
 // was made with, so one preallocated buffer serves prefill and decode.
+// Its rows are the rows of the current Batch (see Backend.Begin), or the
+// Batch's Out rows for the tensors after the final gather.
 type Tensor interface {
 	Cols() int
 	Rows() int
@@ -35,9 +37,11 @@ type WeightData struct {
 	Data  []byte  // raw blocks, usually memory-mapped
 }
 
-// KVCache holds the keys and values of every layer for Context positions.
+// KVCache is a pool of pages holding the keys and values of every layer
+// (KVSpec). Which page belongs to which sequence is the engine's business;
+// a Batch names the pages of its sequences.
 type KVCache interface {
-	Context() int
+	Spec() KVSpec
 }
 
 // Backend runs the ops of a forward pass. Each op works on all rows of its
@@ -50,7 +54,12 @@ type Backend interface {
 
 	LoadWeight(w WeightData) (Weight, error)
 	NewTensor(cols, rows int) Tensor
-	NewKVCache(layers, context, kvDim int) (KVCache, error)
+	NewKVCache(spec KVSpec) (KVCache, error)
+
+	// Begin describes the rows of the ops that follow, until the next
+	// Begin: their positions, sequences, pages and roles. b stays valid and
+	// unchanged until then.
+	Begin(b *Batch)
 
 	// Embed writes row i of dst = row tokens[i] of table (dequantized).
 	Embed(dst Tensor, table Weight, tokens []int32)
@@ -63,20 +72,20 @@ type Backend interface {
 	MatMulAdd(dst, resid, x Tensor, w Weight)
 	// GateUp writes dst[r] = silu(Wgate · x[r]) ⊙ (Wup · x[r]): SwiGLU.
 	GateUp(dst, x Tensor, gate, up Weight)
-	// Rope rotates the heads of x in place; row r is at position pos0+r.
-	Rope(x Tensor, pos0 int, r *Rope)
-	// Attention stores k and v (rows at positions pos0...) in the cache of
-	// layer, then writes into dst causal grouped-query attention of q over
-	// positions 0..pos0+r for each row r.
-	Attention(dst, q, k, v Tensor, cache KVCache, layer, pos0 int, a *Attn)
-	// CopyRows writes dst = rows from, from+1, ... of src.
-	CopyRows(dst, src Tensor, from int)
+	// Rope rotates the heads of x in place, row i at the batch's Pos[i].
+	Rope(x Tensor, r *Rope)
+	// Attention stores row i of k and v at the batch's position of row i
+	// in layer's pages, then writes into dst causal grouped-query attention
+	// of q's row i over positions 0..Pos[i] of its sequence.
+	Attention(dst, q, k, v Tensor, cache KVCache, layer int, a *Attn)
+	// Gather writes row i of dst = row rows[i] of src.
+	Gather(dst, src Tensor, rows []int32)
 	// Argmax writes the index of each row's largest value (the first on ties).
 	Argmax(x Tensor, dst []int32)
-	// TopK writes the k largest values of the last row of x and their
-	// column ids, largest first (the lower id first on ties), so sampling
-	// needs no copy of the whole row. k ≤ Cols.
-	TopK(x Tensor, k int, ids []int32, vals []float32)
+	// TopK writes the k largest values of row `row` of x and their column
+	// ids, largest first (the lower id first on ties), so sampling needs no
+	// copy of the whole row. k ≤ Cols.
+	TopK(x Tensor, row, k int, ids []int32, vals []float32)
 	// Read copies x to the host as float32, row-major.
 	Read(x Tensor, dst []float32)
 	Close() error

@@ -7,30 +7,43 @@ import (
 	"greta/ml"
 )
 
-// KVCache holds keys and values per layer, for ctx positions rounded up to
-// a multiple of 16:
+// KVCache is a pool of pages of ml.PageSize (16) positions. Per layer and
+// page:
 //
-//   - keys transposed in blocks of 16 positions, per KV head:
-//     k[layer][((head·nblk + p/16)·headDim + d)·16 + p%16], so that the
-//     scores of one query against 16 positions are 16 lanes of one vector
-//     (one multiply-add per dimension, no horizontal sums);
-//   - values as rows: v[layer][p·kvDim + c].
+//   - keys transposed per KV head, 16 positions a block:
+//     k[layer][((page·nKV + head)·headDim + d)·16 + slot], so that the
+//     scores of one query against a page are 16 lanes of one vector (one
+//     multiply-add per dimension, no horizontal sums);
+//   - values as rows: v[layer][(page·16 + slot)·kvDim + c].
 //
 // The head size is only known to Attention, which computes the key layout
-// from it; the cache is kvDim·ctx16 floats either way.
+// from it; a page is 16·kvDim floats of keys and as many of values either
+// way.
 type KVCache struct {
-	ctx, ctx16, kvDim int
-	k, v              [][]float32
+	spec ml.KVSpec
+	k, v [][]float32
 }
 
-func (c *KVCache) Context() int { return c.ctx }
+func (c *KVCache) Spec() ml.KVSpec { return c.spec }
 
-func (b *Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
-	ctx16 := (ctx + 15) / 16 * 16
-	c := &KVCache{ctx: ctx, ctx16: ctx16, kvDim: kvDim, k: make([][]float32, layers), v: make([][]float32, layers)}
+func (b *Backend) NewKVCache(spec ml.KVSpec) (ml.KVCache, error) {
+	if spec.Layers < 1 || spec.KVDim < 1 || spec.Pages < 1 {
+		return nil, fmt.Errorf("KV cache: %d layers × %d pages × %d values", spec.Layers, spec.Pages, spec.KVDim)
+	}
+	switch spec.DType {
+	case "", "f32":
+		spec.DType = "f32"
+	default:
+		return nil, fmt.Errorf("KV cache type %q: the cpu backend holds f32", spec.DType)
+	}
+	n := spec.Pages * ml.PageSize * spec.KVDim
+	if n/spec.KVDim/ml.PageSize != spec.Pages || n > math.MaxInt/(8*spec.Layers) {
+		return nil, fmt.Errorf("KV cache: %d layers × %d pages × %d values overflows", spec.Layers, spec.Pages, spec.KVDim)
+	}
+	c := &KVCache{spec: spec, k: make([][]float32, spec.Layers), v: make([][]float32, spec.Layers)}
 	for l := range c.k {
-		c.k[l] = make([]float32, ctx16*kvDim)
-		c.v[l] = make([]float32, ctx16*kvDim)
+		c.k[l] = make([]float32, n)
+		c.v[l] = make([]float32, n)
 	}
 	return c, nil
 }
@@ -40,88 +53,120 @@ func (b *Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
 var plantedBugLayer = -1
 
 // attnTask computes one (row, KV head) pair per item: causal softmax
-// attention over positions 0..pos0+row of every query head that shares the
-// KV head, together, so that each key and value is loaded once for all of
-// them.
+// attention over positions 0..Pos[row] of the row's sequence, for every
+// query head that shares the KV head, together, so that each key and value
+// is loaded once for all of them. The work of a row is the same whatever
+// else the batch holds: page by page in logical order (attnGroup).
 type attnTask struct {
 	d, q   *Tensor
 	c      *KVCache
+	b      *ml.Batch
 	layer  int
-	pos0   int
 	a      *ml.Attn
-	scores [][]float32 // per worker, [group][ctx16]
+	scores [][]float32 // per worker, [group][n16]
+	pages  [][]int     // per worker, the float offsets of the row's key pages
 }
 
 func (t *attnTask) Do(w, lo, hi int) {
 	a, hd := t.a, t.a.HeadDim
 	group := a.NHeads / a.NKVHeads
-	nblk := t.c.ctx16 / 16
 	kc, vc := t.c.k[t.layer], t.c.v[t.layer]
+	kvDim := t.c.spec.KVDim
 	scale := float32(a.Scale)
 	for item := lo; item < hi; item++ {
 		r, g := item/a.NKVHeads, item%a.NKVHeads
-		n := t.pos0 + r + 1
+		n := int(t.b.Pos[r]) + 1
 		kvh := g
 		if t.layer == plantedBugLayer {
 			kvh = (kvh + 1) % a.NKVHeads
 		}
-		n16 := (n + 15) / 16 * 16
+		table := t.b.Pages[t.b.Seq[r]]
+		np := (n + ml.PageSize - 1) / ml.PageSize
+		kp, vp := t.pages[w][:np], t.pages[w][np:2*np]
+		for j := range np {
+			pg := int(table[j])
+			kp[j] = (pg*a.NKVHeads + kvh) * hd * ml.PageSize
+			vp[j] = pg*ml.PageSize*kvDim + kvh*hd
+		}
 		q := t.q.row(r)[g*group*hd : (g+1)*group*hd]
 		out := t.d.row(r)[g*group*hd : (g+1)*group*hd]
-		kt := kc[kvh*nblk*hd*16 : (kvh*nblk+n16/16)*hd*16]
-		vec.attnGroup(out, q, kt, vc[kvh*hd:], t.c.kvDim, n, hd, scale, t.scores[w])
+		vec.attnGroup(out, q, kc, vc, kp, vp, kvDim, n, hd, scale, t.scores[w])
 	}
 }
 
-func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos0 int, a *ml.Attn) {
+func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int, a *ml.Attn) {
 	d, qs, ks, vs, c := dst.(*Tensor), q.(*Tensor), k.(*Tensor), v.(*Tensor), cache.(*KVCache)
-	if !(pos0+qs.rows <= c.ctx) {
-		panic("cpu: " + fmt.Sprintf("Attention: positions %d..%d past the context %d", pos0, pos0+qs.rows, c.ctx))
+	bt := b.batch
+	if bt == nil || bt.Rows() != qs.rows {
+		panic("cpu: Attention without a batch of its rows")
 	}
-	if !(ks.cols == c.kvDim && vs.cols == c.kvDim && qs.cols == a.NHeads*a.HeadDim && d.cols == qs.cols && a.NKVHeads*a.HeadDim == c.kvDim) {
+	if !(ks.cols == c.spec.KVDim && vs.cols == c.spec.KVDim && qs.cols == a.NHeads*a.HeadDim && d.cols == qs.cols && a.NKVHeads*a.HeadDim == c.spec.KVDim) {
 		panic("cpu: " + fmt.Sprintf("Attention shapes"))
 	}
-	hd, nblk := a.HeadDim, c.ctx16/16
-	kc := c.k[layer]
+	hd, kvDim := a.HeadDim, c.spec.KVDim
+	kc, vc := c.k[layer], c.v[layer]
+	maxN := 0
 	for r := range ks.rows {
-		p := pos0 + r
+		pg, slot := bt.Page(r)
 		row := ks.row(r)
 		for g := range a.NKVHeads {
-			kt := kc[((g*nblk+p/16)*hd)*16+p%16:]
+			kt := kc[((pg*a.NKVHeads+g)*hd)*ml.PageSize+slot:]
 			for i, x := range row[g*hd : (g+1)*hd] {
-				kt[i*16] = x
+				kt[i*ml.PageSize] = x
 			}
 		}
+		copy(vc[(pg*ml.PageSize+slot)*kvDim:][:kvDim], vs.row(r))
+		maxN = max(maxN, int(bt.Pos[r])+1)
 	}
-	copy(c.v[layer][pos0*c.kvDim:], vs.data())
 	t := &b.attn
-	if need := a.NHeads / a.NKVHeads * c.ctx16; len(t.scores) < b.pool.Threads() || len(t.scores[0]) < need {
+	n16 := (maxN + 15) / 16 * 16
+	if need := a.NHeads / a.NKVHeads * n16; len(t.scores) < b.pool.Threads() || len(t.scores[0]) < need || len(t.pages[0]) < 2*n16/16 {
 		t.scores = make([][]float32, b.pool.Threads())
+		t.pages = make([][]int, b.pool.Threads())
 		for i := range t.scores {
 			t.scores[i] = make([]float32, need)
+			t.pages[i] = make([]int, 2*n16/16)
 		}
 	}
-	t.d, t.q, t.c, t.layer, t.pos0, t.a = d, qs, c, layer, pos0, a
+	t.d, t.q, t.c, t.b, t.layer, t.a = d, qs, c, bt, layer, a
 	b.pool.Run(qs.rows*a.NKVHeads, t)
 }
 
 // attnGroupGeneric computes attention for the len(q)/hd query heads that
-// share one KV head, over n positions: out[h] = Σ_p softmax(s_h)[p]·v[p]
-// with s_h[p] = scale·q_h·k[p]; kt are the KV head's transposed key blocks
-// and v[p·stride:] its value rows; scores is scratch of len(q)/hd·ctx16.
-func attnGroupGeneric(out, q, kt, v []float32, stride, n, hd int, scale float32, scores []float32) {
+// share one KV head, over n positions held in pages: out[h] =
+// Σ_p softmax(s_h)[p]·v[p] with s_h[p] = scale·q_h·k[p]. The key block of
+// logical page j (16 positions transposed) is kc[kp[j]:], and its value
+// rows are vc[vp[j] + slot·stride:]; scores is scratch of len(q)/hd·n16.
+// Values are summed page by page in logical order (each page's products
+// summed, then added to the total), so the result depends on the positions
+// alone, never on where the pages sit in the pool.
+func attnGroupGeneric(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, scale float32, scores []float32) {
 	n16 := (n + 15) / 16 * 16
+	var part [maxGenericHead]float32
 	for h := range len(q) / hd {
 		s := scores[h*n16 : (h+1)*n16]
-		attnScoresGeneric(s, q[h*hd:(h+1)*hd], kt, scale)
+		for j := range n16 / 16 {
+			attnScoresGeneric(s[16*j:16*j+16], q[h*hd:(h+1)*hd], kc[kp[j]:kp[j]+16*hd], scale)
+		}
 		maxS := float32(math.Inf(-1))
 		for _, x := range s[:n] {
 			maxS = max(maxS, x)
 		}
 		sum := expSumGeneric(s[:n], maxS)
-		attnValuesGeneric(out[h*hd:(h+1)*hd], s[:n], 1/sum, v, stride)
+		o := out[h*hd : (h+1)*hd]
+		clear(o)
+		for j := range n16 / 16 {
+			m := min(16, n-16*j)
+			attnValuesGeneric(part[:hd], s[16*j:16*j+m], 1/sum, vc[vp[j]:], stride)
+			for i := range o {
+				o[i] += part[i]
+			}
+		}
 	}
 }
+
+// maxGenericHead is the largest head size attnGroupGeneric takes.
+const maxGenericHead = 512
 
 // attnScoresGeneric sets s[p] = scale·Σ_d q[d]·k[p][d] for the len(s)
 // positions (a multiple of 16) of the transposed key blocks kt.

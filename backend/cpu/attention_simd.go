@@ -12,17 +12,25 @@ func attnScores8x64(s *float32, sstride int, q *float32, kt *float32, nb int, sc
 func attnValues4x64(out *float32, w *float32, wstride int, v *float32, vstride int, n int)
 
 // attnGroup64 is attnGroupSIMD for head size 64 and a multiple of 8 query
-// heads per KV head.
-func attnGroup64(out, q, kt, v []float32, stride, n int, scale float32, scores []float32) {
+// heads per KV head: the kernels run page by page (one 16-position block of
+// keys, then that page's values into part, added to out in logical order).
+func attnGroup64(out, q, kc, vc []float32, kp, vp []int, stride, n int, scale float32, scores []float32) {
 	const hd = 64
 	nh := len(q) / hd
 	n16 := (n + 15) / 16 * 16
+	np := n16 / 16
 	_ = scores[nh*n16-1]
-	_ = kt[n16*hd-1]
-	_ = v[(n-1)*stride+hd-1]
 	_ = out[nh*hd-1]
+	_ = kp[np-1]
+	_ = vp[np-1]
+	for j := range np {
+		_ = kc[kp[j]+16*hd-1]
+		_ = vc[vp[j]+(min(16, n-16*j)-1)*stride+hd-1]
+	}
 	for h := 0; h < nh; h += 8 {
-		attnScores8x64(&scores[h*n16], 4*n16, &q[h*hd], &kt[0], n16/16, scale)
+		for j := range np {
+			attnScores8x64(&scores[h*n16+16*j], 4*n16, &q[h*hd], &kc[kp[j]], 1, scale)
+		}
 	}
 	for h := range nh {
 		s := scores[h*n16 : h*n16+n]
@@ -36,7 +44,13 @@ func attnGroup64(out, q, kt, v []float32, stride, n int, scale float32, scores [
 			s[i] /= sum
 		}
 	}
+	var part [4 * hd]float32
 	for h := 0; h < nh; h += 4 {
-		attnValues4x64(&out[h*hd], &scores[h*n16], 4*n16, &v[0], 4*stride, n)
+		o := out[h*hd : (h+4)*hd]
+		clear(o)
+		for j := range np {
+			attnValues4x64(&part[0], &scores[h*n16+16*j], 4*n16, &vc[vp[j]], 4*stride, min(16, n-16*j))
+			addSIMD(o, part[:])
+		}
 	}
 }

@@ -19,7 +19,7 @@ func BenchmarkAttention(b *testing.B) {
 			be := New(2)
 			defer be.Close()
 			r := rand.New(rand.NewPCG(1, 2))
-			cache, _ := be.NewKVCache(1, 1024, 256)
+			cache, _ := be.NewKVCache(ml.KVSpec{Layers: 1, KVDim: 256, Pages: 1024 / ml.PageSize})
 			q, k, v, d := be.NewTensor(2048, c.rows), be.NewTensor(256, c.rows), be.NewTensor(256, c.rows), be.NewTensor(2048, c.rows)
 			for _, t := range []ml.Tensor{q, k, v} {
 				x := t.(*Tensor)
@@ -31,10 +31,12 @@ func BenchmarkAttention(b *testing.B) {
 				copy(v1.(*Tensor).d, randomVec(r, 256))
 				q1 := be.NewTensor(2048, 1)
 				d1 := be.NewTensor(2048, 1)
-				be.Attention(d1, q1, k1, v1, cache, 0, p, a)
+				be.Begin(ml.Contiguous(p, 1, false))
+				be.Attention(d1, q1, k1, v1, cache, 0, a)
 			}
+			be.Begin(ml.Contiguous(c.pos, c.rows, false))
 			for b.Loop() {
-				be.Attention(d, q, k, v, cache, 0, c.pos, a)
+				be.Attention(d, q, k, v, cache, 0, a)
 			}
 		})
 	}

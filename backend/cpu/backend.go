@@ -18,6 +18,9 @@ type Backend struct {
 	scratchT Tensor
 	device   string
 
+	batch  *ml.Batch // the rows of the current ops (Begin)
+	outGen []bool    // the roles of the batch's Out rows
+
 	// Tasks of the parallel ops, kept here so Run gets a pointer and
 	// nothing is allocated per call.
 	norm   normTask
@@ -105,12 +108,42 @@ func (b *Backend) LoadWeight(wd ml.WeightData) (ml.Weight, error) {
 	return w, nil
 }
 
+// Begin sets the batch whose rows the following ops compute.
+func (b *Backend) Begin(batch *ml.Batch) {
+	b.batch = batch
+	b.outGen = b.outGen[:0]
+	if batch.Gen != nil {
+		for _, r := range batch.Out {
+			b.outGen = append(b.outGen, batch.Gen[r])
+		}
+	}
+}
+
+// roles returns the roles of the rows of a tensor of n rows: the batch's
+// rows, or its Out rows (the tensors after the final gather). When the two
+// counts agree, Out is every row in order, so either reading is the same.
+func (b *Backend) roles(n int) []bool {
+	switch {
+	case b.batch == nil || b.batch.Gen == nil:
+		return nil
+	case n == b.batch.Rows():
+		return b.batch.Gen
+	case n == len(b.batch.Out):
+		return b.outGen
+	}
+	panic(fmt.Sprintf("cpu: a tensor of %d rows in a batch of %d rows (%d out)", n, b.batch.Rows(), len(b.batch.Out)))
+}
+
 func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
 	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
 	if !(xs.cols == ww.m.Cols && d.cols == ww.m.Rows && d.rows == xs.rows) {
 		panic("cpu: " + fmt.Sprintf("MatMul: W [%d,%d], x [%d,%d], dst [%d,%d]", ww.m.Cols, ww.m.Rows, xs.cols, xs.rows, d.cols, d.rows))
 	}
-	b.pool.MatMul(d.data(), &ww.m, xs.data(), xs.rows)
+	if b.batch == nil {
+		b.pool.MatMul(d.data(), &ww.m, xs.data(), xs.rows) // outside a forward pass (tests)
+		return
+	}
+	b.pool.MatMulRoles(d.data(), &ww.m, xs.data(), xs.rows, b.roles(xs.rows))
 }
 
 func (b *Backend) MatMulAdd(dst, resid, x ml.Tensor, w ml.Weight) {
@@ -136,12 +169,14 @@ func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {
 	b.pool.Run(n, &b.swiglu)
 }
 
-func (b *Backend) CopyRows(dst, src ml.Tensor, from int) {
+func (b *Backend) Gather(dst, src ml.Tensor, rows []int32) {
 	d, s := dst.(*Tensor), src.(*Tensor)
-	if !(d.cols == s.cols && from+d.rows <= s.rows) {
-		panic("cpu: " + fmt.Sprintf("CopyRows: %d rows from %d of %d", d.rows, from, s.rows))
+	if !(d.cols == s.cols && len(rows) == d.rows) {
+		panic("cpu: " + fmt.Sprintf("Gather: %d rows into %d", len(rows), d.rows))
 	}
-	copy(d.data(), s.d[from*s.cols:])
+	for i, r := range rows {
+		copy(d.row(i), s.row(int(r)))
+	}
 }
 
 func (b *Backend) Argmax(x ml.Tensor, dst []int32) {
@@ -158,9 +193,8 @@ func (b *Backend) Argmax(x ml.Tensor, dst []int32) {
 	}
 }
 
-func (b *Backend) TopK(x ml.Tensor, k int, ids []int32, vals []float32) {
-	xs := x.(*Tensor)
-	ml.TopKHost(xs.row(xs.rows-1), k, ids, vals)
+func (b *Backend) TopK(x ml.Tensor, row, k int, ids []int32, vals []float32) {
+	ml.TopKHost(x.(*Tensor).row(row), k, ids, vals)
 }
 
 func (b *Backend) Read(x ml.Tensor, dst []float32) {

@@ -146,5 +146,8 @@ func (p *Pool) MatMul(y []float32, w *Matrix, x []float32, n int) {
 	if len(x) < n*w.Cols || len(y) < n*w.Rows || len(w.Data) < w.Rows*rb || w.Cols%w.Type.BlockSize() != 0 {
 		panic(fmt.Sprintf("cpu.MatMul: %s [%d, %d] with %d bytes, x %d, y %d, n %d", w.Type, w.Cols, w.Rows, len(w.Data), len(x), len(y), n))
 	}
-	p.mm.matmul(p, y, w, x, n)
+	p.mm.matmul(p, y, w, x, n, p.Act.mode(w.Type, n, p.simd()))
 }
+
+// simd reports whether MatMul runs the SIMD kernels.
+func (p *Pool) simd() bool { return simdKernels != nil && !p.Generic }

@@ -102,7 +102,9 @@ func (t *prepTask) Do(_, lo, hi int) {
 	}
 }
 
-func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int) {
+// matmul computes y = x·Wᵀ for n vectors whose activations are treated as
+// mode says.
+func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int, mode actMode) {
 	s.k = &genericKernels
 	if simdKernels != nil && !p.Generic {
 		s.k = simdKernels
@@ -112,7 +114,6 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	}
 	s.y, s.w, s.x, s.n = y, w, x, n
 	s.rb = w.Type.RowBytes(w.Cols)
-	mode := p.Act.mode(w.Type, n, s.k != &genericKernels)
 	s.q8, s.q15 = mode == modeQ8, mode == modeQ15
 	s.k32 = w.Type == gguf.Q8_0 || w.Type == gguf.Q4_0
 	s.rp = (s.q8 || s.q15) && !s.k32 && n >= repackMinN

@@ -48,15 +48,15 @@ func (b *Backend) RMSNorm(dst, x ml.Tensor, w ml.Weight, eps float32) {
 
 // ropeTask rotates adjacent pairs (ggml's normal mode) of every head.
 type ropeTask struct {
-	x    *Tensor
-	pos0 int
-	r    *ml.Rope
+	x   *Tensor
+	pos []int32
+	r   *ml.Rope
 }
 
 func (t *ropeTask) Do(_, lo, hi int) {
 	hd := t.r.HeadDim
 	for r := lo; r < hi; r++ {
-		p := float64(t.pos0+r) * t.r.PosScale
+		p := float64(t.pos[r]) * t.r.PosScale
 		row := t.x.row(r)
 		for i, f := range t.r.Freqs {
 			s, c := math.Sincos(p * f)
@@ -70,12 +70,15 @@ func (t *ropeTask) Do(_, lo, hi int) {
 	}
 }
 
-func (b *Backend) Rope(x ml.Tensor, pos0 int, r *ml.Rope) {
+func (b *Backend) Rope(x ml.Tensor, r *ml.Rope) {
 	xs := x.(*Tensor)
+	if b.batch == nil || b.batch.Rows() != xs.rows {
+		panic("cpu: Rope without a batch of its rows")
+	}
 	if !(xs.cols%r.HeadDim == 0) {
 		panic("cpu: " + fmt.Sprintf("Rope: %d columns, head dim %d", xs.cols, r.HeadDim))
 	}
-	b.rope = ropeTask{x: xs, pos0: pos0, r: r}
+	b.rope = ropeTask{x: xs, pos: b.batch.Pos, r: r}
 	b.pool.Run(xs.rows, &b.rope)
 }
 

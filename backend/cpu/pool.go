@@ -52,6 +52,7 @@ type Pool struct {
 	closed  atomic.Bool
 
 	mm matmulState // MatMul's task and scratch, reused by every call
+	roles roleScratch // MatMulRoles' gathered rows
 }
 
 type worker struct {

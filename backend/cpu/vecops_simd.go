@@ -254,16 +254,20 @@ func attnValuesSIMD(out, w []float32, inv float32, v []float32, stride int) {
 // attnGroupSIMD is attnGroupGeneric with vectors; for head size 64 and 8k
 // query heads per KV head, the assembly kernels (attention_simd.go) take
 // the heads 8 at a time for the scores and 4 at a time for the values, so
-// that each key or value vector is loaded once for all of them.
-func attnGroupSIMD(out, q, kt, v []float32, stride, n, hd int, scale float32, scores []float32) {
+// that each key or value vector is loaded once for all of them. As there,
+// the values are summed page by page in logical order.
+func attnGroupSIMD(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, scale float32, scores []float32) {
 	nh := len(q) / hd
 	if hd == 64 && nh%8 == 0 {
-		attnGroup64(out, q, kt, v, stride, n, scale, scores)
+		attnGroup64(out, q, kc, vc, kp, vp, stride, n, scale, scores)
 		return
 	}
 	n16 := (n + 15) / 16 * 16
+	np := n16 / 16
 	for h := range nh {
-		attnScoresSIMD(scores[h*n16:(h+1)*n16], q[h*hd:(h+1)*hd], kt, scale)
+		for j := range np {
+			attnScoresSIMD(scores[h*n16+16*j:h*n16+16*j+16], q[h*hd:(h+1)*hd], kc[kp[j]:kp[j]+16*hd], scale)
+		}
 	}
 	for h := range nh {
 		s := scores[h*n16 : h*n16+n]
@@ -274,8 +278,15 @@ func attnGroupSIMD(out, q, kt, v []float32, stride, n, hd int, scale float32, sc
 			s[i] *= inv
 		}
 	}
+	var part [maxGenericHead]float32
 	for h := range nh {
-		attnValuesSIMD(out[h*hd:(h+1)*hd], scores[h*n16:h*n16+n], 1, v, stride)
+		o := out[h*hd : (h+1)*hd]
+		clear(o)
+		for j := range np {
+			m := min(16, n-16*j)
+			attnValuesSIMD(part[:hd], scores[h*n16+16*j:h*n16+16*j+m], 1, vc[vp[j]:], stride)
+			addSIMD(o, part[:hd])
+		}
 	}
 }
 

@@ -137,7 +137,8 @@ func TestAttnKernels(t *testing.T) {
 
 // TestAttnGroup: attention of the query heads sharing one KV head (the
 // assembly path for head size 64 and 8 or 16 heads, the vector one
-// otherwise) against float64 softmax attention.
+// otherwise) against float64 softmax attention, over pages in shuffled
+// order.
 func TestAttnGroup(t *testing.T) {
 	sets := map[string]*vecKernels{"generic": &genericVec}
 	if simdVecKernels != nil {
@@ -151,16 +152,23 @@ func TestAttnGroup(t *testing.T) {
 				const stride = 300
 				q := randomVec(r, c.nh*c.hd)
 				kt := randomVec(r, n16*c.hd)
-				v := randomVec(r, n*stride)
+				v := randomVec(r, n16*stride)
 				out := randomVec(r, c.nh*c.hd)
 				scores := make([]float32, c.nh*n16)
-				k.attnGroup(out, q, kt, v, stride, n, c.hd, 0.125, scores)
+				perm := r.Perm(n16 / 16) // logical page j is physical page perm[j]
+				kp, vp := make([]int, len(perm)), make([]int, len(perm))
+				for j, pg := range perm {
+					kp[j], vp[j] = pg*16*c.hd, pg*16*stride
+				}
+				// at maps logical position p to its physical one.
+				at := func(p int) int { return perm[p/16]*16 + p%16 }
+				k.attnGroup(out, q, kt, v, kp, vp, stride, n, c.hd, 0.125, scores)
 				for h := range c.nh {
 					s := make([]float64, n)
 					m := math.Inf(-1)
 					for p := range n {
 						for d := range c.hd {
-							s[p] += float64(q[h*c.hd+d]) * float64(kt[(p/16*c.hd+d)*16+p%16])
+							s[p] += float64(q[h*c.hd+d]) * float64(kt[(at(p)/16*c.hd+d)*16+p%16])
 						}
 						s[p] *= 0.125
 						m = math.Max(m, s[p])
@@ -173,7 +181,7 @@ func TestAttnGroup(t *testing.T) {
 					for d := range c.hd {
 						var want float64
 						for p := range n {
-							want += s[p] / sum * float64(v[p*stride+h*0+d])
+							want += s[p] / sum * float64(v[at(p)*stride+h*0+d])
 						}
 						if got := out[h*c.hd+d]; math.Abs(float64(got)-want) > 1e-5 {
 							t.Fatalf("%s hd %d heads %d n %d: out[%d][%d] = %v, want %v", name, c.hd, c.nh, n, h, d, got, want)

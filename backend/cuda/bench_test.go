@@ -160,7 +160,7 @@ func TestAttentionDecodeTime(t *testing.T) {
 	defer func() { g.Graphs = true }()
 	const nh, nkv, hd, ctx = 32, 8, 128, 8192
 	a := &ml.Attn{NHeads: nh, NKVHeads: nkv, HeadDim: hd, Scale: 1 / math.Sqrt(hd)}
-	cache, err := g.NewKVCache(1, ctx, nkv*hd)
+	cache, err := g.NewKVCache(ml.KVSpec{Layers: 1, KVDim: nkv * hd, Pages: (ctx + ml.PageSize - 1) / ml.PageSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,9 +192,10 @@ func TestAttentionDecodeTime(t *testing.T) {
 			g.exit()
 			const n = 40
 			for i := 0; i < n; i++ {
-				g.Rope(q, pos, rope)
-				g.Rope(k, pos, rope)
-				g.Attention(out, q, k, v, cache, 0, pos, a)
+				g.Begin(ml.Contiguous(pos, 1, false))
+				g.Rope(q, rope)
+				g.Rope(k, rope)
+				g.Attention(out, q, k, v, cache, 0, a)
 			}
 			if err := g.Sync(); err != nil {
 				t.Fatal(err)

@@ -45,14 +45,17 @@ type Backend struct {
 	compiled, cached bool
 
 	// Switches (environment, read at New; tests set them directly).
-	Check     bool   // GRETA_CUDA_CHECK=1: synchronize and check after every launch
-	Graphs    bool   // GRETA_CUDA_GRAPH=0 turns graph replay off
-	Fuse      bool   // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
-	UseBLAS   bool   // GRETA_CUDA_CUBLAS=0: prefill without cuBLAS
-	MVB, GUB  string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
-	Profile   bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
-	KVF32     bool   // KV caches made from now on hold float32 (GRETA_CUDA_KV=f32, greta --cache-type f32), not f16
-	PDL       bool   // programmatic dependent launch (sm_90 and cuLaunchKernelEx); GRETA_CUDA_PDL=0 turns it off
+	Check    bool      // GRETA_CUDA_CHECK=1: synchronize and check after every launch
+	Graphs   bool      // GRETA_CUDA_GRAPH=0 turns graph replay off
+	Fuse     bool      // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
+	UseBLAS  bool      // GRETA_CUDA_CUBLAS=0: prefill without cuBLAS
+	MVB, GUB string    // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
+	Profile  bool      // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
+	batch    *ml.Batch // the rows of the current ops (Begin)
+	pos0     int       // the position of its first row
+
+	KVF32     bool // KV caches made from now on hold float32 (GRETA_CUDA_KV=f32, greta --cache-type f32), not f16
+	PDL       bool // programmatic dependent launch (sm_90 and cuLaunchKernelEx); GRETA_CUDA_PDL=0 turns it off
 	blas      *cublas
 	blasErr   error
 	blasTried bool

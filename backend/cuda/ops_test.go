@@ -364,10 +364,12 @@ func TestRope(t *testing.T) {
 			for _, pos := range []int{0, 5000} {
 				q := p.input(r, c.heads*c.hd, rows, 1)
 				k := p.input(r, c.hd, rows, 1)
-				p.g.Rope(q.g, pos, rp)
-				p.g.Rope(k.g, pos, rp)
-				p.ref.Rope(q.r, pos, rp)
-				p.ref.Rope(k.r, pos, rp)
+				p.g.Begin(ml.Contiguous(pos, rows, false))
+				p.ref.Begin(ml.Contiguous(pos, rows, false))
+				p.g.Rope(q.g, rp)
+				p.g.Rope(k.g, rp)
+				p.ref.Rope(q.r, rp)
+				p.ref.Rope(k.r, rp)
 				what := fmt.Sprintf("Rope %d heads × %d (%d pairs) rows %d pos %d", c.heads, c.hd, c.pairs, rows, pos)
 				p.compare(what+" q", q, 1e-11)
 				p.compare(what+" k", k, 1e-11)
@@ -376,7 +378,7 @@ func TestRope(t *testing.T) {
 	}
 }
 
-func TestArgmaxAndCopyRows(t *testing.T) {
+func TestArgmaxAndGather(t *testing.T) {
 	p := newPair(t)
 	r := rand.New(rand.NewPCG(7, uint64(os.Getpid())))
 	for _, cols := range []int{5, 1000, 128256} {
@@ -394,9 +396,9 @@ func TestArgmaxAndCopyRows(t *testing.T) {
 			t.Errorf("Argmax cols %d: %v, want %v", cols, got, want)
 		}
 		one := p.tensor(cols, 1)
-		p.g.CopyRows(one.g, t3.g, 2)
-		p.ref.CopyRows(one.r, t3.r, 2)
-		p.compare(fmt.Sprintf("CopyRows cols %d", cols), one, 0)
+		p.g.Gather(one.g, t3.g, []int32{2})
+		p.ref.Gather(one.r, t3.r, []int32{2})
+		p.compare(fmt.Sprintf("Gather cols %d", cols), one, 0)
 	}
 }
 
@@ -488,7 +490,7 @@ func TestTopK(t *testing.T) {
 				}
 				gi, gv := make([]int32, k), make([]float32, k)
 				wi, wv := make([]int32, k), make([]float32, k)
-				p.g.TopK(t2.g, k, gi, gv)
+				p.g.TopK(t2.g, t2.g.Rows()-1, k, gi, gv)
 				ml.TopKHost(x[cols:], k, wi, wv)
 				for i := range k {
 					if gi[i] != wi[i] || math.Float32bits(gv[i]) != math.Float32bits(wv[i]) && gv[i] != wv[i] {
@@ -537,19 +539,22 @@ func TestAttention(t *testing.T) {
 			}
 			a := &ml.Attn{NHeads: c.nh, NKVHeads: c.nkv, HeadDim: c.hd, Scale: 1 / math.Sqrt(float64(c.hd))}
 			kvDim := c.nkv * c.hd
-			gc, err := p.g.NewKVCache(2, c.ctx, kvDim)
+			spec := ml.KVSpec{Layers: 2, KVDim: kvDim, Pages: (c.ctx + ml.PageSize - 1) / ml.PageSize}
+			gc, err := p.g.NewKVCache(spec)
 			if err != nil {
 				t.Fatal(err)
 			}
-			rc, _ := p.ref.NewKVCache(2, c.ctx, kvDim)
+			rc, _ := p.ref.NewKVCache(spec)
 			pos := 0
 			for _, n := range c.steps {
 				q := p.input(r, c.nh*c.hd, n, 1)
 				k := p.input(r, kvDim, n, 1)
 				v := p.input(r, kvDim, n, 1)
 				out := p.tensor(c.nh*c.hd, n)
-				p.g.Attention(out.g, q.g, k.g, v.g, gc, 1, pos, a)
-				p.ref.Attention(out.r, q.r, k.r, v.r, rc, 1, pos, a)
+				p.g.Begin(ml.Contiguous(pos, n, false))
+				p.ref.Begin(ml.Contiguous(pos, n, false))
+				p.g.Attention(out.g, q.g, k.g, v.g, gc, 1, a)
+				p.ref.Attention(out.r, q.r, k.r, v.r, rc, 1, a)
 				p.compare(fmt.Sprintf("Attention (%s cache) %d/%d heads × %d, rows %d at %d", typ, c.nh, c.nkv, c.hd, n, pos), out, bound)
 				pos += n
 			}
@@ -592,11 +597,12 @@ func TestAttentionDecodeRope(t *testing.T) {
 				rope.Freqs = append(rope.Freqs, math.Pow(500000, -2*float64(i)/float64(c.hd)))
 			}
 			kvDim := c.nkv * c.hd
-			gc, err := p.g.NewKVCache(1, ctx, kvDim)
+			spec := ml.KVSpec{Layers: 1, KVDim: kvDim, Pages: (ctx + ml.PageSize - 1) / ml.PageSize}
+			gc, err := p.g.NewKVCache(spec)
 			if err != nil {
 				t.Fatal(err)
 			}
-			rc, _ := p.ref.NewKVCache(1, ctx, kvDim)
+			rc, _ := p.ref.NewKVCache(spec)
 			table := func(cols int) twoW {
 				x := make([]float32, cols*ctx)
 				for i := range x {
@@ -617,9 +623,10 @@ func TestAttentionDecodeRope(t *testing.T) {
 					b.Embed(q.of(b), qT.of(b), tok)
 					b.Embed(k.of(b), kT.of(b), tok)
 					b.Embed(v.of(b), vT.of(b), tok)
-					b.Rope(q.of(b), pos, rope)
-					b.Rope(k.of(b), pos, rope)
-					b.Attention(out.of(b), q.of(b), k.of(b), v.of(b), cache, 0, pos, a)
+					b.Begin(ml.Contiguous(pos, 1, false))
+					b.Rope(q.of(b), rope)
+					b.Rope(k.of(b), rope)
+					b.Attention(out.of(b), q.of(b), k.of(b), v.of(b), cache, 0, a)
 				}
 				if err := p.g.Sync(); err != nil {
 					t.Fatal(err)
@@ -641,7 +648,7 @@ func TestAttentionDecodeRope(t *testing.T) {
 
 func TestKVCacheTooLarge(t *testing.T) {
 	g := device(t)
-	_, err := g.NewKVCache(1000, 1<<24, 8192)
+	_, err := g.NewKVCache(ml.KVSpec{Layers: 1000, KVDim: 8192, Pages: 1 << 20})
 	if err == nil || !strings.Contains(err.Error(), "smaller --ctx") || !strings.Contains(err.Error(), "free") {
 		t.Fatalf("error %v: want an out-of-memory error naming --ctx", err)
 	}

@@ -413,7 +413,39 @@ func (b *Backend) ropeFor(r *ml.Rope) *ropeDev {
 	return rd
 }
 
-func (b *Backend) Rope(x ml.Tensor, pos0 int, r *ml.Rope) {
+// Begin takes the batch of the following ops. The kernels take one
+// sequence at consecutive positions over pages in pool order (the layout
+// of ml.Contiguous); a batch of many sequences, or of pages out of order,
+// is not lowered yet.
+func (b *Backend) Begin(batch *ml.Batch) {
+	if len(batch.Pages) != 1 {
+		shapeErr("Begin: %d sequences in one batch; the cuda backend runs one at a time for now", len(batch.Pages))
+	}
+	for j, p := range batch.Pages[0] {
+		if int(p) != j {
+			shapeErr("Begin: page %d of the sequence is pool page %d; the cuda backend reads pages in pool order for now", j, p)
+		}
+	}
+	b.batch, b.pos0 = batch, int(batch.Pos[0])
+}
+
+func (b *Backend) Rope(x ml.Tensor, r *ml.Rope) { b.rope(x, b.pos0, r) }
+
+func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int, a *ml.Attn) {
+	b.attention(dst, q, k, v, cache, layer, b.pos0, a)
+}
+
+// Gather copies rows; the lowering copies runs of consecutive rows.
+func (b *Backend) Gather(dst, src ml.Tensor, rows []int32) {
+	for i, r := range rows {
+		if int(r) != int(rows[0])+i {
+			shapeErr("Gather: rows %v are not consecutive", rows)
+		}
+	}
+	b.copyRows(dst, src, int(rows[0]))
+}
+
+func (b *Backend) rope(x ml.Tensor, pos0 int, r *ml.Rope) {
 	xs := x.(*Tensor)
 	if xs.cols < r.HeadDim || pos0 < 0 || pos0 > math.MaxInt32-xs.rows {
 		shapeErr("Rope: x [%d,%d], head size %d, pos %d", xs.cols, xs.rows, r.HeadDim, pos0)
@@ -429,7 +461,7 @@ func (b *Backend) Rope(x ml.Tensor, pos0 int, r *ml.Rope) {
 	b.push(op{kind: opRope, rows: xs.rows, rx: [2]*Tensor{xs}, nrope: 1, rope: rd, pos: pos0, dyn: off})
 }
 
-func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos0 int, a *ml.Attn) {
+func (b *Backend) attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos0 int, a *ml.Attn) {
 	d, qs, ks, vs, c := dst.(*Tensor), q.(*Tensor), k.(*Tensor), v.(*Tensor), cache.(*KVCache)
 	switch {
 	case a.NHeads < 1 || a.NKVHeads < 1 || a.NHeads%a.NKVHeads != 0 || a.HeadDim < 1:
@@ -465,7 +497,7 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos
 	b.push(op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, pos: pos0, dyn: off, stored: stored, rope: rope})
 }
 
-func (b *Backend) CopyRows(dst, src ml.Tensor, from int) {
+func (b *Backend) copyRows(dst, src ml.Tensor, from int) {
 	d, s := dst.(*Tensor), src.(*Tensor)
 	if d.cols != s.cols || from < 0 || from+d.rows > s.capRows {
 		shapeErr("CopyRows: dst [%d,%d], src [%d,%d], from %d", d.cols, d.rows, s.cols, s.capRows, from)

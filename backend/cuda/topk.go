@@ -10,8 +10,11 @@ import (
 // select, kernels/topk.cu) and copies back only the k candidates, which
 // arrive in column order and are sorted here, largest first, the lower id
 // first on ties.
-func (b *Backend) TopK(x ml.Tensor, k int, ids []int32, vals []float32) {
+func (b *Backend) TopK(x ml.Tensor, row, k int, ids []int32, vals []float32) {
 	xs := x.(*Tensor)
+	if row != xs.rows-1 {
+		shapeErr("TopK: row %d of %d; the kernel reads the last row", row, xs.rows)
+	}
 	if k < 1 || k > xs.cols || len(ids) < k || len(vals) < k || xs.rows < 1 || xs.cols > 1<<31-1 {
 		shapeErr("TopK: k %d of a row of %d into %d ids and %d values", k, xs.cols, len(ids), len(vals))
 	}

@@ -206,12 +206,13 @@ type KVCache struct {
 	k, v               devPtr
 	layers, ctx, kvDim int
 	esz                int // bytes a value: 2 (f16) or 4 (f32)
+	spec               ml.KVSpec
 }
+
+func (c *KVCache) Spec() ml.KVSpec { return c.spec }
 
 // kv32 is the kernels' flag for a float32 cache.
 func (c *KVCache) kv32() int { return c.esz / 4 }
-
-func (c *KVCache) Context() int { return c.ctx }
 
 // layer returns the addresses of layer l's keys and values.
 func (c *KVCache) layer(l int) (devPtr, devPtr) {
@@ -219,19 +220,26 @@ func (c *KVCache) layer(l int) (devPtr, devPtr) {
 	return c.k + devPtr(off), c.v + devPtr(off)
 }
 
-// NewKVCache preallocates the cache for ctx positions. Out of memory is an
-// error that says how much was needed, how much is free, and to try a
-// smaller --ctx.
-func (b *Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
+// NewKVCache preallocates the cache for spec's positions. Out of memory is
+// an error that says how much was needed, how much is free, and to try a
+// smaller --ctx. Until the kernels read page tables, the pages hold one
+// sequence's positions in order (see Begin).
+func (b *Backend) NewKVCache(spec ml.KVSpec) (ml.KVCache, error) {
+	layers, ctx, kvDim := spec.Layers, spec.Tokens(), spec.KVDim
 	if layers < 1 || ctx < 1 || kvDim < 1 {
 		return nil, fmt.Errorf("KV cache: %d layers × %d positions × %d", layers, ctx, kvDim)
 	}
 	b.enter()
 	defer b.exit()
 	esz, typ := 2, "f16"
-	if b.KVF32 {
+	switch {
+	case spec.DType == "f32", spec.DType == "" && b.KVF32:
 		esz, typ = 4, "f32"
+	case spec.DType == "", spec.DType == "f16":
+	default:
+		return nil, fmt.Errorf("KV cache type %q: expected f16 or f32", spec.DType)
 	}
+	spec.DType = typ
 	half := (uint64(layers)*uint64(ctx)*uint64(kvDim)*uint64(esz) + 3) &^ 3
 	free, _ := b.d.MemInfo()
 	if 2*half > free {
@@ -239,7 +247,7 @@ func (b *Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
 		return nil, &OOMError{What: fmt.Sprintf("the KV cache for %d tokens (%d layers × %d values, %s, keys and values)", ctx, layers, kvDim, typ), Need: 2 * half, Free: free, Total: total}
 	}
 	what := fmt.Sprintf("the KV cache for %d tokens", ctx)
-	c := &KVCache{layers: layers, ctx: ctx, kvDim: kvDim, esz: esz}
+	c := &KVCache{layers: layers, ctx: ctx, kvDim: kvDim, esz: esz, spec: spec}
 	var err error
 	if c.k, err = b.alloc(half, what); err != nil {
 		return nil, err

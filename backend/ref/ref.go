@@ -15,7 +15,9 @@ import (
 )
 
 // Backend is the float64 oracle.
-type Backend struct{}
+type Backend struct {
+	batch *ml.Batch // the rows of the current ops (Begin)
+}
 
 // New returns the oracle backend.
 func New() *Backend { return &Backend{} }
@@ -74,22 +76,35 @@ func (*Backend) NewTensor(cols, rows int) ml.Tensor {
 	return &Tensor{cols: cols, rows: rows, capRows: rows, d: make([]float64, cols*rows)}
 }
 
-// KVCache holds keys and values per layer: [context][kvDim] float64.
+// KVCache holds keys and values per layer in pages of float64:
+// k, v [layer][page][slot][kvDim].
 type KVCache struct {
-	ctx, kvDim int
-	k, v       [][]float64
+	spec ml.KVSpec
+	k, v [][]float64
 }
 
-func (c *KVCache) Context() int { return c.ctx }
+func (c *KVCache) Spec() ml.KVSpec { return c.spec }
 
-func (*Backend) NewKVCache(layers, ctx, kvDim int) (ml.KVCache, error) {
-	c := &KVCache{ctx: ctx, kvDim: kvDim, k: make([][]float64, layers), v: make([][]float64, layers)}
+// at returns the offset of position slot of page in a layer's keys or values.
+func (c *KVCache) at(page, slot int) int { return (page*ml.PageSize + slot) * c.spec.KVDim }
+
+func (*Backend) NewKVCache(spec ml.KVSpec) (ml.KVCache, error) {
+	if spec.Layers < 1 || spec.KVDim < 1 || spec.Pages < 1 {
+		return nil, fmt.Errorf("KV cache: %d layers × %d pages × %d values", spec.Layers, spec.Pages, spec.KVDim)
+	}
+	if spec.DType != "" && spec.DType != "f64" && spec.DType != "f32" && spec.DType != "f16" {
+		return nil, fmt.Errorf("KV cache type %q: expected f16 or f32", spec.DType)
+	}
+	spec.DType = "f64" // the oracle holds float64 whatever is asked
+	c := &KVCache{spec: spec, k: make([][]float64, spec.Layers), v: make([][]float64, spec.Layers)}
 	for l := range c.k {
-		c.k[l] = make([]float64, ctx*kvDim)
-		c.v[l] = make([]float64, ctx*kvDim)
+		c.k[l] = make([]float64, spec.Tokens()*spec.KVDim)
+		c.v[l] = make([]float64, spec.Tokens()*spec.KVDim)
 	}
 	return c, nil
 }
+
+func (b *Backend) Begin(batch *ml.Batch) { b.batch = batch }
 
 func (*Backend) Embed(dst ml.Tensor, table ml.Weight, tokens []int32) {
 	d, w := dst.(*Tensor), table.(*Weight)
@@ -159,10 +174,10 @@ func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {
 	}
 }
 
-func (*Backend) Rope(x ml.Tensor, pos0 int, rp *ml.Rope) {
+func (b *Backend) Rope(x ml.Tensor, rp *ml.Rope) {
 	xs := x.(*Tensor)
 	for r := 0; r < xs.rows; r++ {
-		p := float64(pos0+r) * rp.PosScale
+		p := float64(b.batch.Pos[r]) * rp.PosScale
 		row := xs.row(r)
 		for h := 0; h+rp.HeadDim <= xs.cols; h += rp.HeadDim {
 			for i, f := range rp.Freqs {
@@ -175,23 +190,32 @@ func (*Backend) Rope(x ml.Tensor, pos0 int, rp *ml.Rope) {
 	}
 }
 
-func (*Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos0 int, a *ml.Attn) {
+func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int, a *ml.Attn) {
 	d, qs, ks, vs, c := dst.(*Tensor), q.(*Tensor), k.(*Tensor), v.(*Tensor), cache.(*KVCache)
+	bt := b.batch
 	hd := a.HeadDim
 	for r := 0; r < ks.rows; r++ {
-		copy(c.k[layer][(pos0+r)*c.kvDim:], ks.row(r))
-		copy(c.v[layer][(pos0+r)*c.kvDim:], vs.row(r))
+		page, slot := bt.Page(r)
+		copy(c.k[layer][c.at(page, slot):], ks.row(r))
+		copy(c.v[layer][c.at(page, slot):], vs.row(r))
 	}
 	group := a.NHeads / a.NKVHeads
-	scores := make([]float64, pos0+qs.rows)
+	// at returns the cache offset of position t of row r's sequence.
+	at := func(r, t int) int {
+		return c.at(int(bt.Pages[bt.Seq[r]][t/ml.PageSize]), t%ml.PageSize)
+	}
+	var scores []float64
 	for r := 0; r < qs.rows; r++ {
-		n := pos0 + r + 1 // causal: positions 0..pos0+r
+		n := int(bt.Pos[r]) + 1 // causal: positions 0..Pos[r] of its sequence
+		if len(scores) < n {
+			scores = make([]float64, n)
+		}
 		for h := 0; h < a.NHeads; h++ {
 			qh := qs.row(r)[h*hd : (h+1)*hd]
 			kvOff := (h / group) * hd
 			maxS := math.Inf(-1)
 			for t := 0; t < n; t++ {
-				kt := c.k[layer][t*c.kvDim+kvOff:][:hd]
+				kt := c.k[layer][at(r, t)+kvOff:][:hd]
 				var s float64
 				for i := range qh {
 					s += qh[i] * kt[i]
@@ -207,7 +231,7 @@ func (*Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos0 
 			out := d.row(r)[h*hd : (h+1)*hd]
 			clear(out)
 			for t := 0; t < n; t++ {
-				vt := c.v[layer][t*c.kvDim+kvOff:][:hd]
+				vt := c.v[layer][at(r, t)+kvOff:][:hd]
 				p := scores[t] / sum
 				for i := range out {
 					out[i] += p * vt[i]
@@ -217,9 +241,11 @@ func (*Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos0 
 	}
 }
 
-func (*Backend) CopyRows(dst, src ml.Tensor, from int) {
+func (*Backend) Gather(dst, src ml.Tensor, rows []int32) {
 	d, s := dst.(*Tensor), src.(*Tensor)
-	copy(d.d[:d.rows*d.cols], s.d[from*s.cols:])
+	for i, r := range rows {
+		copy(d.row(i), s.row(int(r)))
+	}
 }
 
 func (*Backend) Argmax(x ml.Tensor, dst []int32) {
@@ -236,10 +262,10 @@ func (*Backend) Argmax(x ml.Tensor, dst []int32) {
 	}
 }
 
-func (*Backend) TopK(x ml.Tensor, k int, ids []int32, vals []float32) {
+func (*Backend) TopK(x ml.Tensor, r, k int, ids []int32, vals []float32) {
 	xs := x.(*Tensor)
 	row := make([]float32, xs.cols)
-	for i, v := range xs.row(xs.rows - 1) {
+	for i, v := range xs.row(r) {
 		row[i] = float32(v)
 	}
 	ml.TopKHost(row, k, ids, vals)

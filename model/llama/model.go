@@ -29,6 +29,7 @@ type Layer struct {
 type Model struct {
 	Config     *Config
 	Backend    ml.Backend
+	CacheType  string    // the value type of NewState's KV cache: "" (the backend's default), "f16" or "f32"
 	TokEmbd    ml.Weight // token_embd.weight  [dim, vocab]
 	OutputNorm ml.Weight // output_norm.weight [dim]
 	Output     ml.Weight // output.weight      [dim, vocab], or TokEmbd when tied
