@@ -51,7 +51,7 @@ type Pool struct {
 	gen     atomic.Uint32
 	closed  atomic.Bool
 
-	mm matmulState // MatMul's task and scratch, reused by every call
+	mm    matmulState // MatMul's task and scratch, reused by every call
 	roles roleScratch // MatMulRoles' gathered rows
 }
 
