@@ -84,8 +84,10 @@ func (s *State) setRows(n, nOut int) {
 	for _, t := range []ml.Tensor{s.x, s.xb, s.xb2, s.q, s.k, s.v, s.att, s.hb} {
 		t.SetRows(n)
 	}
-	s.last.SetRows(nOut)
-	s.Logits.SetRows(nOut)
+	if nOut > 0 {
+		s.last.SetRows(nOut)
+		s.Logits.SetRows(nOut)
+	}
 }
 
 // Forward runs the model over tokens at positions s.Pos, s.Pos+1, ... of
@@ -139,7 +141,7 @@ func (s *State) ownBatch(n int) *ml.Batch {
 
 // ForwardBatch runs the model over the rows of batch (tokens[i] is row i's
 // token), storing their keys and values in cache's pages, and leaves in
-// s.Logits one row of logits for each of batch.Out. Every row's result
+// s.Logits one row of logits for each of batch.Out (none may be wanted). Every row's result
 // depends only on its own sequence's tokens and its role, never on the
 // other rows (see docs/ENGINE.md).
 func (m *Model) ForwardBatch(s *State, cache ml.KVCache, tokens []int32, batch *ml.Batch) error {
@@ -147,8 +149,8 @@ func (m *Model) ForwardBatch(s *State, cache ml.KVCache, tokens []int32, batch *
 	if n == 0 || n > s.MaxBatch || batch.Rows() != n {
 		return fmt.Errorf("forward: %d tokens for %d rows, expected 1..%d", n, batch.Rows(), s.MaxBatch)
 	}
-	if nOut == 0 || nOut > s.maxOut {
-		return fmt.Errorf("forward: %d output rows, expected 1..%d", nOut, s.maxOut)
+	if nOut > s.maxOut {
+		return fmt.Errorf("forward: %d output rows, expected at most %d", nOut, s.maxOut)
 	}
 	if err := batch.Check(cache.Spec().Pages); err != nil {
 		return err
@@ -198,6 +200,9 @@ func (m *Model) ForwardBatch(s *State, cache ml.KVCache, tokens []int32, batch *
 		m.trace(l, "x_out", s.x)
 	}
 
+	if nOut == 0 {
+		return nil // a prompt chunk whose rows need no logits
+	}
 	b.RMSNorm(s.xb, s.x, m.OutputNorm, eps)
 	m.trace(-1, "final_norm", s.xb)
 	b.Gather(s.last, s.xb, batch.Out)
