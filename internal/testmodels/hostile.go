@@ -453,18 +453,27 @@ func writeTinyOver7B(t testing.TB, path string) {
 	tiny := llama.Presets["tinyllama-1.1b"]
 	big := llama.Presets["llama2-7b"]
 	tiny.Type, big.Type = "f16", "f16"
-	kv := metadataOf(t, tiny)
-	specs := configOf(t, big).TensorSpecs()
+	writeSparse(t, path, metadataOf(t, tiny), configOf(t, big), gguf.F16)
+}
+
+// Sparse writes a valid model of shape o whose matrices have type typ (norms
+// F32) as a sparse file: the header is real, the data is a hole of zeros,
+// so a model of any size costs no disk and loads without reading it.
+func Sparse(t testing.TB, path string, o llama.SynthOptions, typ gguf.Type) {
+	writeSparse(t, path, metadataOf(t, o), configOf(t, o), typ)
+}
+
+func writeSparse(t testing.TB, path string, kv []gguf.KV, c *llama.Config, typ gguf.Type) {
 	var tensors []gguf.TensorInfo
-	for _, s := range specs {
+	for _, s := range c.TensorSpecs() {
 		if s.Name == "rope_freqs.weight" {
 			continue
 		}
-		typ := gguf.F16
+		tt := typ
 		if len(s.Shape) == 1 {
-			typ = gguf.F32
+			tt = gguf.F32
 		}
-		tensors = append(tensors, gguf.TensorInfo{Name: s.Name, Shape: s.Shape, Type: typ})
+		tensors = append(tensors, gguf.TensorInfo{Name: s.Name, Shape: s.Shape, Type: tt})
 	}
 	fd, err := os.Create(path)
 	if err != nil {

@@ -121,3 +121,28 @@ func TestCheckMemory(t *testing.T) {
 		t.Errorf("2^63 bytes: %v", err)
 	}
 }
+
+// INT8 mode copies the float matrices onto the heap: a model whose copy
+// cannot fit is refused before the first one is converted.
+func TestInt8LoadChecksMemory(t *testing.T) {
+	o := llama.Presets["llama3-8b"]
+	o.Dim, o.FFN, o.Layers, o.Type = 16384, 53248, 126, "f32" // Llama-3-405B's shape
+	path := t.TempDir() + "/405b-f32.gguf"
+	testmodels.Sparse(t, path, o, gguf.F32)
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Skipf("a 1.6 TB sparse file: %v", err)
+	}
+	defer f.Close()
+	if avail, _, err := llama.AvailableMemory(); err != nil || avail > 400<<30 {
+		t.Skipf("%d bytes of memory: enough to take the copy", avail)
+	}
+	b := cpu.New(1)
+	defer b.Close()
+	_, err = llama.Load(f, b, llama.LoadOptions{Int8: true})
+	var me *llama.MemoryError
+	if !errors.As(err, &me) || !strings.Contains(err.Error(), "INT8 mode") {
+		t.Fatalf("Load: %v", err)
+	}
+	t.Log(err)
+}
