@@ -252,11 +252,13 @@ func scalarString(v any) string {
 
 func printInspect(w io.Writer, r *inspectReport) {
 	fmt.Fprintf(w, "file:          %s\n", r.File)
+	// Every string below but the file's name comes from the file, and is
+	// clipped: a 1 MiB tensor name must not give a 1 MiB line.
 	if r.FileBytes == 0 {
 		fmt.Fprintf(w, "verdict:       INVALID: %s\n", r.Errors[0])
 		return
 	}
-	fmt.Fprintf(w, "architecture:  %s\n", r.Architecture)
+	fmt.Fprintf(w, "architecture:  %s\n", clip(r.Architecture))
 	if c := r.Config; c != nil {
 		fmt.Fprintf(w, "config:        dim %d, hidden %d, layers %d, heads %d, kv heads %d, head dim %d\n",
 			c.Dim, c.HiddenDim, c.NLayers, c.NHeads, c.NKVHeads, c.HeadDim)
@@ -264,7 +266,7 @@ func printInspect(w io.Writer, r *inspectReport) {
 			c.VocabSize, c.ContextLength, c.RopeFreqBase, c.RopeDim, c.RopeScaling, c.NormEps, c.TiedEmbeddings)
 	}
 	if t := r.Tokenizer; t != nil {
-		fmt.Fprintf(w, "tokenizer:     model %q, pre %q, %d tokens, bos %s, eos %s\n", t.Model, t.Pre, t.NTokens, optInt(t.BOS), optInt(t.EOS))
+		fmt.Fprintf(w, "tokenizer:     model %q, pre %q, %d tokens, bos %s, eos %s\n", gguf.Clip(t.Model), gguf.Clip(t.Pre), t.NTokens, optInt(t.BOS), optInt(t.EOS))
 	}
 	if len(r.Metadata) > 0 {
 		fmt.Fprintf(w, "metadata:      %d key/value pairs\n", len(r.Metadata))

@@ -71,7 +71,13 @@ func TestHostileFilesThroughTheCLI(t *testing.T) {
 				runs = append(runs, []string{"tokenize", "-m", c.Path, "Once upon a time"})
 			}
 			for _, args := range runs {
-				_, stderr, code := gretaWithin(t, limit, args...)
+				stdout, stderr, code := gretaWithin(t, limit, args...)
+				for _, l := range strings.Split(stdout, "\n") {
+					if len(l) > 600 {
+						t.Errorf("%s: a %d-byte line on stdout: %.200q", args[0], len(l), l)
+						break
+					}
+				}
 				if code == 0 || (args[0] == "inspect" && code != 1) {
 					t.Errorf("%s: exit %d (stderr %.300q)", args[0], code, stderr)
 				}
