@@ -172,7 +172,7 @@ func dumpMetadata(f *gguf.File) []inspectKV {
 		kv := inspectKV{Key: e.Key, Count: 1}
 		switch v := e.Value.(type) {
 		case gguf.Array:
-			kv.Type = "[" + strings.ToUpper(v.Type.String()) + "]"
+			kv.Type = arrayType(v)
 			kv.Count = v.Len()
 			kv.Value = summarizeArray(v)
 		case string:
@@ -185,6 +185,21 @@ func dumpMetadata(f *gguf.File) []inspectKV {
 		kvs = append(kvs, kv)
 	}
 	return kvs
+}
+
+// arrayType names an array's type as gguf-dump does: [INT32], or
+// [[STRING]] for an array of string arrays.
+func arrayType(a gguf.Array) string {
+	nest := 1
+	for a.Type == gguf.TypeArray {
+		inner, ok := a.Data.([]gguf.Array)
+		if !ok || len(inner) == 0 {
+			break
+		}
+		a = inner[0]
+		nest++
+	}
+	return strings.Repeat("[", nest) + strings.ToUpper(a.Type.String()) + strings.Repeat("]", nest)
 }
 
 func summarizeArray(a gguf.Array) string {
@@ -271,7 +286,7 @@ func printInspect(w io.Writer, r *inspectReport) {
 	if len(r.Metadata) > 0 {
 		fmt.Fprintf(w, "metadata:      %d key/value pairs\n", len(r.Metadata))
 		for i, kv := range r.Metadata {
-			fmt.Fprintf(w, "  %6d: %-10s | %8d | %s = %s\n", i+1, kv.Type, kv.Count, clip(kv.Key), kv.Value)
+			fmt.Fprintf(w, "  %5d: %-10s | %8d | %s = %s\n", i+1, kv.Type, kv.Count, clip(kv.Key), kv.Value)
 		}
 		fmt.Fprintln(w)
 	}

@@ -145,7 +145,7 @@ func TestInspectModelFlagMetadataCheck(t *testing.T) {
 	}
 	out, _, code := greta(t, nil, "inspect", path, "--metadata")
 	for _, want := range []string{
-		"       1: UINT32     |        1 | GGUF.version = 3\n",
+		"\n      1: UINT32     |        1 | GGUF.version = 3\n",
 		"| GGUF.kv_count = ",
 		"STRING     |        1 | general.architecture = 'llama'\n",
 		"[STRING]   |      300 | tokenizer.ggml.tokens = ['<unk>', '<s>', '</s>', '<0x00>', '<0x01>', ...]\n",
