@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"sort"
 
 	"golang.org/x/sys/unix"
 )
@@ -130,7 +131,8 @@ type TensorInfo struct {
 	Offset uint64 // relative to the start of the data section
 }
 
-// NumElements is the product of the shape.
+// NumElements is the product of the shape. It is exact for a tensor from
+// Parse (at most 2^62 elements); see ByteSize for a checked count.
 func (t *TensorInfo) NumElements() int64 {
 	n := int64(1)
 	for _, d := range t.Shape {
@@ -139,9 +141,46 @@ func (t *TensorInfo) NumElements() int64 {
 	return n
 }
 
-// Size is the tensor's size in bytes.
+// maxElements bounds a tensor's element count (ggml's int64 ne product).
+const maxElements = 1 << 62
+
+// ByteSize is the tensor's size in bytes, or an error when the shape is
+// empty, has a dimension < 1, or its element or byte count overflows int64.
+func (t *TensorInfo) ByteSize() (int64, error) {
+	if !t.Type.Known() {
+		return 0, fmt.Errorf("unknown ggml type id %d", uint32(t.Type))
+	}
+	if len(t.Shape) == 0 {
+		return 0, errors.New("rank 0")
+	}
+	n := int64(1)
+	for d, x := range t.Shape {
+		if x < 1 {
+			return 0, fmt.Errorf("dimension %d is %d, expected ≥ 1", d, x)
+		}
+		if n > maxElements/x {
+			return 0, fmt.Errorf("shape %v: element count overflows (more than 2^62)", t.Shape)
+		}
+		n *= x
+	}
+	bs, ts := int64(t.Type.BlockSize()), int64(t.Type.TypeSize())
+	if n%bs != 0 {
+		return 0, fmt.Errorf("%d elements are not a whole number of %s blocks of %d", n, t.Type, bs)
+	}
+	if n/bs > math.MaxInt64/ts {
+		return 0, fmt.Errorf("shape %v: %d elements of %s overflow a 64-bit byte count", t.Shape, n, t.Type)
+	}
+	return n / bs * ts, nil
+}
+
+// Size is the tensor's size in bytes. Parse and NewWriter accept only
+// tensors whose ByteSize succeeds; for any other, Size is -1.
 func (t *TensorInfo) Size() int64 {
-	return t.NumElements() / int64(t.Type.BlockSize()) * int64(t.Type.TypeSize())
+	n, err := t.ByteSize()
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // File is a parsed GGUF file. Tensor data stays in the mapped file.
@@ -160,19 +199,30 @@ type File struct {
 	mapped      bool
 }
 
-// Open memory-maps and parses the GGUF file at path.
+// Open memory-maps and parses the GGUF file at path. The path must name a
+// regular file: a FIFO, device or directory is refused before it is opened
+// (opening a FIFO for reading would block until a writer appears), and the
+// file is checked again once open, in case the path was swapped meanwhile.
 func Open(path string) (*File, error) {
-	fd, err := os.Open(path)
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := regular(path, st); err != nil {
+		return nil, err
+	}
+	// O_NONBLOCK: if the path became a FIFO since the Stat, open returns
+	// at once instead of waiting for a writer; the Fstat below refuses it.
+	fd, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer fd.Close()
-	st, err := fd.Stat()
-	if err != nil {
+	if st, err = fd.Stat(); err != nil {
 		return nil, err
 	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory, not a GGUF file", path)
+	if err := regular(path, st); err != nil {
+		return nil, err
 	}
 	size := st.Size()
 	if size < 4 {
@@ -193,6 +243,28 @@ func Open(path string) (*File, error) {
 	f.Path = path
 	f.mapped = true
 	return f, nil
+}
+
+// regular refuses anything but a regular file, naming what it is.
+func regular(path string, st os.FileInfo) error {
+	m := st.Mode()
+	if m.IsRegular() {
+		return nil
+	}
+	what := "not a regular file"
+	switch {
+	case m.IsDir():
+		what = "a directory"
+	case m&os.ModeNamedPipe != 0:
+		what = "a FIFO (named pipe)"
+	case m&os.ModeCharDevice != 0:
+		what = "a character device"
+	case m&os.ModeDevice != 0:
+		what = "a block device"
+	case m&os.ModeSocket != 0:
+		what = "a socket"
+	}
+	return fmt.Errorf("%s: is %s, not a GGUF file: a model must be a regular file", path, what)
 }
 
 // Close unmaps the file. Slices returned by TensorData become invalid.
@@ -280,14 +352,14 @@ func Parse(data []byte) (*File, error) {
 		}
 		vt := ValueType(r.u32())
 		if r.err != nil {
-			return nil, r.fail(fmt.Sprintf("metadata %q type", key))
+			return nil, r.fail(fmt.Sprintf("metadata %q type", Clip(key)))
 		}
 		v, err := r.value(vt, 0)
 		if err != nil {
-			return nil, fmt.Errorf("metadata %q: %w", key, err)
+			return nil, fmt.Errorf("metadata %q: %w", Clip(key), err)
 		}
 		if _, dup := f.kvIndex[key]; dup {
-			return nil, fmt.Errorf("metadata key %q appears twice", key)
+			return nil, fmt.Errorf("metadata key %q appears twice", Clip(key))
 		}
 		f.kvIndex[key] = len(f.KV)
 		f.KV = append(f.KV, KV{Key: key, Value: v})
@@ -314,23 +386,23 @@ func Parse(data []byte) (*File, error) {
 		}
 		nd := r.u32()
 		if r.err != nil {
-			return nil, r.fail(fmt.Sprintf("tensor %q rank", t.Name))
+			return nil, r.fail(fmt.Sprintf("tensor %q rank", Clip(t.Name)))
 		}
 		if nd == 0 || nd > MaxDims {
-			return nil, fmt.Errorf("tensor %q: rank %d, expected 1..%d", t.Name, nd, MaxDims)
+			return nil, fmt.Errorf("tensor %q: rank %d, expected 1..%d", Clip(t.Name), nd, MaxDims)
 		}
 		t.Shape = make([]int64, nd)
 		total := uint64(1)
 		for d := range t.Shape {
 			n := r.u64()
 			if r.err != nil {
-				return nil, r.fail(fmt.Sprintf("tensor %q shape", t.Name))
+				return nil, r.fail(fmt.Sprintf("tensor %q shape", Clip(t.Name)))
 			}
 			if n == 0 || n > 1<<48 {
-				return nil, fmt.Errorf("tensor %q: dimension %d is %d, expected 1..2^48", t.Name, d, n)
+				return nil, fmt.Errorf("tensor %q: dimension %d is %d, expected 1..2^48", Clip(t.Name), d, n)
 			}
 			if total > (1<<62)/n {
-				return nil, fmt.Errorf("tensor %q: element count overflows", t.Name)
+				return nil, fmt.Errorf("tensor %q: element count overflows", Clip(t.Name))
 			}
 			total *= n
 			t.Shape[d] = int64(n)
@@ -338,16 +410,16 @@ func Parse(data []byte) (*File, error) {
 		t.Type = Type(r.u32())
 		t.Offset = r.u64()
 		if r.err != nil {
-			return nil, r.fail(fmt.Sprintf("tensor %q info", t.Name))
+			return nil, r.fail(fmt.Sprintf("tensor %q info", Clip(t.Name)))
 		}
 		if !t.Type.Known() {
-			return nil, fmt.Errorf("tensor %q: unknown ggml type id %d", t.Name, uint32(t.Type))
+			return nil, fmt.Errorf("tensor %q: unknown ggml type id %d", Clip(t.Name), uint32(t.Type))
 		}
 		if t.Shape[0]%int64(t.Type.BlockSize()) != 0 {
-			return nil, fmt.Errorf("tensor %q: innermost dimension %d is not a multiple of %s's block size %d", t.Name, t.Shape[0], t.Type, t.Type.BlockSize())
+			return nil, fmt.Errorf("tensor %q: innermost dimension %d is not a multiple of %s's block size %d", Clip(t.Name), t.Shape[0], t.Type, t.Type.BlockSize())
 		}
 		if _, dup := f.tensorIndex[t.Name]; dup {
-			return nil, fmt.Errorf("tensor %q appears twice", t.Name)
+			return nil, fmt.Errorf("tensor %q appears twice", Clip(t.Name))
 		}
 		f.tensorIndex[t.Name] = len(f.Tensors)
 		f.Tensors = append(f.Tensors, t)
@@ -357,18 +429,47 @@ func Parse(data []byte) (*File, error) {
 	if f.DataOffset > f.Size && len(f.Tensors) > 0 {
 		return nil, fmt.Errorf("truncated: data section would start at %d, file is %d bytes", f.DataOffset, f.Size)
 	}
+	if err := f.checkData(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// checkData checks that every tensor's bytes lie inside the file, aligned,
+// and that no two tensors share a byte. llama.cpp refuses overlaps too (it
+// goes further and requires each tensor to follow the previous one); two
+// tensors on the same bytes would make one silently the other.
+func (f *File) checkData() error {
+	type span struct {
+		start, end uint64 // relative to the data section
+		i          int
+	}
+	spans := make([]span, len(f.Tensors))
+	room := uint64(f.Size - f.DataOffset) // DataOffset ≤ Size when there are tensors
 	for i := range f.Tensors {
 		t := &f.Tensors[i]
 		if t.Offset%uint64(f.Alignment) != 0 {
-			return nil, fmt.Errorf("tensor %q: offset %d is not aligned to %d", t.Name, t.Offset, f.Alignment)
+			return fmt.Errorf("tensor %q: offset %d is not aligned to %d", Clip(t.Name), t.Offset, f.Alignment)
 		}
-		end := uint64(f.DataOffset) + t.Offset + uint64(t.Size())
-		if t.Offset > uint64(f.Size) || end > uint64(f.Size) {
-			return nil, fmt.Errorf("tensor %q: data [%d, %d) runs past the end of the file (%d bytes); the file may be truncated",
-				t.Name, uint64(f.DataOffset)+t.Offset, end, f.Size)
+		n, err := t.ByteSize()
+		if err != nil {
+			return fmt.Errorf("tensor %q: %w", Clip(t.Name), err)
+		}
+		if t.Offset > room || uint64(n) > room-t.Offset {
+			return fmt.Errorf("tensor %q: data [%d, +%d bytes) runs past the end of the file (%d bytes, data section from %d); the file may be truncated",
+				Clip(t.Name), uint64(f.DataOffset)+t.Offset, n, f.Size, f.DataOffset)
+		}
+		spans[i] = span{t.Offset, t.Offset + uint64(n), i}
+	}
+	sort.Slice(spans, func(a, b int) bool { return spans[a].start < spans[b].start })
+	for k := 1; k < len(spans); k++ {
+		p, c := spans[k-1], spans[k]
+		if c.start < p.end {
+			return fmt.Errorf("tensor %q: data [%d, %d) overlaps tensor %q at [%d, %d); tensors must not share bytes",
+				Clip(f.Tensors[c.i].Name), c.start, c.end, Clip(f.Tensors[p.i].Name), p.start, p.end)
 		}
 	}
-	return f, nil
+	return nil
 }
 
 func alignUp(n, a int64) int64 { return (n + a - 1) / a * a }
@@ -620,7 +721,7 @@ func FromMetadata(kv []KV) (*File, error) {
 	f := &File{Version: 3, KV: kv, Alignment: DefaultAlignment, kvIndex: map[string]int{}, tensorIndex: map[string]int{}}
 	for i, e := range kv {
 		if _, dup := f.kvIndex[e.Key]; dup {
-			return nil, fmt.Errorf("metadata key %q appears twice", e.Key)
+			return nil, fmt.Errorf("metadata key %q appears twice", Clip(e.Key))
 		}
 		f.kvIndex[e.Key] = i
 	}

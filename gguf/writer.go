@@ -44,18 +44,25 @@ func NewWriter(out io.Writer, version uint32, kv []KV, tensors []TensorInfo) (*W
 	off := int64(0)
 	for i, t := range tensors {
 		if !t.Type.Known() {
-			return nil, fmt.Errorf("gguf: tensor %q: unknown type %d", t.Name, t.Type)
+			return nil, fmt.Errorf("gguf: tensor %q: unknown type %d", Clip(t.Name), t.Type)
 		}
 		if len(t.Shape) == 0 || len(t.Shape) > MaxDims {
-			return nil, fmt.Errorf("gguf: tensor %q: rank %d", t.Name, len(t.Shape))
+			return nil, fmt.Errorf("gguf: tensor %q: rank %d", Clip(t.Name), len(t.Shape))
 		}
 		if t.Shape[0]%int64(t.Type.BlockSize()) != 0 {
-			return nil, fmt.Errorf("gguf: tensor %q: innermost dimension %d is not a multiple of %d", t.Name, t.Shape[0], t.Type.BlockSize())
+			return nil, fmt.Errorf("gguf: tensor %q: innermost dimension %d is not a multiple of %d", Clip(t.Name), t.Shape[0], t.Type.BlockSize())
+		}
+		n, err := t.ByteSize()
+		if err != nil {
+			return nil, fmt.Errorf("gguf: tensor %q: %w", Clip(t.Name), err)
+		}
+		if off > math.MaxInt64-n-w.alignment {
+			return nil, fmt.Errorf("gguf: tensor %q: data section exceeds 2^63 bytes", Clip(t.Name))
 		}
 		t.Shape = append([]int64(nil), t.Shape...)
 		t.Offset = uint64(off)
 		w.tensors[i] = t
-		off = alignUp(off+t.Size(), w.alignment)
+		off = alignUp(off+n, w.alignment)
 	}
 
 	w.raw([]byte(Magic))
@@ -66,11 +73,11 @@ func NewWriter(out io.Writer, version uint32, kv []KV, tensors []TensorInfo) (*W
 		w.str(e.Key)
 		t, ok := valueTypeOf(e.Value)
 		if !ok {
-			return nil, fmt.Errorf("gguf: metadata %q: cannot encode Go type %T", e.Key, e.Value)
+			return nil, fmt.Errorf("gguf: metadata %q: cannot encode Go type %T", Clip(e.Key), e.Value)
 		}
 		w.u32(uint32(t))
 		if err := w.value(e.Value); err != nil {
-			return nil, fmt.Errorf("gguf: metadata %q: %w", e.Key, err)
+			return nil, fmt.Errorf("gguf: metadata %q: %w", Clip(e.Key), err)
 		}
 	}
 	for _, t := range w.tensors {
@@ -99,7 +106,7 @@ func (w *Writer) WriteTensor(data []byte) error {
 	}
 	t := &w.tensors[w.next]
 	if int64(len(data)) != t.Size() {
-		return fmt.Errorf("gguf: tensor %q: got %d bytes, expected %d", t.Name, len(data), t.Size())
+		return fmt.Errorf("gguf: tensor %q: got %d bytes, expected %d", Clip(t.Name), len(data), t.Size())
 	}
 	w.raw(data)
 	w.pad()

@@ -1,8 +1,11 @@
 package tokenizer
 
 import (
+	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"greta/gguf"
 )
 
 // Byte-level BPE (tokenizer.ggml.model = gpt2). Each byte of a word is
@@ -41,9 +44,8 @@ func byteEncode(dst []byte, word string) []byte {
 	return dst
 }
 
-// bpeMerge is one merge rule: its rank (lower merges first) and the id of
-// the merged symbol (a token id, or an extra id >= NumTokens for a merge
-// result that is not itself a token).
+// bpeMerge is one merge rule: its rank (lower merges first) and the token
+// id of the merged symbol.
 type bpeMerge struct {
 	rank   int32
 	result int32
@@ -51,32 +53,25 @@ type bpeMerge struct {
 
 func pairKey(left, right int32) uint64 { return uint64(uint32(left))<<32 | uint64(uint32(right)) }
 
-// symID returns the symbol id for text: its token id, or an extra id.
-func (t *Tokenizer) symID(text string, extIDs map[string]int32, create bool) (int32, bool) {
-	if id, ok := t.toID[text]; ok {
-		return id, true
-	}
-	if id, ok := extIDs[text]; ok {
-		return id, true
-	}
-	if !create {
-		return -1, false
-	}
-	id := int32(len(t.tokens) + len(t.extText))
-	t.extText = append(t.extText, text)
-	extIDs[text] = id
-	return id, true
-}
-
 // loadMerges builds the merge table from "left right" strings, rank = index.
 // Like llama.cpp, it splits at the first space after the first byte, and a
-// pair seen twice keeps its first (lowest) rank. Symbols are identified by
-// id, so a merge whose parts or result are not tokens gets extra ids.
-func (t *Tokenizer) loadMerges(merges []string) {
+// pair seen twice keeps its first (lowest) rank.
+//
+// A merge must name two tokens of the vocabulary whose concatenation is a
+// token too; llama.cpp skips a malformed merge silently and a merge whose
+// result is no token drops bytes from the text, so both are refused here
+// (real vocabularies, Llama 3's 280147 merges among them, have none).
+// Then every byte must have its byte-level token, or a text holding that
+// byte could not be encoded: with none of them, "Once upon a time" became
+// only BOS. The 13 bytes that never occur in valid UTF-8 (C0, C1, F5..FF)
+// are a warning instead, as a vocabulary may leave them out.
+func (t *Tokenizer) loadMerges(merges []string) error {
 	t.merges = make(map[uint64]bpeMerge, len(merges))
-	extIDs := map[string]int32{}
 	var buf []byte
 	for i, m := range merges {
+		bad := func(why string) error {
+			return fmt.Errorf("tokenizer.ggml.merges[%d] = %q: %s", i, gguf.Clip(m), why)
+		}
 		sp := -1
 		if len(m) > 1 {
 			if k := strings.IndexByte(m[1:], ' '); k >= 0 {
@@ -84,39 +79,52 @@ func (t *Tokenizer) loadMerges(merges []string) {
 			}
 		}
 		if sp < 0 {
-			continue // llama.cpp records ("", ""), which can never match
+			return bad(`expected "LEFT RIGHT", two tokens separated by a space`)
 		}
 		left, right := m[:sp], m[sp+1:]
-		if left == "" || right == "" {
-			continue
+		if right == "" {
+			return bad("the right-hand token is empty")
 		}
-		l, _ := t.symID(left, extIDs, true)
-		r, _ := t.symID(right, extIDs, true)
+		l, ok := t.toID[left]
+		if !ok {
+			return bad(fmt.Sprintf("%q is not a token of the vocabulary", gguf.Clip(left)))
+		}
+		r, ok := t.toID[right]
+		if !ok {
+			return bad(fmt.Sprintf("%q is not a token of the vocabulary", gguf.Clip(right)))
+		}
+		buf = append(append(buf[:0], left...), right...)
+		res, ok := t.toID[string(buf)]
+		if !ok {
+			return bad(fmt.Sprintf("the merged text %q is not a token of the vocabulary", gguf.Clip(string(buf))))
+		}
 		key := pairKey(l, r)
 		if _, seen := t.merges[key]; seen {
 			continue
 		}
-		buf = append(append(buf[:0], left...), right...)
-		res, _ := t.symID(string(buf), extIDs, true)
 		t.merges[key] = bpeMerge{rank: int32(i), result: res}
 	}
+	var missing []string
 	for b := 0; b < 256; b++ {
 		s := string(byteToRune[b])
-		id, ok := t.symID(s, extIDs, false)
+		id, ok := t.toID[s]
 		if !ok {
+			if utf8Byte(byte(b)) {
+				return fmt.Errorf("gpt2 vocabulary lacks the byte-level token %q for byte 0x%02X: text containing that byte cannot be encoded", s, b)
+			}
 			id = -1
+			missing = append(missing, fmt.Sprintf("0x%02X", b))
 		}
 		t.byteSym[b] = id
 	}
+	if len(missing) > 0 {
+		t.warn(fmt.Sprintf("gpt2 vocabulary lacks the byte-level tokens of bytes %s, which occur only in invalid UTF-8: such bytes are dropped from the text", strings.Join(missing, " ")))
+	}
+	return nil
 }
 
-// symText returns the text of a symbol id (token or extra).
-func (t *Tokenizer) symText(id int32) string {
-	if int(id) < len(t.tokens) {
-		return t.tokens[id]
-	}
-	return t.extText[int(id)-len(t.tokens)]
-}
+// utf8Byte reports whether b can occur in valid UTF-8.
+func utf8Byte(b byte) bool { return b != 0xC0 && b != 0xC1 && b < 0xF5 }
 
 // bpeSym is one symbol of a word being merged: a run of the word's raw
 // bytes [start, end) with its symbol id (-1: a text that no merge knows).
@@ -246,10 +254,10 @@ func (t *Tokenizer) bpeWordUncached(word string, out []int32) []int32 {
 			out = append(out, s.id)
 			continue
 		}
-		// Not a token. llama.cpp then looks up each byte of the symbol's
-		// byte-level text as a one-byte string, and drops what it does not
-		// find; for a full byte-level vocabulary that loses the bytes that
-		// map to non-ASCII characters. Kept for exactness.
+		// Not a token: a byte that occurs only in invalid UTF-8 and whose
+		// byte-level token the vocabulary lacks (loadMerges refuses every
+		// other gap). llama.cpp then looks up each byte of the byte-level
+		// text as a one-byte string and drops what it does not find.
 		text := string(byteEncode(nil, word[s.start:s.end]))
 		for j := 0; j < len(text); j++ {
 			if id, ok := t.toID[text[j:j+1]]; ok {

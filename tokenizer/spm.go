@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"greta/gguf"
 )
 
 // SentencePiece-style BPE (tokenizer.ggml.model = llama), as llama.cpp's
@@ -16,7 +18,17 @@ const spaceMarker = "▁" // U+2581, SentencePiece's visible space
 
 // buildSPM prepares byte fallback and decides whether text may be cut into
 // independent segments.
-func (t *Tokenizer) buildSPM() {
+//
+// A text must always encode to something that stands for it: a character
+// that is no piece falls back to its bytes' <0xXX> tokens, and a byte
+// without one to the unknown token. So a vocabulary whose byte fallback is
+// incomplete must have an unknown token (typed unknown, or <unk>): where
+// llama.cpp aborts, GRETA would otherwise drop the text or emit some
+// ordinary token in its place. Incomplete byte fallback with an unknown
+// token is what SentencePiece without byte_fallback does, and a warning.
+func (t *Tokenizer) buildSPM() error {
+	var missing int
+	first := -1
 	for b := 0; b < 256; b++ {
 		t.byteToken[b] = -1
 		if id, ok := t.toID[fmt.Sprintf("<0x%02X>", b)]; ok {
@@ -24,7 +36,22 @@ func (t *Tokenizer) buildSPM() {
 		} else if id, ok := t.toID[string([]byte{byte(b)})]; ok {
 			// llama.cpp's byte_to_token falls back to the one-byte token.
 			t.byteToken[b] = id
+		} else {
+			missing++
+			if first < 0 {
+				first = b
+			}
 		}
+	}
+	if missing > 0 {
+		if t.unk < 0 || t.attrs[t.unk]&attrUnknown == 0 {
+			what := "no unknown token"
+			if t.unk >= 0 {
+				what = fmt.Sprintf("its unknown token id %d (%q) is not of type unknown", t.unk, gguf.Clip(t.tokens[t.unk]))
+			}
+			return fmt.Errorf("llama (SPM) vocabulary cannot encode every text: %d bytes have no <0xXX> byte-fallback token (the first 0x%02X), and %s", missing, first, what)
+		}
+		t.warn(fmt.Sprintf("%d bytes have no <0xXX> byte-fallback token: text they are part of encodes as %q", missing, gguf.Clip(t.tokens[t.unk])))
 	}
 	// Segmenting: llama.cpp merges over a whole text fragment at once. A
 	// cut just before a ▁ that follows some other character changes
@@ -39,10 +66,11 @@ func (t *Tokenizer) buildSPM() {
 		for k := 1; k < len(s); k++ {
 			if strings.HasPrefix(s[k:], spaceMarker) && !strings.HasSuffix(s[:k], spaceMarker) {
 				t.spmSegments = false
-				return
+				return nil
 			}
 		}
 	}
+	return nil
 }
 
 // escapeSpaces replaces each ASCII space with ▁ (llama_escape_whitespace).

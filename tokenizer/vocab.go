@@ -76,8 +76,7 @@ type Tokenizer struct {
 	preKind      preKind
 	ignoreMerges bool
 	merges       map[uint64]bpeMerge // (left id, right id) -> rank and result
-	extText      []string            // texts of merge results that are not tokens, id = len(tokens)+i
-	byteSym      [256]int32          // byte -> id of its byte-level character
+	byteSym      [256]int32          // byte -> id of its byte-level token, -1 if none
 
 	cacheMu sync.RWMutex
 	cache   map[string][]int32 // pre-tokenized word (or SPM segment) -> ids
@@ -123,7 +122,7 @@ func FromGGUF(f *gguf.File) (*Tokenizer, error) {
 			return nil, err
 		}
 	default:
-		return nil, fmt.Errorf("tokenizer.ggml.model %q is not supported (want llama or gpt2)", model)
+		return nil, fmt.Errorf("tokenizer.ggml.model %q is not supported (want llama or gpt2)", gguf.Clip(model))
 	}
 	if t.kind == kindSPM {
 		if v, ok, err := f.Bool("tokenizer.ggml.add_space_prefix"); err != nil {
@@ -144,7 +143,9 @@ func FromGGUF(f *gguf.File) (*Tokenizer, error) {
 		if !ok {
 			return nil, fmt.Errorf("no tokenizer.ggml.merges in metadata: a gpt2 vocabulary needs them")
 		}
-		t.loadMerges(merges)
+		if err := t.loadMerges(merges); err != nil {
+			return nil, err
+		}
 	}
 	if err := t.loadSpecial(f); err != nil {
 		return nil, err
@@ -155,7 +156,9 @@ func FromGGUF(f *gguf.File) (*Tokenizer, error) {
 	t.buildPieces()
 	t.buildSpecialList()
 	if t.kind == kindSPM {
-		t.buildSPM()
+		if err := t.buildSPM(); err != nil {
+			return nil, err
+		}
 	}
 	t.cache = make(map[string][]int32)
 	return t, nil
@@ -180,7 +183,7 @@ func (t *Tokenizer) choosePre() error {
 		t.preKind = preGPT2
 	default:
 		t.preKind = preDefault
-		t.warn(fmt.Sprintf("tokenizer.ggml.pre %q is not supported: splitting text with the 'default' BPE pre-tokenizer instead, so token ids may differ from the model's own tokenizer (llama.cpp refuses this file)", t.pre))
+		t.warn(fmt.Sprintf("tokenizer.ggml.pre %q is not supported: splitting text with the 'default' BPE pre-tokenizer instead, so token ids may differ from the model's own tokenizer (llama.cpp refuses this file)", gguf.Clip(t.pre)))
 	}
 	return nil
 }
@@ -226,7 +229,7 @@ func (t *Tokenizer) loadTokens(f *gguf.File, tokens []string) error {
 			text = fmt.Sprintf("[EMPTY_%d]", i)
 		}
 		if j, dup := t.toID[text]; dup {
-			return fmt.Errorf("duplicate token in vocabulary: %q has ids %d and %d", text, j, i)
+			return fmt.Errorf("duplicate token in vocabulary: %q has ids %d and %d", gguf.Clip(text), j, i)
 		}
 		t.toID[text] = int32(i)
 		t.tokens[i] = text

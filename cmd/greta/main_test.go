@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"greta/internal/testmodels"
 )
 
 // gretaBin is the CLI built once for the tests that run it as users do.
@@ -48,29 +46,6 @@ func greta(t *testing.T, stdin []byte, args ...string) (string, string, int) {
 		t.Fatal(err)
 	}
 	return out.String(), errb.String(), code
-}
-
-func TestInspectHostileFilesOneLine(t *testing.T) {
-	for _, c := range testmodels.HostileCorpus(t, t.TempDir()) {
-		_, stderr, code := greta(t, nil, "inspect", c.Path)
-		if code != 1 {
-			t.Errorf("%s: exit %d, want 1 (stderr %q)", c.Name, code, stderr)
-		}
-		if strings.Count(stderr, "\n") != 1 || strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine") {
-			t.Errorf("%s: stderr is not one clean line: %q", c.Name, stderr)
-		}
-		if !strings.Contains(stderr, c.WantErr) {
-			t.Errorf("%s: stderr %q lacks %q", c.Name, stderr, c.WantErr)
-		}
-		stdout, _, code := greta(t, nil, "inspect", "--json", c.Path)
-		var rep struct {
-			Valid  bool     `json:"valid"`
-			Errors []string `json:"errors"`
-		}
-		if err := json.Unmarshal([]byte(stdout), &rep); err != nil || rep.Valid || len(rep.Errors) == 0 || code != 1 {
-			t.Errorf("%s: --json gave exit %d, %+v, err %v", c.Name, code, rep, err)
-		}
-	}
 }
 
 func TestInspectSynthJSON(t *testing.T) {

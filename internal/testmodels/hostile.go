@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"greta/gguf"
@@ -18,7 +20,21 @@ type Hostile struct {
 	Name    string
 	Path    string
 	WantErr string
+	// Layer is the first check that refuses the file, so a test knows
+	// which commands must fail on it: "file" (gguf.Open: every command),
+	// "model" (llama.Validate: run, inspect), "vocab" (tokenizer.FromGGUF:
+	// run, tokenize, inspect) or "weights" (llama.CheckFinite: inspect
+	// --check; the file is otherwise valid).
+	Layer string
 }
+
+// Layers a Hostile can name.
+const (
+	LayerFile    = "file"
+	LayerModel   = "model"
+	LayerVocab   = "vocab"
+	LayerWeights = "weights"
+)
 
 // raw builds GGUF bytes by hand, with any values, valid or not.
 type raw struct{ bytes.Buffer }
@@ -36,12 +52,13 @@ func header(version uint32, nTensors, nKV uint64) *raw {
 func HostileCorpus(t testing.TB, dir string) []Hostile {
 	t.Helper()
 	var cases []Hostile
+	layer := LayerFile
 	add := func(name, want string, data []byte) {
 		p := filepath.Join(dir, name+".gguf")
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cases = append(cases, Hostile{name, p, want})
+		cases = append(cases, Hostile{name, p, want, layer})
 	}
 
 	base := synthBytes(t, Tiny)
@@ -70,7 +87,34 @@ func HostileCorpus(t testing.TB, dir string) []Hostile {
 	add("truncated-data", "runs past the end of the file", base[:len(base)-100])
 	add("truncated-header", "truncated", base[:200])
 
+	// Tensor data that aliases other tensor data, or whose byte count
+	// overflows: each used to pass as valid.
+	add("all-offsets-zero", "overlaps tensor", allOffsetsZero(t, base))
+	add("attn_k-on-attn_q", `tensor "blk.0.attn_k.weight": data [154112, 162304) overlaps tensor "blk.0.attn_q.weight" at [154112, 170496)`,
+		patchTensor(t, base, "blk.0.attn_k.weight", "offset", tensorOffset(t, base, q)))
+	add("tensor-bytes-2^64", "overflow a 64-bit byte count", oneTensor("huge", []uint64{1 << 31, 1 << 31}, gguf.F32))
+	add("tensor-bytes-past-eof", "runs past the end of the file", oneTensor("big", []uint64{1 << 20, 1 << 20}, gguf.F16))
+	add("name-1MiB-rank-9", "(1048576 bytes): rank 9", header(3, 1, 0).str(strings.Repeat("n", 1<<20)).u32(9).Bytes())
+
+	// Paths that are no regular file: a FIFO blocked every command forever.
+	fifo := filepath.Join(dir, "fifo.gguf")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, Hostile{"fifo", fifo, "is a FIFO (named pipe), not a GGUF file", LayerFile})
+	sub := filepath.Join(dir, "directory.gguf")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, Hostile{"directory", sub, "is a directory, not a GGUF file", LayerFile})
+	cases = append(cases, Hostile{"char-device", "/dev/zero", "is a character device, not a GGUF file", LayerFile})
+
 	// Model-level cases: well-formed files that describe no sensible llama.
+	layer = LayerModel
+	add("tensor-name-1MiB", "(1048576 bytes) (F32 [64]) is not part of the llama architecture", rebuild(t, base, nil, func(ti []gguf.TensorInfo) []gguf.TensorInfo {
+		return append(ti, gguf.TensorInfo{Name: strings.Repeat("x", 1<<20), Shape: []int64{64}, Type: gguf.F32})
+	}))
+	add("architecture-1MiB", "(1048576 bytes): unsupported architecture", rebuild(t, base, map[string]any{"general.architecture": strings.Repeat("a", 1<<20)}, nil))
 	add("missing-tensor", `tensor "blk.1.ffn_up.weight" is missing`, rebuild(t, base, nil, func(ti []gguf.TensorInfo) []gguf.TensorInfo {
 		var out []gguf.TensorInfo
 		for _, x := range ti {
@@ -92,7 +136,185 @@ func HostileCorpus(t testing.TB, dir string) []Hostile {
 	// tensors. The data section is sparse, so the file costs no disk.
 	add("tinyllama-meta-llama2-7b-tensors", `tensor "token_embd.weight": shape [4096 32000], expected [2048 32000]`, nil)
 	writeTinyOver7B(t, cases[len(cases)-1].Path)
+
+	// Vocabularies that cannot encode their own input, or whose merges are
+	// malformed: each tokenized some text as nothing, or as the wrong ids.
+	layer = LayerVocab
+	words := []string{"Once", "Ġupon", "Ġa", "Ġtime"}
+	add("gpt2-without-byte-tokens", `gpt2 vocabulary lacks the byte-level token "Ā" for byte 0x00`, rebuild(t, base, gpt2Vocab(t, base, false, words, nil), nil))
+	add("gpt2-merge-without-space", `tokenizer.ggml.merges[1] = "Once": expected "LEFT RIGHT"`, rebuild(t, base, gpt2Vocab(t, base, true, append(words, "On"), []string{"O n", "Once"}), nil))
+	add("gpt2-merge-empty", `tokenizer.ggml.merges[0] = "": expected "LEFT RIGHT"`, rebuild(t, base, gpt2Vocab(t, base, true, words, []string{""}), nil))
+	add("gpt2-merge-not-tokens", `"Ġup" is not a token of the vocabulary`, rebuild(t, base, gpt2Vocab(t, base, true, words, []string{"Ġup on"}), nil))
+	add("spm-no-byte-fallback-no-unk", "llama (SPM) vocabulary cannot encode every text", rebuild(t, base, spmWithoutFallback(t, base), nil))
+	add("token-1MiB-duplicate", "(1048576 bytes) has ids", rebuild(t, base, duplicateLongToken(t, base), nil))
+
+	// Non-finite weights: valid files whose every logit is NaN. Only the
+	// weight scan (inspect --check) refuses them.
+	layer = LayerWeights
+	add("nan-output-norm", `tensor "output_norm.weight": 1 of 64 values are not finite (the first, at index 5, is NaN)`,
+		patchData(t, base, "output_norm.weight", func(d []byte) { binary.LittleEndian.PutUint32(d[5*4:], 0x7FC00000) }))
+	add("inf-token-embd", `tensor "token_embd.weight": 64 of 19200 values are not finite (the first, at index 640, is +Inf)`,
+		patchData(t, base, "token_embd.weight", func(d []byte) {
+			for i := 640; i < 704; i++ {
+				binary.LittleEndian.PutUint32(d[4*i:], 0x7F800000)
+			}
+		}))
+	q8 := Tiny
+	q8.Type = "q8_0"
+	add("q8_0-nan-scale", `tensor "blk.1.ffn_down.weight": 32 of 8192 values are not finite (the first, at index 64, is NaN)`,
+		patchData(t, synthBytes(t, q8), "blk.1.ffn_down.weight", func(d []byte) { binary.LittleEndian.PutUint16(d[2*34:], 0x7E00) }))
 	return cases
+}
+
+// oneTensor is a header with one tensor of the given shape and type at
+// offset 0, and 128 bytes of data.
+func oneTensor(name string, shape []uint64, typ gguf.Type) []byte {
+	r := header(3, 1, 0).str(name).u32(uint32(len(shape)))
+	for _, d := range shape {
+		r.u64(d)
+	}
+	r.u32(uint32(typ)).u64(0)
+	r.Write(make([]byte, 128+32))
+	return r.Bytes()
+}
+
+// tensorOffset is the offset field of a tensor in a valid file.
+func tensorOffset(t testing.TB, b []byte, name string) uint64 {
+	f, err := gguf.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, _ := f.Tensor(name)
+	return ti.Offset
+}
+
+// allOffsetsZero puts every tensor of a valid file at offset 0.
+func allOffsetsZero(t testing.TB, b []byte) []byte {
+	f, err := gguf.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := append([]byte(nil), b...)
+	for _, ti := range f.Tensors {
+		// Each patch alone is a valid edit of b; copy its offset field.
+		p := patchTensor(t, b, ti.Name, "offset", 0)
+		for i := range p {
+			if p[i] != b[i] {
+				c[i] = 0
+			}
+		}
+	}
+	return c
+}
+
+// patchData edits one tensor's bytes in a copy of a valid file.
+func patchData(t testing.TB, b []byte, name string, edit func([]byte)) []byte {
+	c := append([]byte(nil), b...)
+	f, err := gguf.Parse(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, ok := f.Tensor(name)
+	if !ok {
+		t.Fatalf("patchData: no tensor %q", name)
+	}
+	edit(f.TensorData(ti))
+	return c
+}
+
+// vocabOf returns a valid file's token list and types.
+func vocabOf(t testing.TB, b []byte) ([]string, []int32) {
+	f, err := gguf.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, _, err := f.Strings("tokenizer.ggml.tokens")
+	if err != nil {
+		t.Fatal(err)
+	}
+	types, _, err := f.Int32s("tokenizer.ggml.token_type")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append([]string(nil), tokens...), append([]int32(nil), types...)
+}
+
+// gpt2Vocab turns a valid file's vocabulary into a byte-level BPE one of
+// the same size: BOS, the 256 byte-level characters (or not), the words,
+// then filler tokens; with the given merges.
+func gpt2Vocab(t testing.TB, b []byte, withBytes bool, words, merges []string) map[string]any {
+	old, types := vocabOf(t, b)
+	tokens := []string{"<|begin_of_text|>"}
+	if withBytes {
+		for c := 0; c < 256; c++ {
+			tokens = append(tokens, gpt2ByteChar(byte(c)))
+		}
+	}
+	tokens = append(tokens, words...)
+	for i := len(tokens); len(tokens) < len(old); i++ {
+		tokens = append(tokens, fmt.Sprintf("<|reserved_%d|>", i))
+	}
+	for i := range types {
+		types[i] = 1
+	}
+	types[0] = 3
+	if merges == nil {
+		merges = []string{}
+	}
+	return map[string]any{
+		"tokenizer.ggml.model":            "gpt2",
+		"tokenizer.ggml.pre":              "llama-bpe",
+		"tokenizer.ggml.tokens":           gguf.Array{Type: gguf.TypeString, Data: tokens},
+		"tokenizer.ggml.token_type":       gguf.Array{Type: gguf.TypeInt32, Data: types},
+		"tokenizer.ggml.merges":           gguf.Array{Type: gguf.TypeString, Data: merges},
+		"tokenizer.ggml.scores":           nil,
+		"tokenizer.ggml.bos_token_id":     uint32(0),
+		"tokenizer.ggml.eos_token_id":     uint32(0),
+		"tokenizer.ggml.unknown_token_id": nil,
+	}
+}
+
+// gpt2ByteChar is GPT-2's bytes_to_unicode for one byte.
+func gpt2ByteChar(c byte) string {
+	n := 0
+	for b := 0; b < 256; b++ {
+		printable := (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)
+		if b == int(c) {
+			if printable {
+				return string(rune(b))
+			}
+			return string(rune(256 + n))
+		}
+		if !printable {
+			n++
+		}
+	}
+	return ""
+}
+
+// spmWithoutFallback renames the <0xXX> byte tokens and makes <unk> an
+// ordinary token, so no text outside the pieces can be encoded.
+func spmWithoutFallback(t testing.TB, b []byte) map[string]any {
+	tokens, types := vocabOf(t, b)
+	for i, s := range tokens {
+		if len(s) == 6 && strings.HasPrefix(s, "<0x") {
+			tokens[i] = "byte" + s[3:5]
+			types[i] = 1
+		}
+	}
+	types[0] = 1
+	return map[string]any{
+		"tokenizer.ggml.tokens":     gguf.Array{Type: gguf.TypeString, Data: tokens},
+		"tokenizer.ggml.token_type": gguf.Array{Type: gguf.TypeInt32, Data: types},
+	}
+}
+
+// duplicateLongToken makes the last two tokens the same 1 MiB text.
+func duplicateLongToken(t testing.TB, b []byte) map[string]any {
+	tokens, _ := vocabOf(t, b)
+	long := strings.Repeat("▁", 1<<20/3) + "x"
+	tokens[len(tokens)-1], tokens[len(tokens)-2] = long, long
+	return map[string]any{"tokenizer.ggml.tokens": gguf.Array{Type: gguf.TypeString, Data: tokens}}
 }
 
 func synthBytes(t testing.TB, o llama.SynthOptions) []byte {
@@ -182,9 +404,12 @@ func rebuild(t testing.TB, b []byte, set map[string]any, edit func([]gguf.Tensor
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range tensors {
-		ti, _ := f.Tensor(tensors[i].Name)
-		if err := w.WriteTensor(f.TensorData(ti)); err != nil {
+	for i, out := range w.Tensors() {
+		data := make([]byte, out.Size()) // a tensor the edit added: zeros
+		if ti, ok := f.Tensor(tensors[i].Name); ok {
+			data = f.TensorData(ti)
+		}
+		if err := w.WriteTensor(data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -228,18 +453,27 @@ func writeTinyOver7B(t testing.TB, path string) {
 	tiny := llama.Presets["tinyllama-1.1b"]
 	big := llama.Presets["llama2-7b"]
 	tiny.Type, big.Type = "f16", "f16"
-	kv := metadataOf(t, tiny)
-	specs := configOf(t, big).TensorSpecs()
+	writeSparse(t, path, metadataOf(t, tiny), configOf(t, big), gguf.F16)
+}
+
+// Sparse writes a valid model of shape o whose matrices have type typ (norms
+// F32) as a sparse file: the header is real, the data is a hole of zeros,
+// so a model of any size costs no disk and loads without reading it.
+func Sparse(t testing.TB, path string, o llama.SynthOptions, typ gguf.Type) {
+	writeSparse(t, path, metadataOf(t, o), configOf(t, o), typ)
+}
+
+func writeSparse(t testing.TB, path string, kv []gguf.KV, c *llama.Config, typ gguf.Type) {
 	var tensors []gguf.TensorInfo
-	for _, s := range specs {
+	for _, s := range c.TensorSpecs() {
 		if s.Name == "rope_freqs.weight" {
 			continue
 		}
-		typ := gguf.F16
+		tt := typ
 		if len(s.Shape) == 1 {
-			typ = gguf.F32
+			tt = gguf.F32
 		}
-		tensors = append(tensors, gguf.TensorInfo{Name: s.Name, Shape: s.Shape, Type: typ})
+		tensors = append(tensors, gguf.TensorInfo{Name: s.Name, Shape: s.Shape, Type: tt})
 	}
 	fd, err := os.Create(path)
 	if err != nil {

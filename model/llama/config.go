@@ -66,7 +66,7 @@ func ConfigFromGGUF(f *gguf.File) (*Config, error) {
 		return nil, errors.New(`metadata "general.architecture" is missing`)
 	}
 	if arch != "llama" {
-		return nil, fmt.Errorf(`metadata "general.architecture" = %q: unsupported architecture (supported: llama)`, arch)
+		return nil, fmt.Errorf(`metadata "general.architecture" = %q: unsupported architecture (supported: llama)`, gguf.Clip(arch))
 	}
 	c := &Config{Arch: arch}
 	k := func(s string) string { return arch + "." + s }
@@ -256,7 +256,7 @@ func (c *Config) readRopeScaling(f *gguf.File, k func(string) string, float func
 			return fmt.Errorf("rope llama3 scaling: high_freq_factor %v must exceed low_freq_factor %v", c.RopeHighFreqFactor, c.RopeLowFreqFactor)
 		}
 	default:
-		return fmt.Errorf("metadata %q = %q: unsupported rope scaling (supported: none, linear, llama3)", k("rope.scaling.type"), typ)
+		return fmt.Errorf("metadata %q = %q: unsupported rope scaling (supported: none, linear, llama3)", k("rope.scaling.type"), gguf.Clip(typ))
 	}
 	return nil
 }

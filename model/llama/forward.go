@@ -42,8 +42,8 @@ type State struct {
 // only the last.
 func (m *Model) NewState(ctx, maxBatch int, allLogits bool) (*State, error) {
 	c, b := m.Config, m.Backend
-	if ctx < 1 {
-		return nil, fmt.Errorf("context size %d, expected ≥ 1", ctx)
+	if err := m.checkState(ctx, max(maxBatch, 1), allLogits); err != nil {
+		return nil, err
 	}
 	maxBatch = max(1, min(maxBatch, ctx))
 	cache, err := b.NewKVCache(ml.KVSpec{Layers: c.NLayers, KVDim: c.KVDim(), Pages: (ctx + ml.PageSize - 1) / ml.PageSize, DType: m.CacheType})

@@ -7,10 +7,12 @@ import (
 	"greta/gguf"
 	"greta/internal/testmodels"
 	"greta/model/llama"
+	"greta/tokenizer"
 )
 
-// load opens and validates a model the way every command does.
-func load(path string) error {
+// load opens and validates a model and its vocabulary the way every
+// command that runs it does; with check, it also scans the weights.
+func load(path string, check bool) error {
 	f, err := gguf.Open(path)
 	if err != nil {
 		return err
@@ -18,6 +20,14 @@ func load(path string) error {
 	defer f.Close()
 	if _, errs := llama.Validate(f); len(errs) > 0 {
 		return errs[0]
+	}
+	if _, err := tokenizer.FromGGUF(f); err != nil {
+		return err
+	}
+	if check {
+		if bad, _ := llama.CheckFinite(f, 0); len(bad) > 0 {
+			return bad[0]
+		}
 	}
 	return nil
 }
@@ -29,15 +39,20 @@ func TestHostileCorpus(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
-			err := load(c.Path)
+			if c.Layer == testmodels.LayerWeights {
+				if err := load(c.Path, false); err != nil {
+					t.Fatalf("refused without the weight scan: %v", err)
+				}
+			}
+			err := load(c.Path, true)
 			if err == nil {
 				t.Fatalf("accepted; want an error containing %q", c.WantErr)
 			}
 			if !strings.Contains(err.Error(), c.WantErr) {
 				t.Fatalf("error %q does not contain %q", err, c.WantErr)
 			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Fatalf("error spans lines: %q", err)
+			if strings.Contains(err.Error(), "\n") || len(err.Error()) > 512 {
+				t.Fatalf("error spans lines or is long: %.600q", err)
 			}
 		})
 	}

@@ -59,9 +59,17 @@ func Load(f *gguf.File, b ml.Backend, o LoadOptions) (*Model, error) {
 		return nil, errs[0]
 	}
 	m := &Model{Config: cfg, Backend: b}
-	var total, done int64
+	var total, done, int8Bytes int64
 	for i := range f.Tensors {
-		total += f.Tensors[i].Size()
+		t := &f.Tensors[i]
+		total += t.Size()
+		if o.Int8 && int8Convertible(t) {
+			int8Bytes += t.NumElements() / 32 * 34
+		}
+	}
+	// INT8 mode copies the float matrices, requantized, onto the heap.
+	if err := checkMemory("INT8 mode's Q8_0 copy of the float weight matrices", "load without INT8 mode", int8Bytes); int8Bytes > 0 && err != nil {
+		return nil, err
 	}
 	load := func(name string) (ml.Weight, error) {
 		t, ok := f.Tensor(name)
@@ -69,7 +77,7 @@ func Load(f *gguf.File, b ml.Backend, o LoadOptions) (*Model, error) {
 			return nil, nil
 		}
 		wd := ml.WeightData{Name: name, Type: t.Type, Shape: t.Shape, Data: f.TensorData(t)}
-		if o.Int8 && len(t.Shape) == 2 && (t.Type == gguf.F32 || t.Type == gguf.F16 || t.Type == gguf.BF16) && t.Shape[0]%32 == 0 {
+		if o.Int8 && int8Convertible(t) {
 			var err error
 			if wd, err = toQ8_0(wd); err != nil {
 				return nil, fmt.Errorf("tensor %q: INT8 mode: %w", name, err)
@@ -123,6 +131,12 @@ func Load(f *gguf.File, b ml.Backend, o LoadOptions) (*Model, error) {
 	m.Rope = cfg.rope(freqFactors)
 	m.Attn = ml.Attn{NHeads: cfg.NHeads, NKVHeads: cfg.NKVHeads, HeadDim: cfg.HeadDim, Scale: 1 / math.Sqrt(float64(cfg.HeadDim))}
 	return m, nil
+}
+
+// int8Convertible reports whether INT8 mode requantizes t: a float matrix
+// whose rows are whole Q8_0 blocks.
+func int8Convertible(t *gguf.TensorInfo) bool {
+	return len(t.Shape) == 2 && (t.Type == gguf.F32 || t.Type == gguf.F16 || t.Type == gguf.BF16) && t.Shape[0]%32 == 0
 }
 
 // toQ8_0 requantizes a float weight matrix to Q8_0 (INT8 mode).

@@ -83,7 +83,7 @@ func Validate(f *gguf.File) (*Config, []error) {
 	}
 	for _, t := range f.Tensors {
 		if !want[t.Name] && !ignoredTensor.MatchString(t.Name) {
-			errs = append(errs, fmt.Errorf("tensor %q (%s %v) is not part of the llama architecture; refusing to guess what it does", t.Name, t.Type, t.Shape))
+			errs = append(errs, fmt.Errorf("tensor %q (%s %v) is not part of the llama architecture; refusing to guess what it does", gguf.Clip(t.Name), t.Type, t.Shape))
 		}
 	}
 	if n, ok, _ := f.Array("tokenizer.ggml.tokens"); ok && n.Len() != c.VocabSize {
