@@ -33,8 +33,8 @@ type Options struct {
 	// UTF-8 (and cannot be the start of a stop string). An error it returns
 	// (a write that failed) ends the generation and is returned.
 	OnText func(text string) error
-	// OnPrefill, if set, is called after each prefill batch with the
-	// prompt tokens done so far and their total.
+	// OnPrefill, if set, is called before the prefill and after each of its
+	// batches with the prompt tokens done so far and their total.
 	OnPrefill func(done, total int)
 	// DebugTop > 0 calls OnDebug with the top candidates at each step.
 	DebugTop int
@@ -179,6 +179,9 @@ func Prefill(m *llama.Model, s *llama.State, tokens []int32) error {
 }
 
 func prefill(ctx context.Context, m *llama.Model, s *llama.State, tokens []int32, progress func(done, total int)) error {
+	if progress != nil {
+		progress(0, len(tokens))
+	}
 	for i := 0; i < len(tokens); i += s.MaxBatch {
 		if err := ctx.Err(); err != nil {
 			return err
