@@ -113,6 +113,15 @@ func main() {
 }
 
 func mainArgs(args []string) int {
+	code := runArgs(args)
+	if code == 0 && stdout.err != nil {
+		fmt.Fprintf(os.Stderr, "greta: writing standard output: %v\n", stdout.err)
+		return 1
+	}
+	return code
+}
+
+func runArgs(args []string) int {
 	if len(args) == 0 {
 		usage(os.Stderr)
 		return 2
