@@ -87,7 +87,7 @@ func (g *genFlags) template(tok *tokenizer.Tokenizer) (*tokenizer.ChatTemplate, 
 	}
 	ct, err := tok.ChatTemplate()
 	if err == nil && ct.Fallback {
-		warnf("%s; using chatml (choose another with --chat-template)", ct.Why)
+		warnf("%s: using chatml", strings.TrimSuffix(ct.Why, "; choose one by name ("+strings.Join(tokenizer.ChatTemplateNames, ", ")+")"))
 	}
 	return ct, err
 }
