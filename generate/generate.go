@@ -1,11 +1,14 @@
 // Package generate runs a prompt through a model and decodes tokens: the
 // prefill in batches, then one token at a time, with sampling, stop
-// conditions and streaming text.
+// conditions and streaming text. A Session keeps one sequence's KV cache
+// between calls (the turns of a chat); Run is one call on a fresh state.
 package generate
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"greta/model/llama"
@@ -15,17 +18,86 @@ import (
 
 // Options control one generation.
 type Options struct {
-	MaxTokens int // tokens to generate at most (≤ 0: until EOS or the context is full)
+	// MaxTokens is llama.cpp's n_predict: tokens to generate at most;
+	// 0 generates nothing (the prompt is still processed), -1 runs until
+	// EOS or the context is full. Other negative values are refused.
+	MaxTokens int
 	Sampling  sample.Params
+	// Stop strings end generation where the text first contains one, across
+	// token boundaries; the stop string and what follows are not emitted.
+	Stop []string
 	// StopAtContext ends generation quietly when the context is full;
 	// otherwise a request that cannot fit is an error before any work.
 	StopAtContext bool
 	// OnText receives the text of each token as soon as it forms complete
-	// UTF-8.
-	OnText func(text string)
+	// UTF-8 (and cannot be the start of a stop string). An error it returns
+	// (a write that failed) ends the generation and is returned.
+	OnText func(text string) error
+	// OnPrefill, if set, is called before the prefill and after each of its
+	// batches with the prompt tokens done so far and their total.
+	OnPrefill func(done, total int)
 	// DebugTop > 0 calls OnDebug with the top candidates at each step.
 	DebugTop int
 	OnDebug  func(step int, chosen int32, top []sample.Candidate)
+}
+
+// Validate checks every setting's range (sampling included): the one check
+// that the CLI and a server both call on a request.
+func (o *Options) Validate() error {
+	if err := checkMaxTokens(o.MaxTokens); err != nil {
+		return err
+	}
+	if err := o.Sampling.Validate(); err != nil {
+		return err
+	}
+	for i, s := range o.Stop {
+		if s == "" {
+			return &sample.RangeError{Field: "stop", Value: fmt.Sprintf("[%d] \"\"", i), Want: "non-empty strings"}
+		}
+	}
+	if o.DebugTop < 0 {
+		return &sample.RangeError{Field: "debug_top", Value: fmt.Sprint(o.DebugTop), Want: "a count ≥ 0"}
+	}
+	return nil
+}
+
+// Limits on the sizes a run is set up with: far past real models (the
+// largest trained contexts are 2^20 tokens), small enough that nothing
+// computed from them overflows.
+const (
+	MaxContext = 1 << 24
+	MaxBatch   = 1 << 16
+	MaxThreads = 1 << 10
+)
+
+func checkMaxTokens(n int) error {
+	if n < -1 || n > MaxContext {
+		return &sample.RangeError{Field: "max_tokens", Value: fmt.Sprint(n), Want: fmt.Sprintf("-1 (until EOS or the context is full), 0 (none) or a count up to %d", MaxContext)}
+	}
+	return nil
+}
+
+// Sizes are the numbers a model run is set up with, before anything is
+// loaded: the context, the prefill batch, the CPU threads and the tokens to
+// generate. Validate is their one range check.
+type Sizes struct {
+	Context   int // tokens; 0: the model's trained context, at most 4096
+	Batch     int // tokens per prefill forward call, ≥ 1
+	Threads   int // CPU threads; 0: all cores
+	MaxTokens int // as Options.MaxTokens
+}
+
+// Validate reports the first size outside its range.
+func (s Sizes) Validate() error {
+	switch {
+	case s.Context < 0 || s.Context > MaxContext:
+		return &sample.RangeError{Field: "n_ctx", Value: fmt.Sprint(s.Context), Want: fmt.Sprintf("0 (the model's) or a token count up to %d", MaxContext)}
+	case s.Batch < 1 || s.Batch > MaxBatch:
+		return &sample.RangeError{Field: "n_batch", Value: fmt.Sprint(s.Batch), Want: fmt.Sprintf("a token count in [1, %d]", MaxBatch)}
+	case s.Threads < 0 || s.Threads > MaxThreads:
+		return &sample.RangeError{Field: "n_threads", Value: fmt.Sprint(s.Threads), Want: fmt.Sprintf("0 (all cores) or a count up to %d", MaxThreads)}
+	}
+	return checkMaxTokens(s.MaxTokens)
 }
 
 // Result is what a generation produced and how long it took.
@@ -35,15 +107,23 @@ type Result struct {
 	Text         string
 	PromptTime   time.Duration
 	GenTime      time.Duration
-	StopReason   string // "eos", "max_tokens", "context"
+	// StopReason is "eos", "stop" (a stop string), "max_tokens", "context"
+	// or "cancelled".
+	StopReason string
+	// StopToken is the end-of-generation token that ended it, or -1.
+	StopToken int32
 }
 
 // PromptTPS is the prefill speed in tokens per second.
 func (r *Result) PromptTPS() float64 { return tps(len(r.PromptTokens), r.PromptTime) }
 
-// GenTPS is the decode speed in tokens per second, over the tokens decoded
-// after the first (which comes out of the prefill).
-func (r *Result) GenTPS() float64 { return tps(max(0, len(r.Generated)-1), r.GenTime) }
+// Decoded is the number of tokens that took a decode step: every generated
+// token after the first, which comes out of the prefill.
+func (r *Result) Decoded() int { return max(0, len(r.Generated)-1) }
+
+// GenTPS is the decode speed in tokens per second over Decoded tokens; 0
+// when none was decoded (report it as absent, not as a speed).
+func (r *Result) GenTPS() float64 { return tps(r.Decoded(), r.GenTime) }
 
 func tps(n int, d time.Duration) float64 {
 	if d <= 0 || n == 0 {
@@ -56,11 +136,62 @@ func tps(n int, d time.Duration) float64 {
 // asked for, does not fit the context.
 var ErrContext = errors.New("context overflow")
 
+// LogitsError is logits that are not finite: the model's weights or its
+// computation produce NaN or Inf, and no token chosen from them means
+// anything.
+type LogitsError struct {
+	Step  int     // 0: the logits after the prompt; n: after the n-th generated token
+	Index int     // a column holding Value, or -1 when only a summary was checked
+	Value float32 // NaN, +Inf or -Inf
+}
+
+func (e *LogitsError) Error() string {
+	at := ""
+	if e.Index >= 0 {
+		at = fmt.Sprintf(" at token id %d", e.Index)
+	}
+	return fmt.Sprintf("step %d: the logits are not finite (%v%s): the model's weights or activations hold NaN or Inf (greta inspect --check, or trace the run to find where)", e.Step, e.Value, at)
+}
+
+// CheckLogits returns a *LogitsError if any of vals is NaN or ±Inf. vals is
+// a whole row of logits, or what a fast path returned from one (the top-k
+// values, the argmax's value). The scan is one multiply-add per value: a
+// finite x gives x·0 = 0, a NaN or an infinity gives NaN.
+func CheckLogits(step int, vals []float32) error {
+	var z float32
+	for _, v := range vals {
+		z += v * 0
+	}
+	if z == 0 {
+		return nil
+	}
+	for i, v := range vals {
+		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+			return &LogitsError{Step: step, Index: i, Value: v}
+		}
+	}
+	return nil
+}
+
 // Prefill feeds tokens to the model in batches of s.MaxBatch.
 func Prefill(m *llama.Model, s *llama.State, tokens []int32) error {
+	return prefill(context.Background(), m, s, tokens, nil)
+}
+
+func prefill(ctx context.Context, m *llama.Model, s *llama.State, tokens []int32, progress func(done, total int)) error {
+	if progress != nil {
+		progress(0, len(tokens))
+	}
 	for i := 0; i < len(tokens); i += s.MaxBatch {
-		if err := m.Forward(s, tokens[i:min(len(tokens), i+s.MaxBatch)]); err != nil {
+		if err := ctx.Err(); err != nil {
 			return err
+		}
+		j := min(len(tokens), i+s.MaxBatch)
+		if err := m.Forward(s, tokens[i:j]); err != nil {
+			return err
+		}
+		if progress != nil {
+			progress(j, len(tokens))
 		}
 	}
 	return nil
@@ -69,81 +200,175 @@ func Prefill(m *llama.Model, s *llama.State, tokens []int32) error {
 // Run generates from prompt (token ids, BOS included if wanted) on a fresh
 // state s.
 func Run(m *llama.Model, tok *tokenizer.Tokenizer, s *llama.State, prompt []int32, o Options) (*Result, error) {
-	if len(prompt) == 0 {
+	return NewSession(m, tok, s).Generate(context.Background(), prompt, o)
+}
+
+// Session is one sequence: a model's state whose KV cache is kept between
+// calls of Generate, so that each turn of a conversation feeds only its new
+// tokens.
+type Session struct {
+	m   *llama.Model
+	tok *tokenizer.Tokenizer
+	s   *llama.State
+	// history is every token of the sequence, in the cache or pending.
+	history []int32
+	// pending are generated tokens not yet in the cache (the last one of a
+	// generation is sampled but not fed); the next Generate feeds them first.
+	pending []int32
+}
+
+// NewSession starts a session on s, emptying its cache.
+func NewSession(m *llama.Model, tok *tokenizer.Tokenizer, s *llama.State) *Session {
+	s.Pos = 0
+	return &Session{m: m, tok: tok, s: s}
+}
+
+// Tokens returns every token of the sequence so far.
+func (ss *Session) Tokens() []int32 { return ss.history }
+
+// Len is the number of tokens of the sequence so far (in the cache or
+// about to be fed).
+func (ss *Session) Len() int { return len(ss.history) }
+
+// Context is the number of tokens the session's state holds.
+func (ss *Session) Context() int { return ss.s.Context }
+
+// Reset empties the sequence.
+func (ss *Session) Reset() {
+	ss.s.Pos = 0
+	ss.history, ss.pending = nil, nil
+}
+
+// Generate appends tokens to the sequence and generates after them. A
+// cancelled ctx ends it between two forward calls with StopReason
+// "cancelled" and no error; what was fed stays in the sequence.
+func (ss *Session) Generate(ctx context.Context, tokens []int32, o Options) (*Result, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	m, s, tok := ss.m, ss.s, ss.tok
+	feed := append(append([]int32{}, ss.pending...), tokens...)
+	if len(ss.history) == 0 && len(feed) == 0 {
 		return nil, errors.New("empty prompt: nothing to condition on (add BOS or some text)")
 	}
-	if len(prompt) > s.Context {
-		return nil, fmt.Errorf("%w: the prompt has %d tokens but the context holds %d; raise --ctx (the model was trained on %d) or shorten the prompt",
-			ErrContext, len(prompt), s.Context, m.Config.ContextLength)
+	if len(feed) == 0 {
+		return nil, errors.New("nothing new to generate from: the turn has no tokens")
 	}
-	if o.MaxTokens > 0 && len(prompt)+o.MaxTokens-1 > s.Context && !o.StopAtContext {
+	if s.Pos+len(feed) > s.Context {
+		what := fmt.Sprintf("the prompt has %d tokens", len(feed))
+		if s.Pos > 0 {
+			what = fmt.Sprintf("%d tokens so far and %d new", s.Pos, len(feed))
+		}
+		return nil, fmt.Errorf("%w: %s but the context holds %d; raise --ctx (the model was trained on %d) or shorten the prompt",
+			ErrContext, what, s.Context, m.Config.ContextLength)
+	}
+	if o.MaxTokens > 0 && s.Pos+len(feed)+o.MaxTokens-1 > s.Context && !o.StopAtContext {
 		return nil, fmt.Errorf("%w: %d prompt tokens + %d to generate exceed the context of %d; raise --ctx, lower --max-tokens, or pass --stop-at-context",
-			ErrContext, len(prompt), o.MaxTokens, s.Context)
+			ErrContext, s.Pos+len(feed), o.MaxTokens, s.Context)
 	}
-	r := &Result{PromptTokens: prompt}
+	r := &Result{PromptTokens: tokens, StopToken: -1}
 	b := m.Backend
 	V := m.Config.VocabSize
-	logits := make([]float32, V)
-	argmax := make([]int32, 1)
-	history := append(make([]int32, 0, len(prompt)+max(o.MaxTokens, 0)), prompt...)
 	sampler := sample.New(o.Sampling, V)
 	greedy := o.Sampling.Greedy || o.Sampling.Temp <= 0
 	penalize := o.Sampling.RepeatPenalty != 0 && o.Sampling.RepeatPenalty != 1
 	dec := tok.NewStreamDecoder()
+	stop := NewStopMatcher(o.Stop)
 	var text []byte
-	emit := func(str string) {
+	emit := func(str string) error {
 		if str == "" {
-			return
+			return nil
 		}
 		text = append(text, str...)
 		if o.OnText != nil {
-			o.OnText(str)
+			return o.OnText(str)
 		}
+		return nil
 	}
 
 	start := time.Now()
-	if err := Prefill(m, s, prompt); err != nil {
+	err := prefill(ctx, m, s, feed, o.OnPrefill)
+	ss.history = append(ss.history, tokens...) // pending tokens are in it already
+	ss.pending = nil
+	if err != nil {
+		if ctx.Err() != nil {
+			// The cache holds the batches fed; keep the sequence consistent.
+			ss.history = ss.history[:s.Pos]
+			r.StopReason = "cancelled"
+			return r, nil
+		}
 		return nil, err
 	}
+	if o.MaxTokens == 0 {
+		r.PromptTime = time.Since(start)
+		r.StopReason = "max_tokens"
+		return r, nil
+	}
 	// Greedy, and sampling whose chain starts with top-k, need only the
-	// device's argmax or top k: the full logits are copied only for a
+	// device's top 1 or top k: the full logits are copied only for a
 	// penalty (every logit) or --debug-decode (probabilities over the row).
+	// Each step's logits are checked for NaN and Inf: the whole row where
+	// it is copied, the values the device returned on the fast paths.
 	topK := o.Sampling.TopK
+	fast := greedy && !penalize && o.DebugTop <= 0
 	useTop := !greedy && !penalize && o.DebugTop <= 0 && topK > 0 && topK < V
+	if fast {
+		topK = 1
+	}
 	var topIDs []int32
 	var topVals []float32
-	if useTop {
+	var logits []float32
+	if fast || useTop {
 		topIDs, topVals = make([]int32, topK), make([]float32, topK)
+	} else {
+		logits = make([]float32, V)
 	}
-	next := func(step int) int32 {
-		if greedy && !penalize && o.DebugTop <= 0 {
-			b.Argmax(s.Logits, argmax) // full logits stay on the device
-			return argmax[0]
-		}
-		if useTop {
+	history := ss.history
+	next := func(step int) (int32, error) {
+		if fast || useTop {
 			b.TopK(s.Logits, 0, topK, topIDs, topVals)
-			return sampler.SampleTop(topIDs, topVals)
+			if err := CheckLogits(step, topVals); err != nil {
+				return 0, err
+			}
+			if fast {
+				return topIDs[0], nil
+			}
+			return sampler.SampleTop(topIDs, topVals), nil
 		}
 		b.Read(s.Logits, logits)
+		if err := CheckLogits(step, logits); err != nil {
+			return 0, err
+		}
 		id := sampler.Sample(logits, history)
 		if o.DebugTop > 0 && o.OnDebug != nil {
 			o.OnDebug(step, id, sample.Top(logits, o.DebugTop))
 		}
-		return id
+		return id, nil
 	}
-	id := next(0)
+	id, err := next(0)
+	if err != nil {
+		return r, err
+	}
 	r.PromptTime = time.Since(start)
 	start = time.Now()
 	tokBuf := make([]int32, 1)
 	r.StopReason = "max_tokens"
 	for step := 0; ; step++ {
 		if tok.IsEOG(id) {
-			r.StopReason = "eos"
+			r.StopReason, r.StopToken = "eos", id
 			break
 		}
 		r.Generated = append(r.Generated, id)
 		history = append(history, id)
-		emit(dec.Add(id))
+		ss.history, ss.pending = history, []int32{id}
+		piece, stopped := stop.Feed(dec.Add(id))
+		if err := emit(piece); err != nil {
+			return r, err
+		}
+		if stopped {
+			r.StopReason = "stop"
+			break
+		}
 		if o.MaxTokens > 0 && len(r.Generated) >= o.MaxTokens {
 			break
 		}
@@ -151,13 +376,30 @@ func Run(m *llama.Model, tok *tokenizer.Tokenizer, s *llama.State, prompt []int3
 			r.StopReason = "context"
 			break
 		}
+		if ctx.Err() != nil {
+			r.StopReason = "cancelled"
+			break
+		}
 		tokBuf[0] = id
 		if err := m.Forward(s, tokBuf); err != nil {
 			return r, err
 		}
-		id = next(step + 1)
+		ss.pending = nil
+		if id, err = next(step + 1); err != nil {
+			return r, err
+		}
 	}
-	emit(dec.Flush())
+	if !stop.Stopped() {
+		tail, stopped := stop.Feed(dec.Flush())
+		if stopped {
+			r.StopReason = "stop"
+		} else {
+			tail += stop.Flush()
+		}
+		if err := emit(tail); err != nil {
+			return r, err
+		}
+	}
 	r.GenTime = time.Since(start)
 	r.Text = string(text)
 	return r, nil

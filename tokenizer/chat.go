@@ -21,21 +21,25 @@ type Message struct {
 // add_bos_token and the markers (<|eot_id|>, </s>, ...) are parsed as
 // special tokens.
 type ChatTemplate struct {
-	// Name is "llama3", "llama2" or "zephyr".
+	// Name is "llama3", "llama2", "zephyr" or "chatml".
 	Name string
+	// Fallback is set when the model's own template was missing or not
+	// recognised and chatml stands in for it (Why says which).
+	Fallback bool
+	Why      string
 	// BOS and EOS are the texts of the begin and end tokens the format
 	// writes inside the conversation (Llama 2 and Zephyr use them).
 	BOS, EOS string
 }
 
 // ChatTemplateNames lists the names NewChatTemplate accepts.
-var ChatTemplateNames = []string{"llama3", "llama2", "zephyr"}
+var ChatTemplateNames = []string{"llama3", "llama2", "zephyr", "chatml"}
 
 // NewChatTemplate returns the template with the given name, with </s> and
 // <s> as the end and begin texts.
 func NewChatTemplate(name string) (*ChatTemplate, error) {
 	switch name {
-	case "llama3", "llama2", "zephyr":
+	case "llama3", "llama2", "zephyr", "chatml":
 		return &ChatTemplate{Name: name, BOS: "<s>", EOS: "</s>"}, nil
 	}
 	return nil, fmt.Errorf("unknown chat template %q (known: %s)", name, strings.Join(ChatTemplateNames, ", "))
@@ -53,6 +57,8 @@ func DetectChatTemplate(tmpl string) (*ChatTemplate, error) {
 		return NewChatTemplate("llama3")
 	case has("[INST]"):
 		return NewChatTemplate("llama2")
+	case has("<|im_start|>") && has("<|im_end|>"):
+		return NewChatTemplate("chatml")
 	case has("<|user|>") && has("<|assistant|>"):
 		// Zephyr and TinyLlama-Chat. (llama.cpp files TinyLlama's template,
 		// which writes eos_token rather than a literal </s>, under GLM-Edge.)
@@ -65,10 +71,15 @@ func DetectChatTemplate(tmpl string) (*ChatTemplate, error) {
 
 // ChatTemplate returns the template named by the model's
 // tokenizer.chat_template, with the vocabulary's own BOS and EOS texts.
+// When the file has none, or one not recognised, it returns chatml (as
+// llama.cpp falls back to) with Fallback set and Why saying what was
+// wrong, so that the caller can warn. It never fails; the error is there
+// for templates that may one day be refused.
 func (t *Tokenizer) ChatTemplate() (*ChatTemplate, error) {
 	ct, err := DetectChatTemplate(t.chatTemplate)
 	if err != nil {
-		return nil, err
+		ct, _ = NewChatTemplate("chatml")
+		ct.Fallback, ct.Why = true, err.Error()
 	}
 	t.adopt(ct)
 	return ct, nil
@@ -142,6 +153,14 @@ func (ct *ChatTemplate) Apply(messages []Message, addAssistantPrompt bool) strin
 				b.WriteString(ct.BOS)
 			}
 			b.WriteString("[INST] " + strings.TrimSpace("<<SYS>>\n"+system+"\n<</SYS>>\n\n") + " [/INST]")
+		}
+	case "chatml":
+		// <|im_start|>{role}\n{content}<|im_end|>\n ... <|im_start|>assistant\n
+		for _, m := range messages {
+			b.WriteString("<|im_start|>" + m.Role + "\n" + m.Content + "<|im_end|>\n")
+		}
+		if addAssistantPrompt {
+			b.WriteString("<|im_start|>assistant\n")
 		}
 	case "zephyr":
 		// <|system|>\n{system}</s>\n<|user|>\n{user}</s>\n<|assistant|>\n

@@ -17,19 +17,19 @@ const (
 func TestDetectChatTemplate(t *testing.T) {
 	for src, want := range map[string]string{
 		llama3Jinja: "llama3", llama2Jinja: "llama2", tinyLlamaJinja: "zephyr",
-		"llama3": "llama3", "llama2": "llama2", "zephyr": "zephyr",
+		"llama3": "llama3", "llama2": "llama2", "zephyr": "zephyr", chatMLJinja: "chatml", "chatml": "chatml",
 	} {
 		ct, err := DetectChatTemplate(src)
 		if err != nil || ct.Name != want {
 			t.Errorf("%.40q: got %v, %v; want %s", src, ct, err, want)
 		}
 	}
-	for _, src := range []string{chatMLJinja, "", "llama4"} {
+	for _, src := range []string{"", "llama4"} {
 		if ct, err := DetectChatTemplate(src); err == nil {
 			t.Errorf("%.40q: want an error, got %s", src, ct.Name)
 		}
 	}
-	if _, err := NewChatTemplate("chatml"); err == nil || !strings.Contains(err.Error(), "llama3, llama2, zephyr") {
+	if _, err := NewChatTemplate("vicuna"); err == nil || !strings.Contains(err.Error(), "llama3, llama2, zephyr, chatml") {
 		t.Errorf("unknown name: %v", err)
 	}
 }
@@ -105,8 +105,23 @@ func TestChatZephyr(t *testing.T) {
 	if ids := stories.Encode(got, true, true); count(ids, 2) != 2 {
 		t.Errorf("want two </s> tokens in %v", ids)
 	}
-	if _, err := loadShared(t, "vocab/ggml-vocab-llama-spm.gguf").ChatTemplate(); err == nil {
-		t.Error("a vocabulary without tokenizer.chat_template must say so")
+	// A vocabulary without tokenizer.chat_template gets chatml, marked as
+	// a fallback with the reason, so that the CLI can warn.
+	ct, err = loadShared(t, "vocab/ggml-vocab-llama-spm.gguf").ChatTemplate()
+	if err != nil || ct.Name != "chatml" || !ct.Fallback || !strings.Contains(ct.Why, "no chat template") {
+		t.Errorf("fallback: %+v, %v", ct, err)
+	}
+}
+
+func TestChatML(t *testing.T) {
+	ct, _ := NewChatTemplate("chatml")
+	got := ct.Apply(conversation[:2], true)
+	want := "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n What is 2+2? <|im_end|>\n<|im_start|>assistant\n"
+	if got != want {
+		t.Fatalf("Apply:\n got %q\nwant %q", got, want)
+	}
+	if got := ct.Apply(conversation[:3], false); !strings.HasSuffix(got, "<|im_start|>assistant\n4.<|im_end|>\n") {
+		t.Errorf("with the answer: %q", got)
 	}
 }
 

@@ -19,6 +19,9 @@ type Entry struct {
 	Key
 	RelErr float64 // ‖a−b‖/‖b‖ over the values both hold (and the sum, for sparse records)
 	N      int     // values compared
+	// Shapes is set when the records' shapes disagree (RelErr is then +Inf):
+	// "[64 3] vs [32 3]".
+	Shapes string
 }
 
 // Report is a whole comparison.
@@ -80,6 +83,10 @@ func Diff(a, b *Trace, tol float64) *Report {
 			rep.OnlyA++
 			continue
 		}
+		if shapesDiffer(ra, rb) {
+			rep.Entries = append(rep.Entries, Entry{Key: k, RelErr: math.Inf(1), Shapes: fmt.Sprintf("%v vs %v", ra.Shape, rb.Shape)})
+			continue
+		}
 		e, n := compare(ra, rb)
 		rep.Entries = append(rep.Entries, Entry{Key: k, RelErr: e, N: n})
 	}
@@ -96,6 +103,20 @@ func Diff(a, b *Trace, tol float64) *Report {
 		}
 	}
 	return rep
+}
+
+// shapesDiffer reports records that cannot be the same tensor: the row
+// widths differ, or two dense records differ in rows. (A sparse llama.cpp
+// record may hold fewer rows than GRETA's, e.g. the logits of the last
+// token only; rows are then matched by position.)
+func shapesDiffer(a, b *Record) bool {
+	if len(a.Shape) != 2 || len(b.Shape) != 2 {
+		return true
+	}
+	if a.Shape[0] != b.Shape[0] {
+		return true
+	}
+	return a.Index == nil && b.Index == nil && a.Shape[1] != b.Shape[1]
 }
 
 // rowValues returns a row's values by column.
@@ -218,6 +239,9 @@ func (r *Report) FirstLine() string {
 	where := fmt.Sprintf("layer %d", e.Layer)
 	if e.Layer < 0 {
 		where = "output"
+	}
+	if e.Shapes != "" {
+		return fmt.Sprintf("first divergence: step %d, %s, point %s, shapes differ: %s", e.Step, where, e.Point, e.Shapes)
 	}
 	return fmt.Sprintf("first divergence: step %d, %s, point %s, rel err %.1e", e.Step, where, e.Point, e.RelErr)
 }

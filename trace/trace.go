@@ -83,18 +83,28 @@ type Options struct {
 }
 
 // OptionsFromEnv reads the environment variables of our reports:
-// GRETA_TRACE_LAYER=1 turns tracing on, GRETA_TRACE_LAYER_OUT names the
-// file, GRETA_TRACE_LAYER_LAYERS and GRETA_TRACE_LAYER_POINTS filter.
-func OptionsFromEnv() (Options, bool, error) {
-	if v := os.Getenv("GRETA_TRACE_LAYER"); v == "" || v == "0" {
+// GRETA_TRACE_LAYER=1 turns tracing on (any of Go's boolean spellings: 1,
+// true, 0, false, ...; anything else is an error), GRETA_TRACE_LAYER_OUT
+// names the file, GRETA_TRACE_LAYER_LAYERS and GRETA_TRACE_LAYER_POINTS
+// filter. nLayers is the model's block count, which layer lists are
+// checked against.
+func OptionsFromEnv(nLayers int) (Options, bool, error) {
+	v := strings.TrimSpace(os.Getenv("GRETA_TRACE_LAYER"))
+	if v == "" {
+		return Options{}, false, nil
+	}
+	on, err := strconv.ParseBool(v)
+	if err != nil {
+		return Options{}, false, fmt.Errorf("GRETA_TRACE_LAYER=%q: expected 1 or 0 (true or false)", v)
+	}
+	if !on {
 		return Options{}, false, nil
 	}
 	o := Options{Path: os.Getenv("GRETA_TRACE_LAYER_OUT"), Values: 8}
 	if o.Path == "" {
 		o.Path = "greta_trace.jsonl"
 	}
-	var err error
-	if o.Layers, err = ParseLayers(os.Getenv("GRETA_TRACE_LAYER_LAYERS")); err != nil {
+	if o.Layers, err = ParseLayers(os.Getenv("GRETA_TRACE_LAYER_LAYERS"), nLayers); err != nil {
 		return o, true, fmt.Errorf("GRETA_TRACE_LAYER_LAYERS: %w", err)
 	}
 	if o.Points, err = ParsePoints(os.Getenv("GRETA_TRACE_LAYER_POINTS")); err != nil {
@@ -103,20 +113,32 @@ func OptionsFromEnv() (Options, bool, error) {
 	return o, true, nil
 }
 
-// ParseLayers parses "0,1,2,15,31" (empty or "all": every layer).
-func ParseLayers(s string) (map[int]bool, error) {
+// ParseLayers parses "0,1,2,15,31" or ranges such as "0-3,30-31" (empty or
+// "all": every layer) for a model of nLayers blocks. Every layer must
+// exist; a range is checked before it is expanded, so its size is bounded
+// by nLayers whatever the text says.
+func ParseLayers(s string, nLayers int) (map[int]bool, error) {
 	s = strings.TrimSpace(s)
 	if s == "" || s == "all" {
 		return nil, nil
+	}
+	exists := func(n int, f string) error {
+		if n >= nLayers {
+			return fmt.Errorf("layer %d in %q does not exist: the model has %d layers (0..%d)", n, cut(f, 40), nLayers, nLayers-1)
+		}
+		return nil
 	}
 	m := map[int]bool{}
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
 		if lo, hi, ok := strings.Cut(f, "-"); ok {
-			a, err1 := strconv.Atoi(lo)
-			b, err2 := strconv.Atoi(hi)
+			a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+			b, err2 := strconv.Atoi(strings.TrimSpace(hi))
 			if err1 != nil || err2 != nil || a > b || a < 0 {
-				return nil, fmt.Errorf("bad layer range %q", f)
+				return nil, fmt.Errorf("bad layer range %q (expected e.g. 0-3)", cut(f, 40))
+			}
+			if err := exists(b, f); err != nil {
+				return nil, err
 			}
 			for i := a; i <= b; i++ {
 				m[i] = true
@@ -125,11 +147,22 @@ func ParseLayers(s string) (map[int]bool, error) {
 		}
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 0 {
-			return nil, fmt.Errorf("bad layer %q (expected e.g. 0,1,2,15,31)", f)
+			return nil, fmt.Errorf("bad layer %q (expected e.g. 0,1,2,15,31)", cut(f, 40))
+		}
+		if err := exists(n, f); err != nil {
+			return nil, err
 		}
 		m[n] = true
 	}
 	return m, nil
+}
+
+// cut shortens s for an error message.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // ParsePoints parses "x,norm_out,q" (empty or "all": every point).
@@ -146,7 +179,7 @@ func ParsePoints(s string) (map[string]bool, error) {
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
 		if !known[f] {
-			return nil, fmt.Errorf("unknown trace point %q (known: %s, %s)", f, strings.Join(Points, ","), strings.Join(GlobalPoints, ","))
+			return nil, fmt.Errorf("unknown trace point %q (known: %s, %s)", cut(f, 40), strings.Join(Points, ","), strings.Join(GlobalPoints, ","))
 		}
 		m[f] = true
 	}

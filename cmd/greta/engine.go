@@ -1,16 +1,19 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	flag "github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"greta/backend/cpu"
 	"greta/backend/ref"
+	"greta/generate"
 	"greta/gguf"
 	"greta/ml"
 	"greta/model/llama"
@@ -33,10 +36,19 @@ type engineFlags struct {
 }
 
 func addEngineFlags(fs *flag.FlagSet, withTrace bool) *engineFlags {
+	e := addEngineFlagsNoThreads(fs, withTrace)
+	e.threads = fs.IntP("threads", "t", 0, "CPU threads (0: all cores)")
+	return e
+}
+
+// addEngineFlagsNoThreads leaves --threads to the caller (bench takes a
+// list); it must set threads before load.
+func addEngineFlagsNoThreads(fs *flag.FlagSet, withTrace bool) *engineFlags {
+	zero := 0
 	e := &engineFlags{
 		model:   fs.StringP("model", "m", "", "GGUF model file (required)"),
 		device:  fs.String("device", "auto", "cpu, cuda, ref (float64 oracle) or auto (cuda when present)"),
-		threads: fs.Int("threads", 0, "CPU threads (0: all cores)"),
+		threads: &zero,
 		ctx:     fs.Int("ctx", 0, "context size in tokens (0: the model's, at most 4096)"),
 		batch:   fs.Int("batch", 512, "tokens per prefill batch"),
 		int8:    fs.Bool("int8", false, "INT8 mode: quantize F32/F16/BF16 weight matrices to Q8_0 at load"),
@@ -52,6 +64,13 @@ func addEngineFlags(fs *flag.FlagSet, withTrace bool) *engineFlags {
 	return e
 }
 
+func (f *engineFlags) modelName() string { return filepath.Base(*f.model) }
+
+// sizes returns the numeric engine flags as the validated type.
+func (f *engineFlags) sizes() generate.Sizes {
+	return generate.Sizes{Context: *f.ctx, Batch: *f.batch, Threads: *f.threads}
+}
+
 // engine is a loaded model with its tokenizer and backend.
 type engine struct {
 	file    *gguf.File
@@ -63,16 +82,38 @@ type engine struct {
 	loadDur time.Duration
 }
 
-func (e *engine) Close() {
+// Close releases everything and returns the trace file's write error, if
+// any: a trace that lost records is a failed run.
+func (e *engine) Close() error {
+	var err error
 	if e.tracer != nil {
-		e.tracer.Close()
+		err = e.tracer.Close()
+		e.tracer = nil
 	}
 	if e.backend != nil {
 		e.backend.Close()
+		e.backend = nil
 	}
 	if e.file != nil {
 		e.file.Close()
+		e.file = nil
 	}
+	return err
+}
+
+// closeInto closes e and keeps its error in *errp unless one is there.
+func (e *engine) closeInto(errp *error) {
+	if err := e.Close(); err != nil && *errp == nil {
+		*errp = err
+	}
+}
+
+// threads is the number of CPU threads the backend runs (0 for others).
+func (e *engine) threads() int {
+	if c, ok := e.backend.(*cpu.Backend); ok {
+		return c.Pool().Threads()
+	}
+	return 0
 }
 
 // newBackend opens the device asked for.
@@ -90,13 +131,39 @@ func newBackend(device string, threads int) (ml.Backend, error) {
 		}
 		return newCPUBackend(threads), nil
 	}
-	return nil, fmt.Errorf("unknown --device %q (expected cpu, cuda, ref or auto)", device)
+	return nil, usageError("unknown --device %q (expected cpu, cuda, ref or auto)", device)
 }
 
-// load opens, validates and loads the model, and sets up tracing.
+// check validates the flags that need no model: sizes and trace settings.
+func (f *engineFlags) check(fs *flag.FlagSet) error {
+	if *f.model == "" {
+		return usageError("--model is required")
+	}
+	if err := f.sizes().Validate(); err != nil {
+		return err
+	}
+	if f.traceValues != nil && fs.Changed("trace-values") && *f.traceOut == "" && !traceEnvOn() {
+		return usageError("--trace-values has no effect without a trace (--trace-out FILE or GRETA_TRACE_LAYER=1)")
+	}
+	if f.traceLayers != nil && (*f.traceLayers != "" || *f.tracePoints != "") && *f.traceOut == "" && !traceEnvOn() {
+		return usageError("--trace-layers and --trace-points have no effect without a trace (--trace-out FILE or GRETA_TRACE_LAYER=1)")
+	}
+	return nil
+}
+
+func traceEnvOn() bool {
+	on, err := strconv.ParseBool(strings.TrimSpace(os.Getenv("GRETA_TRACE_LAYER")))
+	return on || (err != nil && os.Getenv("GRETA_TRACE_LAYER") != "")
+}
+
+// load opens, validates and loads the model, and sets up tracing. Call
+// check first.
 func (f *engineFlags) load() (*engine, error) {
 	if *f.model == "" {
-		return nil, &exitError{code: 2, err: errors.New("--model is required")}
+		return nil, usageError("--model is required")
+	}
+	if err := f.sizes().Validate(); err != nil {
+		return nil, err
 	}
 	start := time.Now()
 	e := &engine{}
@@ -114,11 +181,13 @@ func (f *engineFlags) load() (*engine, error) {
 		return nil, fmt.Errorf("%s: tokenizer: %w", *f.model, err)
 	}
 	for _, w := range e.tok.Warnings() {
-		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+		warnf("%s", w)
 	}
 	e.ctx = *f.ctx
 	if e.ctx <= 0 {
 		e.ctx = min(cfg.ContextLength, 4096)
+	} else if cfg.ContextLength > 0 && e.ctx > cfg.ContextLength {
+		warnf("--ctx %d exceeds the %d tokens the model was trained on: past them its output degrades", e.ctx, cfg.ContextLength)
 	}
 	if e.backend, err = newBackend(*f.device, *f.threads); err != nil {
 		e.Close()
@@ -149,8 +218,14 @@ func (f *engineFlags) load() (*engine, error) {
 	return e, nil
 }
 
+// warnf prints a warning line on stderr.
+func warnf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "warning: "+format+"\n", args...)
+}
+
 func (f *engineFlags) setupTrace(e *engine) error {
-	o, on, err := trace.OptionsFromEnv()
+	nl := e.model.Config.NLayers
+	o, on, err := trace.OptionsFromEnv(nl)
 	if err != nil {
 		return err
 	}
@@ -165,7 +240,7 @@ func (f *engineFlags) setupTrace(e *engine) error {
 		return nil
 	}
 	if f.traceLayers != nil && *f.traceLayers != "" {
-		if o.Layers, err = trace.ParseLayers(*f.traceLayers); err != nil {
+		if o.Layers, err = trace.ParseLayers(*f.traceLayers, nl); err != nil {
 			return fmt.Errorf("--trace-layers: %w", err)
 		}
 	}
@@ -179,14 +254,11 @@ func (f *engineFlags) setupTrace(e *engine) error {
 		case "all":
 			o.Values = -1
 		default:
-			if _, err := fmt.Sscan(v, &o.Values); err != nil || o.Values < 0 {
-				return fmt.Errorf("--trace-values %q: expected a count or all", v)
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return usageError("--trace-values %q: expected a count or all", v)
 			}
-		}
-	}
-	for l := range o.Layers {
-		if l >= e.model.Config.NLayers {
-			return fmt.Errorf("trace layer %d does not exist: the model has %d layers (0..%d)", l, e.model.Config.NLayers, e.model.Config.NLayers-1)
+			o.Values = n
 		}
 	}
 	r, err := trace.NewRecorder(o, e.backend, trace.Header{Model: *f.model, Config: e.model.Config, Version: version})
@@ -198,13 +270,13 @@ func (f *engineFlags) setupTrace(e *engine) error {
 	return nil
 }
 
-// version names this build in traces and benchmarks.
+// version names this build in traces, benchmarks and --version.
 const version = "greta 0.1"
 
 // progressBar returns a load progress callback drawing on stderr, or nil
 // when stderr is not a terminal.
 func progressBar(label string) func(done, total int64) {
-	if !term.IsTerminal(int(os.Stderr.Fd())) {
+	if !stderrIsTerminal() {
 		return nil
 	}
 	last := -1
@@ -217,5 +289,22 @@ func progressBar(label string) func(done, total int64) {
 		const width = 30
 		n := width * pct / 100
 		fmt.Fprintf(os.Stderr, "\r%s [%s%s] %3d%% %s", label, strings.Repeat("=", n), strings.Repeat(" ", width-n), pct, humanBytes(done))
+	}
+}
+
+func stderrIsTerminal() bool { return term.IsTerminal(int(os.Stderr.Fd())) }
+
+// prefillStatus returns a generate.Options.OnPrefill callback that says on
+// a terminal's stderr what the first silent seconds are, or nil.
+func prefillStatus() func(done, total int) {
+	if !stderrIsTerminal() {
+		return nil
+	}
+	return func(done, total int) {
+		if done >= total {
+			fmt.Fprint(os.Stderr, "\r\033[K")
+			return
+		}
+		fmt.Fprintf(os.Stderr, "\rprocessing the prompt: %d/%d tokens", done, total)
 	}
 }

@@ -3,8 +3,8 @@ package main
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"strconv"
@@ -17,27 +17,32 @@ func init() {
 	register("logits", "write teacher-forced logits for every position", cmdLogits)
 }
 
-func cmdLogits(args []string) error {
+func cmdLogits(args []string) (err error) {
 	fs := newFlags("logits", "--model M (--tokens 1,2,3 | --prompt TEXT) -o FILE")
 	ef := addEngineFlags(fs, true)
 	tokStr := fs.String("tokens", "", "comma-separated token ids")
 	prompt := fs.StringP("prompt", "p", "", "tokenize this text instead (BOS added, special tokens parsed)")
-	out := fs.StringP("output", "o", "", "output file: float32 little-endian [n_tokens × n_vocab], row-major (required)")
+	out := fs.StringP("output", "o", "", "output file (-: standard output): float32 little-endian [n_tokens × n_vocab], row-major (required)")
 	// logits is an accuracy tool: exact float32 activations unless asked.
 	fs.Lookup("act").DefValue = "f32"
 	fs.Set("act", "f32")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *out == "" || (*tokStr == "") == (*prompt == "") {
-		fs.Usage()
-		return &exitError{code: 2, err: errors.New("need -o FILE and exactly one of --tokens or --prompt")}
+		return usageError("need -o FILE and exactly one of --tokens or --prompt (see greta help logits)")
+	}
+	if fs.NArg() > 0 {
+		return usageError("unexpected arguments %q (the prompt goes in --prompt)", cut(strings.Join(fs.Args(), " "), 60))
+	}
+	if err := ef.check(fs); err != nil {
+		return err
 	}
 	e, err := ef.load()
 	if err != nil {
 		return err
 	}
-	defer e.Close()
+	defer e.closeInto(&err)
 	var tokens []int32
 	if *prompt != "" {
 		tokens = e.tok.Encode(*prompt, true, true)
@@ -62,17 +67,26 @@ func cmdLogits(args []string) error {
 	if err != nil {
 		return err
 	}
-	fd, err := os.Create(*out)
-	if err != nil {
-		return err
+	var dst io.Writer = stdout
+	name := "standard output"
+	if *out != "-" {
+		fd, err := os.Create(*out)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := fd.Close(); err == nil && cerr != nil {
+				err = fmt.Errorf("%s: %w", *out, cerr)
+			}
+		}()
+		dst, name = fd, *out
 	}
-	w := bufio.NewWriterSize(fd, 1<<20)
+	w := bufio.NewWriterSize(dst, 1<<20)
 	buf := make([]float32, batch*V)
 	raw := make([]byte, 4)
 	for i := 0; i < len(tokens); i += batch {
 		chunk := tokens[i:min(len(tokens), i+batch)]
 		if err := e.model.Forward(st, chunk); err != nil {
-			fd.Close()
 			return err
 		}
 		vals := buf[:len(chunk)*V]
@@ -81,14 +95,13 @@ func cmdLogits(args []string) error {
 			binary.LittleEndian.PutUint32(raw, math.Float32bits(v))
 			w.Write(raw)
 		}
+		if _, err := w.Write(nil); err != nil { // the first failed write, kept by bufio
+			return fmt.Errorf("writing %s: %w", name, err)
+		}
 	}
 	if err := w.Flush(); err != nil {
-		fd.Close()
-		return err
+		return fmt.Errorf("writing %s: %w", name, err)
 	}
-	if err := fd.Close(); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "wrote %d × %d logits to %s (%s)\n", len(tokens), V, *out, e.backend.Name())
+	fmt.Fprintf(os.Stderr, "wrote %d × %d logits to %s (%s)\n", len(tokens), V, name, e.backend.Name())
 	return nil
 }

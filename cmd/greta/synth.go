@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -37,12 +37,14 @@ func cmdSynth(args []string) error {
 	typ := fs.String("type", "f32", "weight type: "+strings.Join(llama.SynthTypes(), "|"))
 	vocabFrom := fs.String("vocab-from", "", "copy the tokenizer of this GGUF (e.g. ../shared/vocab/ggml-vocab-llama-spm.gguf)")
 	vocab := fs.Int("vocab", 512, "size of a plain vocabulary (without --vocab-from)")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *out == "" {
-		fs.Usage()
-		return &exitError{code: 2, err: fmt.Errorf("-o OUT.gguf is required")}
+		return usageError("-o OUT.gguf is required (see greta help synth)")
+	}
+	if fs.NArg() > 0 {
+		return usageError("unexpected arguments %q", cut(strings.Join(fs.Args(), " "), 60))
 	}
 	o := llama.SynthOptions{Dim: *dim, Layers: *layers, Heads: *heads, KVHeads: *kvHeads, FFN: *ffn,
 		Context: *ctx, RopeBase: *ropeBase, Vocab: *vocab}
@@ -80,24 +82,7 @@ func cmdSynth(args []string) error {
 		o.VocabFrom = vf
 	}
 	start := time.Now()
-	tmp := *out + ".tmp"
-	fd, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(fd, 4<<20)
-	err = llama.Synthesize(bw, o)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := fd.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, *out); err != nil {
+	if err := writeFileAtomic(*out, func(w io.Writer) error { return llama.Synthesize(w, o) }); err != nil {
 		return err
 	}
 	st, _ := os.Stat(*out)

@@ -2,15 +2,12 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
 	"unicode/utf8"
-
-	flag "github.com/spf13/pflag"
 
 	"greta/gguf"
 	"greta/tokenizer"
@@ -27,7 +24,7 @@ type tokenizeOut struct {
 }
 
 func cmdTokenize(args []string) error {
-	return runTokenize(args, os.Stdin, os.Stdout, os.Stderr)
+	return runTokenize(args, os.Stdin, stdout, os.Stderr)
 }
 
 func runTokenize(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -36,12 +33,8 @@ func runTokenize(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	bos := fs.Bool("bos", true, "add BOS (and EOS) where the vocabulary's add_bos_token/add_eos_token ask for them")
 	special := fs.Bool("special", false, "parse special-token text such as <|eot_id|> or <s> into those tokens")
 	asJSON := fs.Bool("json", false, `print {"ids":[...],"pieces":[...]} instead of the ids`)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &exitError{code: 2, err: err}
+	if err := parse(fs, args); err != nil {
+		return err
 	}
 	if *model == "" {
 		return &exitError{code: 2, err: fmt.Errorf("-m MODEL is required")}
