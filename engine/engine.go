@@ -60,9 +60,24 @@ type Request struct {
 	// Logits asks for the logits of every prompt row (teacher forcing):
 	// one event per row, in order, before any generated token.
 	Logits bool
+	// Stop ends generation at the first of these strings, matched across
+	// token boundaries; the stop string itself is never in the text.
+	Stop []string
+	// Constraint, if set, restricts each next token (structured output).
+	Constraint Constraint
 	// TopLogprobs > 0 attaches the log-probabilities of the chosen token
 	// and of the TopLogprobs most likely ones to each generated token.
 	TopLogprobs int
+}
+
+// Constraint restricts which tokens may come next, e.g. to the strings of a
+// JSON schema. The scheduler calls Mask on the logits row before sampling,
+// then Accept with the chosen token; once Done, the request ends with
+// StopConstraint.
+type Constraint interface {
+	Mask(logits []float32)
+	Accept(id int32) error
+	Done() bool
 }
 
 // Event is one step of a request's stream.
@@ -85,11 +100,13 @@ type Event struct {
 
 // Stop reasons.
 const (
-	StopEOS       = "eos"        // an end-of-generation token
-	StopLength    = "max_tokens" // MaxTokens generated
-	StopContext   = "context"    // the sequence filled its context
-	StopCancelled = "cancelled"  // the caller's context ended
-	StopError     = "error"      // Result.Err says why
+	StopEOS        = "eos"        // an end-of-generation token
+	StopLength     = "max_tokens" // MaxTokens generated
+	StopContext    = "context"    // the sequence filled its context
+	StopCancelled  = "cancelled"  // the caller's context ended
+	StopString     = "stop"       // one of Request.Stop
+	StopConstraint = "constraint" // Request.Constraint is complete
+	StopError      = "error"      // Result.Err says why
 )
 
 // Result is how a request ended.

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"greta/generate"
 	"greta/kv"
 	"greta/ml"
 	"greta/model/llama"
@@ -33,6 +34,7 @@ type seq struct {
 
 	sampler *sample.Sampler
 	dec     *tokenizer.StreamDecoder
+	stop    *generate.StopMatcher
 	greedy  bool
 
 	submitted, admitted, first time.Time
@@ -48,6 +50,7 @@ func newSeq(ctx context.Context, e *Engine, r Request) *seq {
 		s.greedy = false
 	}
 	s.dec = e.tok.NewStreamDecoder()
+	s.stop = generate.NewStopMatcher(r.Stop)
 	return s
 }
 
@@ -480,6 +483,9 @@ func (s *scheduler) next(q *seq, row []float32) {
 				err = fmt.Errorf("engine: sampling failed: %v", r)
 			}
 		}()
+		if c := q.req.Constraint; c != nil {
+			c.Mask(row)
+		}
 		if q.greedy {
 			id = sample.Greedy(row)
 		} else {
@@ -490,6 +496,9 @@ func (s *scheduler) next(q *seq, row []float32) {
 		}
 		if q.req.TopLogprobs > 0 {
 			ev.Logprob, ev.Top = logprobs(row, id, q.req.TopLogprobs)
+		}
+		if c := q.req.Constraint; c != nil {
+			return c.Accept(id)
 		}
 		return nil
 	}()
@@ -506,9 +515,14 @@ func (s *scheduler) next(q *seq, row []float32) {
 	}
 	q.toks = append(q.toks, id)
 	s.counter.GenTokens++
-	ev.Token, ev.Text = id, q.dec.Add(id)
+	text, stopped := q.stop.Feed(q.dec.Add(id))
+	ev.Token, ev.Text = id, text
 	q.out.put(ev)
 	switch {
+	case stopped:
+		s.finish(q, StopString, nil)
+	case q.req.Constraint != nil && q.req.Constraint.Done():
+		s.finish(q, StopConstraint, nil)
 	case q.req.MaxTokens > 0 && q.generated() >= q.req.MaxTokens:
 		s.finish(q, StopLength, nil)
 	case len(q.toks) >= s.e.o.Context:
@@ -540,7 +554,12 @@ func (s *scheduler) finish(q *seq, reason string, err error) {
 	}
 	// The last event carries the text still held back (an incomplete
 	// UTF-8 sequence at the end), if any.
-	q.out.put(Event{Token: -1, Text: q.dec.Flush(), Done: true, Result: r})
+	tail := ""
+	if !q.stop.Stopped() {
+		tail, _ = q.stop.Feed(q.dec.Flush())
+		tail += q.stop.Flush()
+	}
+	q.out.put(Event{Token: -1, Text: tail, Done: true, Result: r})
 	q.out = nil
 }
 
