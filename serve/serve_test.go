@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -84,6 +85,9 @@ func start(t *testing.T, o serve.Options, eo engine.Options) *testServer {
 	}
 	if o.ModelID == "" {
 		o.ModelID = "stories260K"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := serve.New(o)
 	s.Ready(e, nil, "fp-test")
@@ -559,12 +563,17 @@ func TestDisconnectFreesPages(t *testing.T) {
 			defer cancel()
 			path, body := "/v1/completions", fmt.Sprintf(`{"prompt":"Once upon a time %d","max_tokens":1000,"ignore_eos":true,"stream":true}`, i)
 			if i%2 == 1 {
-				path, body = "/v1/chat/completions", fmt.Sprintf(`{"messages":[{"role":"user","content":"story %d"}],"max_tokens":1000,"ignore_eos":true,"stream":true}`, i)
+				path, body = "/v1/chat/completions", fmt.Sprintf(`{"messages":[{"role":"user","content":"story %d"}],"max_tokens":900,"ignore_eos":true,"stream":true}`, i)
 			}
 			req, _ := http.NewRequestWithContext(ctx, "POST", ts.url+path, strings.NewReader(body))
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				errs <- err
+				return
+			}
+			if resp.StatusCode != 200 {
+				b, _ := io.ReadAll(resp.Body)
+				errs <- fmt.Errorf("client %d: %d %s", i, resp.StatusCode, b)
 				return
 			}
 			br := bufio.NewReader(resp.Body)
