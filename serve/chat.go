@@ -132,7 +132,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, st *ready) {
 	if logprobs {
 		engineTop = max(top, 1) // the engine gives the chosen token's logprob with the top ones
 	}
-	reqs, e := s.requests(set, prompt, set.n, engineTop)
+	reqs, e := s.requests(st, set, prompt, set.n, engineTop)
 	if e != nil {
 		s.fail(w, r, e)
 		return

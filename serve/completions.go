@@ -95,7 +95,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, st *ready) 
 		if p.isText {
 			ids = st.e.Tokenizer().Encode(p.text, true, true)
 		}
-		rs, e := s.requests(set, ids, set.n, map[bool]int{true: max(top, 1)}[withLogprobs])
+		rs, e := s.requests(st, set, ids, set.n, map[bool]int{true: max(top, 1)}[withLogprobs])
 		if e != nil {
 			s.fail(w, r, e)
 			return

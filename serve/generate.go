@@ -89,10 +89,10 @@ func finishReason(r *engine.Result) string {
 // requests builds one engine request per choice: seeds differ between
 // choices (seed, seed+1, …) so that n > 1 gives n samples, and each gets
 // its own constraint.
-func (s *Server) requests(set *settings, prompt []int32, n, topLogprobs int) ([]engine.Request, *apiError) {
-	if set.format != "" && s.o.NewConstraint == nil {
+func (s *Server) requests(st *ready, set *settings, prompt []int32, n, topLogprobs int) ([]engine.Request, *apiError) {
+	if set.format != "" && st.newConstraint == nil {
 		// Hook for structured output: the grammar package plugs in
-		// through Options.NewConstraint.
+		// through Model.NewConstraint.
 		return nil, badRequest("response_format", "response_format %s is not yet supported by this server", set.format)
 	}
 	reqs := make([]engine.Request, n)
@@ -109,7 +109,7 @@ func (s *Server) requests(set *settings, prompt []int32, n, topLogprobs int) ([]
 			if set.format == "json_schema" {
 				schema = set.schema
 			}
-			c, err := s.o.NewConstraint(schema)
+			c, err := st.newConstraint(schema)
 			if err != nil {
 				return nil, badRequest("response_format", "response_format: %v", err)
 			}

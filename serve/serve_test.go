@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -90,7 +92,7 @@ func start(t *testing.T, o serve.Options, eo engine.Options) *testServer {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := serve.New(o)
-	s.Ready(e, nil, "fp-test")
+	s.Ready(serve.Model{Engine: e, Fingerprint: "fp-test"})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -660,5 +662,84 @@ func TestShutdownLetsRequestsFinish(t *testing.T) {
 	}
 	if _, err := http.Get(ts.url + "/health"); err == nil {
 		t.Fatal("the server still accepts connections after shutdown")
+	}
+}
+
+// forced is a Constraint that allows only the tokens spelling out a fixed
+// text: enough to check that response_format reaches the engine.
+type forced struct {
+	left string
+	tok  *tokenizer.Tokenizer
+}
+
+func (f *forced) Mask(logits []float32) {
+	for id := range logits {
+		p := f.tok.Piece(int32(id))
+		if p == "" || !strings.HasPrefix(f.left, p) {
+			logits[id] = float32(math.Inf(-1))
+		}
+	}
+}
+
+func (f *forced) Accept(id int32) error {
+	p := f.tok.Piece(id)
+	if !strings.HasPrefix(f.left, p) {
+		return fmt.Errorf("token %d (%q) does not continue %q", id, p, f.left)
+	}
+	f.left = f.left[len(p):]
+	return nil
+}
+
+func (f *forced) Done() bool { return f.left == "" }
+
+func TestResponseFormat(t *testing.T) {
+	m, tk := loadModel(t)
+	e, err := engine.New(m, tk, engine.Options{Parallel: 4, Context: 256, Pages: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var mu sync.Mutex
+	var schemas []string
+	got := func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(schemas) }
+	s := serve.New(serve.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s.Ready(serve.Model{Engine: e, NewConstraint: func(schema json.RawMessage) (engine.Constraint, error) {
+		mu.Lock()
+		schemas = append(schemas, string(schema))
+		mu.Unlock()
+		return &forced{left: `{"name":"Lily","age":3}`, tok: tk}, nil
+	}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln, time.Second) }()
+	defer func() { cancel(); <-done }()
+	c := openai.NewClient(option.WithBaseURL("http://"+ln.Addr().String()+"/v1/"), option.WithAPIKey("k"), option.WithMaxRetries(0))
+	schema := map[string]any{"type": "object", "properties": map[string]any{"name": map[string]any{"type": "string"}, "age": map[string]any{"type": "integer"}}}
+	r, err := c.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{Model: "greta",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Who?")}, MaxTokens: openai.Int(100), N: openai.Int(2),
+		ResponseFormat: openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &openai.ResponseFormatJSONSchemaParam{
+			JSONSchema: openai.ResponseFormatJSONSchemaJSONSchemaParam{Name: "person", Schema: schema, Strict: openai.Bool(true)}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range r.Choices {
+		if ch.Message.Content != `{"name":"Lily","age":3}` || ch.FinishReason != "stop" {
+			t.Fatalf("choice %d: %q (%s)", ch.Index, ch.Message.Content, ch.FinishReason)
+		}
+	}
+	if g := got(); len(g) != 2 || !strings.Contains(g[0], `"age"`) {
+		t.Fatalf("NewConstraint got %q, want the schema once per choice", g)
+	}
+	if _, err := c.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{Model: "greta",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Who?")}, MaxTokens: openai.Int(100),
+		ResponseFormat: openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONObject: &openai.ResponseFormatJSONObjectParam{}}}); err != nil {
+		t.Fatal(err)
+	}
+	if g := got(); len(g) != 3 || g[2] != "" {
+		t.Fatalf("json_object gave the schemas %q, want none last", g)
 	}
 }

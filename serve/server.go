@@ -41,10 +41,6 @@ type Options struct {
 	// (defaults 10 s, 60 s and 120 s). There is no write timeout: a stream
 	// lasts as long as its generation.
 	ReadHeaderTimeout, ReadTimeout, IdleTimeout time.Duration
-	// NewConstraint, if set, builds the decoding constraint of a
-	// response_format of type json_object (schema nil) or json_schema.
-	// One is built per choice. Without it such requests get 400.
-	NewConstraint func(schema json.RawMessage) (engine.Constraint, error)
 	// Logger gets the access and error logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -60,10 +56,26 @@ type Server struct {
 	handler http.Handler
 }
 
+// Model is what Ready serves.
+type Model struct {
+	Engine *engine.Engine
+	// Template renders chat prompts (default:
+	// template.FromTokenizer(Engine.Tokenizer())).
+	Template *template.Template
+	// Fingerprint is the answers' system_fingerprint: it should change
+	// when the model, the device or the build does.
+	Fingerprint string
+	// NewConstraint, if set, builds the decoding constraint of a
+	// response_format of type json_object (schema nil) or json_schema, one
+	// per choice. Without it such requests get 400 (not yet supported).
+	NewConstraint func(schema json.RawMessage) (engine.Constraint, error)
+}
+
 type ready struct {
-	e    *engine.Engine
-	tmpl *template.Template
-	fp   string // system_fingerprint
+	e             *engine.Engine
+	tmpl          *template.Template
+	fp            string
+	newConstraint func(schema json.RawMessage) (engine.Constraint, error)
 }
 
 // New returns a server that is loading: call Ready when the engine is up.
@@ -92,15 +104,12 @@ func New(o Options) *Server {
 	return s
 }
 
-// Ready starts serving generations on e, with tmpl as the chat template
-// (template.FromTokenizer(e.Tokenizer()) if nil) and fingerprint as the
-// answers' system_fingerprint (it should change when the model, the
-// device or the build does).
-func (s *Server) Ready(e *engine.Engine, tmpl *template.Template, fingerprint string) {
-	if tmpl == nil {
-		tmpl = template.FromTokenizer(e.Tokenizer())
+// Ready starts serving generations on m.Engine.
+func (s *Server) Ready(m Model) {
+	if m.Template == nil {
+		m.Template = template.FromTokenizer(m.Engine.Tokenizer())
 	}
-	s.state.Store(&ready{e: e, tmpl: tmpl, fp: fingerprint})
+	s.state.Store(&ready{e: m.Engine, tmpl: m.Template, fp: m.Fingerprint, newConstraint: m.NewConstraint})
 }
 
 // Handler returns the server's HTTP handler.

@@ -130,7 +130,11 @@ func cmdServe(args []string) error {
 			log.Warn("chat template", "using", tmpl.Name, "why", tmpl.Why)
 		}
 	}
-	srv.Ready(eng, tmpl, fmt.Sprintf("%s-%s-%s", strings.ReplaceAll(version, " ", "-"), e.backend.Name(), shortHash(*ef.model)))
+	// Structured output (response_format) plugs in here through
+	// serve.Model.NewConstraint once package grammar lands; until then
+	// such requests get 400.
+	srv.Ready(serve.Model{Engine: eng, Template: tmpl,
+		Fingerprint: fmt.Sprintf("%s-%s-%s", strings.ReplaceAll(version, " ", "-"), e.backend.Name(), shortHash(*ef.model))})
 	o, st := eng.Options(), eng.Stats()
 	fmt.Fprintf(stdout, "greta serve: ready at %s (model %s, device %s, context %d, %d parallel slots, KV %d pages × %d = %d tokens, chat template %s, loaded in %.1fs)\n",
 		url, id, e.backend.Name(), o.Context, o.Parallel, st.Pages, st.PageSize, st.Pages*st.PageSize, tmpl.Name, e.loadDur.Seconds())
