@@ -743,3 +743,41 @@ func TestResponseFormat(t *testing.T) {
 		t.Fatalf("json_object gave the schemas %q, want none last", g)
 	}
 }
+
+// Past the grace period, shutdown cancels the requests still running: the
+// engine ends them and frees their pages, and Serve returns.
+func TestShutdownCancelsAfterGrace(t *testing.T) {
+	m, tk := loadModel(t)
+	e, err := engine.New(m, tk, engine.Options{Parallel: 1, Context: 2048, Pages: 128})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	s := serve.New(serve.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s.Ready(serve.Model{Engine: e})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln, time.Millisecond) }()
+	resp := openStream(t, context.Background(), "http://"+ln.Addr().String()+"/v1/completions",
+		`{"prompt":"Once upon a time","max_tokens":2000,"ignore_eos":true,"stream":true}`)
+	defer resp.Body.Close()
+	bufio.NewReader(resp.Body).ReadString('\n')
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after the grace period")
+	}
+	io.Copy(io.Discard, resp.Body)
+	waitFor(t, "the pool to empty", func() bool { st := e.Stats(); return st.Running == 0 && st.PagesUsed == 0 })
+	if st := e.Stats(); st.GenTokens >= 2000 {
+		t.Fatalf("%d tokens: the request was not cancelled", st.GenTokens)
+	}
+}
