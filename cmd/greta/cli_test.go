@@ -200,6 +200,8 @@ func TestWriteErrors(t *testing.T) {
 		{"run", "-m", m, "-p", "hi", "-n", "4", "--device", "cpu"},
 		{"run", "-m", m, "-p", "hi", "-n", "4", "--device", "cpu", "--json"},
 		{"tokenize", "-m", m, "hi"},
+		{"inspect", m},
+		{"inspect", "--json", m},
 		{"bench", "-m", m, "-p", "4", "-n", "2", "-r", "1", "--device", "cpu"},
 		{"bench", "-m", m, "-p", "4", "-n", "2", "-r", "1", "--device", "cpu", "--json"},
 		{"logits", "-m", m, "--tokens", "1,2", "-o", "-", "--device", "cpu"},
