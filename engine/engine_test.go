@@ -44,8 +44,10 @@ func load(t testing.TB, path string, b ml.Backend) *loaded {
 	return &loaded{m, tok}
 }
 
-func newCPU(t testing.TB) *cpu.Backend {
-	b := cpu.New(0)
+func newCPU(t testing.TB) *cpu.Backend { return newCPUThreads(t, 0) }
+
+func newCPUThreads(t testing.TB, n int) *cpu.Backend {
+	b := cpu.New(n)
 	t.Cleanup(func() { b.Close() })
 	return b
 }
@@ -122,7 +124,9 @@ func alone(t testing.TB, l *loaded, reqs []engine.Request) [][]int32 {
 	return out
 }
 
-func sharedModel(t *testing.T, name string) string {
+func sharedModel(t *testing.T, name string) string { return sharedModelB(t, name) }
+
+func sharedModelB(t testing.TB, name string) string {
 	return filepath.Join(testmodels.SharedDir(t, 1), "models", name)
 }
 
