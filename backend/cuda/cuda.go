@@ -45,14 +45,26 @@ type Backend struct {
 	compiled, cached bool
 
 	// Switches (environment, read at New; tests set them directly).
-	Check    bool      // GRETA_CUDA_CHECK=1: synchronize and check after every launch
-	Graphs   bool      // GRETA_CUDA_GRAPH=0 turns graph replay off
-	Fuse     bool      // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
-	UseBLAS  bool      // GRETA_CUDA_CUBLAS=0: prefill without cuBLAS
-	MVB, GUB string    // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
-	Profile  bool      // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
-	batch    *ml.Batch // the rows of the current ops (Begin)
-	pos0     int       // the position of its first row
+	Check    bool   // GRETA_CUDA_CHECK=1: synchronize and check after every launch
+	Graphs   bool   // GRETA_CUDA_GRAPH=0 turns graph replay off
+	Fuse     bool   // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
+	UseBLAS  bool   // GRETA_CUDA_CUBLAS=1: batches of more than 8 rows through f16 cuBLAS GEMMs (fast, not batch-invariant)
+	MVB, GUB string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
+	Profile  bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
+
+	// The batch of the current ops (Begin) and its description on the
+	// device (kernels/common.cuh), uploaded once per Begin.
+	batch      *ml.Batch
+	batRows    int
+	batSeqs    int
+	batMaxPage int
+	batUsers   int // queued ops that read the batch buffer
+	batBuild   []int32
+	batDev     devPtr
+	batHost    unsafe.Pointer
+	batCap     int
+	batEvent   cuEvent
+	batBusy    bool
 
 	KVF32     bool // KV caches made from now on hold float32 (GRETA_CUDA_KV=f32, greta --cache-type f32), not f16
 	PDL       bool // programmatic dependent launch (sm_90 and cuLaunchKernelEx); GRETA_CUDA_PDL=0 turns it off
@@ -162,7 +174,7 @@ func Open(ordinal int) (*Backend, error) {
 	b.Check = envFlag("GRETA_CUDA_CHECK", false)
 	b.Graphs = envFlag("GRETA_CUDA_GRAPH", true)
 	b.Fuse = envFlag("GRETA_CUDA_FUSE", true)
-	b.UseBLAS = envFlag("GRETA_CUDA_CUBLAS", true)
+	b.UseBLAS = envFlag("GRETA_CUDA_CUBLAS", false)
 	b.MVB, b.GUB = os.Getenv("GRETA_CUDA_MVB"), os.Getenv("GRETA_CUDA_GUB")
 	b.Profile = envFlag("GRETA_CUDA_PROFILE", false)
 	if b.dev, err = d.Device(ordinal); err != nil {
@@ -215,11 +227,9 @@ func Open(ordinal int) (*Backend, error) {
 	for name, f := range b.fn {
 		lim := 0
 		switch {
-		case name == "attention":
-			lim = min(b.maxSmem, attnSmem(32, maxHeadDim))
 		case strings.HasPrefix(name, "attn_dec_"):
 			lim = min(b.maxSmem, attnDecSmem(maxHeadDim, 8))
-		case strings.HasPrefix(name, "mvs_"), strings.HasPrefix(name, "gus_"):
+		case strings.HasPrefix(name, "mvs_"), strings.HasPrefix(name, "gus_"), strings.HasPrefix(name, "mvn_"), strings.HasPrefix(name, "gun_"):
 			lim = b.mvsLimit()
 		}
 		if lim > 48<<10 {
@@ -229,6 +239,9 @@ func Open(ordinal int) (*Backend, error) {
 		}
 	}
 	if b.dynEvent, err = d.EventCreate(); err != nil {
+		return fail(err)
+	}
+	if b.batEvent, err = d.EventCreate(); err != nil {
 		return fail(err)
 	}
 	b.argPtr[0] = uintptr(unsafe.Pointer(&b.argBuf[0]))
@@ -402,6 +415,13 @@ func (b *Backend) release() {
 	}
 	if b.dynEvent != 0 {
 		b.d.EventDestroy(b.dynEvent)
+	}
+	if b.batHost != nil {
+		b.d.MemFreeHost(b.batHost)
+		b.batHost = nil
+	}
+	if b.batEvent != 0 {
+		b.d.EventDestroy(b.batEvent)
 	}
 	if b.mod != 0 {
 		b.d.ModuleUnload(b.mod)

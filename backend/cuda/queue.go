@@ -30,6 +30,7 @@ const (
 	opCopy
 	opArgmax
 	opTopK
+	opGather
 )
 
 type op struct {
@@ -46,18 +47,18 @@ type op struct {
 	eps   float32
 	from  int
 
-	// Rope: rx[:nrope]; Attention.
+	// Rope: rx[:nrope]; Attention. Positions, sequences and pages come
+	// from the batch buffer (Begin).
 	rx    [2]*Tensor
 	nrope int
 	rope  *ropeDev
-	pos   int // host value of the position (not in the signature)
 	q     *Tensor
 	k, v  *Tensor
 	cache *KVCache
 	layer int
 	attn  ml.Attn
 
-	dyn int // offset in dyn of the token ids or the position
+	dyn int // offset in dyn of the token ids or the gathered rows
 
 	// Fusions: a Rope of q and k that also stores k and v (o.v, o.cache,
 	// o.layer) into the cache, and the Attention that then skips it; a
@@ -128,6 +129,9 @@ func (b *Backend) push(o op) {
 		panic("cuda: use of a closed backend")
 	}
 	b.ops = append(b.ops, o)
+	if o.kind == opRope || o.kind == opAttn {
+		b.batUsers++
+	}
 	if len(b.ops) >= maxQueue {
 		b.enter()
 		defer b.exit()
@@ -201,6 +205,7 @@ func (b *Backend) runQueue() error {
 	defer func() {
 		b.ops = b.ops[:0]
 		b.dyn = b.dyn[:0]
+		b.batUsers = 0
 	}()
 	b.Stats.Runs++
 	if len(b.dyn) > 0 {
@@ -221,6 +226,7 @@ func (b *Backend) runQueue() error {
 	// Scratch that lowering will need is made now, outside any capture.
 	b.prepare()
 	b.sig = binary.LittleEndian.AppendUint64(b.sig[:0], b.gen)
+	b.sig = binary.LittleEndian.AppendUint64(b.sig, uint64(b.batRows)<<32|uint64(b.batSeqs))
 	graphable := b.Graphs && !b.Check && !b.Profile
 	for i := range b.ops {
 		b.sig = b.ops[i].appendSig(b.sig)
@@ -325,7 +331,7 @@ func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
 	// q, k and v read the same x: one launch does all three. For one row,
 	// v may have another format than q and k (a pair kernel).
 	if l := b.last(); b.Fuse && l != nil && l.kind == opMatMul && l.resid == nil && l.nw < 3 && l.x == xs &&
-		l.rows == xs.rows && xs.rows <= mvMaxRows && l.w[0].cols == ww.cols && d != xs {
+		l.rows == xs.rows && !b.gemmRows(xs.rows) && l.w[0].cols == ww.cols && d != xs {
 		for i := 0; i < l.nw; i++ {
 			if l.y[i] == d {
 				goto separate
@@ -348,12 +354,13 @@ separate:
 	b.push(o)
 }
 
-// fuseNorm folds a decode RMSNorm queued just before o, whose output is o's
-// input, into o: o's kernel normalizes x as it stages it and writes the
-// normalized row too, and the RMSNorm launch goes.
+// fuseNorm folds an RMSNorm queued just before o, whose output is o's
+// input, into o: o's kernels (mvs, mvn) normalize x as they stage it and
+// write the normalized rows too, and the RMSNorm launch goes. Any row
+// count: the fused numerics are the same for a row alone or in a batch.
 func (b *Backend) fuseNorm(o *op) {
 	l := b.last()
-	if !b.Fuse || l == nil || l.kind != opNorm || l.y[0] != o.x || l.rows != 1 || o.rows != 1 || !b.mvsFits(o.w[0]) || l.x == o.x {
+	if !b.Fuse || l == nil || l.kind != opNorm || l.y[0] != o.x || l.rows != o.rows || !b.mvsFits(o.w[0]) || l.x == o.x || b.gemmRows(o.rows) {
 		return
 	}
 	o.normW, o.normX, o.eps = l.w[0], l.x, l.eps
@@ -413,55 +420,132 @@ func (b *Backend) ropeFor(r *ml.Rope) *ropeDev {
 	return rd
 }
 
-// Begin takes the batch of the following ops. The kernels take one
-// sequence at consecutive positions over pages in pool order (the layout
-// of ml.Contiguous); a batch of many sequences, or of pages out of order,
-// is not lowered yet.
+// Begin takes the batch of the following ops and uploads its description
+// (positions, sequence ids, page tables; kernels/common.cuh) into the batch
+// buffer, once per forward call. Ops queued earlier that read the batch
+// are run first; the others (an Embed) may stay queued. The buffer's
+// address and layout depend only on the row and sequence counts, so the
+// decode steps of one set of sequences keep one signature and replay one
+// graph.
 func (b *Backend) Begin(batch *ml.Batch) {
-	if len(batch.Pages) != 1 {
-		shapeErr("Begin: %d sequences in one batch; the cuda backend runs one at a time for now", len(batch.Pages))
+	n, ns := len(batch.Pos), len(batch.Pages)
+	if n < 1 || len(batch.Seq) != n || ns < 1 {
+		shapeErr("Begin: %d positions, %d sequence ids, %d page tables", n, len(batch.Seq), ns)
 	}
-	for j, p := range batch.Pages[0] {
-		if int(p) != j {
-			shapeErr("Begin: page %d of the sequence is pool page %d; the cuda backend reads pages in pool order for now", j, p)
+	h := b.batBuild[:0]
+	h = append(h, batch.Pos...)
+	h = append(h, batch.Seq...)
+	off := int32(0)
+	maxPage := int32(-1)
+	for _, t := range batch.Pages {
+		h = append(h, off)
+		off += int32(len(t))
+	}
+	h = append(h, off)
+	for _, t := range batch.Pages {
+		for _, p := range t {
+			maxPage = max(maxPage, p)
+		}
+		h = append(h, t...)
+	}
+	b.batBuild = h
+	b.enter()
+	defer b.exit()
+	if b.batUsers > 0 {
+		if err := b.runQueue(); err != nil {
+			b.fatal("Begin", err)
 		}
 	}
-	b.batch, b.pos0 = batch, int(batch.Pos[0])
+	if len(h) > b.batCap {
+		if err := b.d.StreamSynchronize(b.stream); err != nil {
+			b.fatal("Begin", err)
+		}
+		if b.batBusy {
+			b.d.EventSynchronize(b.batEvent)
+			b.batBusy = false
+		}
+		b.free(b.batDev)
+		if b.batHost != nil {
+			b.d.MemFreeHost(b.batHost)
+			b.batHost = nil
+		}
+		c := max(len(h), 1<<12)
+		var err error
+		if b.batDev, err = b.alloc(uint64(4*c), "the batch description"); err != nil {
+			b.fatal("Begin", err)
+		}
+		if b.batHost, err = b.d.MemAllocHost(uint64(4 * c)); err != nil {
+			b.fatal("Begin", err)
+		}
+		b.batCap = c
+		b.gen++
+	}
+	if b.batBusy {
+		if err := b.d.EventSynchronize(b.batEvent); err != nil {
+			b.fatal("Begin", err)
+		}
+	}
+	copy(unsafe.Slice((*int32)(b.batHost), b.batCap), h)
+	if err := b.d.MemcpyHtoDAsync(b.batDev, b.batHost, uint64(4*len(h)), b.stream); err != nil {
+		b.fatal("Begin", err)
+	}
+	if err := b.d.EventRecord(b.batEvent, b.stream); err != nil {
+		b.fatal("Begin", err)
+	}
+	b.batBusy = true
+	b.batch, b.batRows, b.batSeqs, b.batMaxPage = batch, n, ns, int(maxPage)
 }
 
-func (b *Backend) Rope(x ml.Tensor, r *ml.Rope) { b.rope(x, b.pos0, r) }
-
-func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int, a *ml.Attn) {
-	b.attention(dst, q, k, v, cache, layer, b.pos0, a)
+// needBatch checks that Begin described at least rows rows.
+func (b *Backend) needBatch(what string, rows int) {
+	if b.batch == nil || rows > b.batRows {
+		shapeErr("%s: %d rows, but the batch (Begin) has %d", what, rows, b.batRows)
+	}
 }
 
-// Gather copies rows; the lowering copies runs of consecutive rows.
+func (b *Backend) Rope(x ml.Tensor, r *ml.Rope) { b.rope(x, r) }
+
+// Gather copies rows: a run of consecutive rows as one copy, any other
+// list through a kernel that reads the row ids from dyn.
 func (b *Backend) Gather(dst, src ml.Tensor, rows []int32) {
+	d, s := dst.(*Tensor), src.(*Tensor)
+	if d.cols != s.cols || len(rows) != d.rows || len(rows) > maxGridY*64 {
+		shapeErr("Gather: dst [%d,%d], src [%d,%d], %d rows", d.cols, d.rows, s.cols, s.capRows, len(rows))
+	}
+	run := true
 	for i, r := range rows {
+		if r < 0 || int(r) >= s.capRows {
+			shapeErr("Gather: row %d of a tensor of %d", r, s.capRows)
+		}
 		if int(r) != int(rows[0])+i {
-			shapeErr("Gather: rows %v are not consecutive", rows)
+			run = false
 		}
 	}
-	b.copyRows(dst, src, int(rows[0]))
+	if run {
+		b.copyRows(dst, src, int(rows[0]))
+		return
+	}
+	off := b.pushDyn(rows...)
+	b.push(op{kind: opGather, rows: len(rows), x: s, y: [3]*Tensor{d}, dyn: off})
 }
 
-func (b *Backend) rope(x ml.Tensor, pos0 int, r *ml.Rope) {
+func (b *Backend) rope(x ml.Tensor, r *ml.Rope) {
 	xs := x.(*Tensor)
-	if xs.cols < r.HeadDim || pos0 < 0 || pos0 > math.MaxInt32-xs.rows {
-		shapeErr("Rope: x [%d,%d], head size %d, pos %d", xs.cols, xs.rows, r.HeadDim, pos0)
+	if xs.cols < r.HeadDim {
+		shapeErr("Rope: x [%d,%d], head size %d", xs.cols, xs.rows, r.HeadDim)
 	}
+	b.needBatch("Rope", xs.rows)
 	rd := b.ropeFor(r)
-	// Rope of q then of k at the same position: one launch.
-	if l := b.last(); b.Fuse && l != nil && l.kind == opRope && l.nrope == 1 && l.rope == rd && l.rows == xs.rows && l.pos == pos0 && l.rx[0] != xs {
+	// Rope of q then of k: one launch.
+	if l := b.last(); b.Fuse && l != nil && l.kind == opRope && l.nrope == 1 && l.rope == rd && l.rows == xs.rows && l.rx[0] != xs {
 		l.rx[1] = xs
 		l.nrope = 2
 		return
 	}
-	off := b.pushDyn(int32(pos0))
-	b.push(op{kind: opRope, rows: xs.rows, rx: [2]*Tensor{xs}, nrope: 1, rope: rd, pos: pos0, dyn: off})
+	b.push(op{kind: opRope, rows: xs.rows, rx: [2]*Tensor{xs}, nrope: 1, rope: rd})
 }
 
-func (b *Backend) attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos0 int, a *ml.Attn) {
+func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int, a *ml.Attn) {
 	d, qs, ks, vs, c := dst.(*Tensor), q.(*Tensor), k.(*Tensor), v.(*Tensor), cache.(*KVCache)
 	switch {
 	case a.NHeads < 1 || a.NKVHeads < 1 || a.NHeads%a.NKVHeads != 0 || a.HeadDim < 1:
@@ -474,18 +558,20 @@ func (b *Backend) attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos
 		shapeErr("Attention rows: q %d, k %d, v %d, dst %d", qs.rows, ks.rows, vs.rows, d.rows)
 	case layer < 0 || layer >= c.layers:
 		shapeErr("Attention: layer %d of %d", layer, c.layers)
-	case pos0 < 0 || pos0+qs.rows > c.ctx:
-		shapeErr("Attention: positions %d..%d past the cache of %d", pos0, pos0+qs.rows-1, c.ctx)
+	case b.batch == nil || qs.rows != b.batRows:
+		shapeErr("Attention: %d rows, but the batch (Begin) has %d", qs.rows, b.batRows)
+	case b.batMaxPage >= c.pages():
+		shapeErr("Attention: the batch names pool page %d of a cache of %d", b.batMaxPage, c.pages())
 	}
-	// Rope of q and k just before, at the same position: for one row with a
-	// decode kernel, the attention kernel does the rope and the KV store
-	// itself; otherwise the rope kernel stores k and v too, and attention
-	// only reads the cache.
+	// Rope of q and k just before: when every sequence has one row and the
+	// decode kernel fits, the attention kernel does the rope and the KV
+	// store itself; otherwise the rope kernel stores k and v too, and
+	// attention only reads the cache. Either way a row gets the same bits.
 	stored := false
 	var rope *ropeDev
 	if l := b.last(); b.Fuse && l != nil && l.kind == opRope && l.nrope == 2 && l.rx[0] == qs && l.rx[1] == ks && l.rows == qs.rows &&
-		l.pos == pos0 && l.cache == nil && l.rope.headDim == a.HeadDim {
-		if _, ok := b.attnDecFor(qs.rows, a); ok {
+		l.cache == nil && l.rope.headDim == a.HeadDim {
+		if _, ok := b.attnDecFor(a); ok && b.batRows == b.batSeqs {
 			rope = l.rope
 			b.ops = b.ops[:len(b.ops)-1]
 		} else {
@@ -493,14 +579,13 @@ func (b *Backend) attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos
 		}
 		stored = true
 	}
-	off := b.pushDyn(int32(pos0))
-	b.push(op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, pos: pos0, dyn: off, stored: stored, rope: rope})
+	b.push(op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, stored: stored, rope: rope})
 }
 
 func (b *Backend) copyRows(dst, src ml.Tensor, from int) {
 	d, s := dst.(*Tensor), src.(*Tensor)
 	if d.cols != s.cols || from < 0 || from+d.rows > s.capRows {
-		shapeErr("CopyRows: dst [%d,%d], src [%d,%d], from %d", d.cols, d.rows, s.cols, s.capRows, from)
+		shapeErr("Gather: dst [%d,%d], src [%d,%d], from %d", d.cols, d.rows, s.cols, s.capRows, from)
 	}
 	b.push(op{kind: opCopy, rows: d.rows, x: s, y: [3]*Tensor{d}, from: from})
 }
