@@ -52,19 +52,18 @@ type Backend struct {
 	MVB, GUB string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
 	Profile  bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
 
-	// The batch of the current ops (Begin) and its description on the
-	// device (kernels/common.cuh), uploaded once per Begin.
+	// The batch of the current ops (Begin) and its description for the
+	// device (kernels/common.cuh), which the first run after Begin uploads
+	// at the start of the dyn buffer, in the same copy as dyn.
 	batch      *ml.Batch
 	batRows    int
 	batSeqs    int
 	batMaxPage int
-	batUsers   int // queued ops that read the batch buffer
+	batUsers   int // queued ops that read the batch description
 	batBuild   []int32
-	batDev     devPtr
-	batHost    unsafe.Pointer
-	batCap     int
-	batEvent   cuEvent
-	batBusy    bool
+	batToff    []int32
+	batCap     int  // int32s of the dyn buffer that hold the batch
+	batDirty   bool // batBuild is not on the device yet
 
 	KVF32     bool // KV caches made from now on hold float32 (GRETA_CUDA_KV=f32, greta --cache-type f32), not f16
 	PDL       bool // programmatic dependent launch (sm_90 and cuLaunchKernelEx); GRETA_CUDA_PDL=0 turns it off
@@ -74,9 +73,9 @@ type Backend struct {
 
 	// The queue (see queue.go).
 	ops      []op
-	dyn      []int32 // per-run values: positions, token ids
-	dynDev   devPtr
-	dynHost  unsafe.Pointer // pinned staging for dyn
+	dyn      []int32        // per-run values: token ids, gathered rows
+	dynDev   devPtr         // [batCap] the batch, then [dynCap] dyn
+	dynHost  unsafe.Pointer // pinned staging for both
 	dynCap   int
 	dynEvent cuEvent
 	dynBusy  bool
@@ -239,9 +238,6 @@ func Open(ordinal int) (*Backend, error) {
 		}
 	}
 	if b.dynEvent, err = d.EventCreate(); err != nil {
-		return fail(err)
-	}
-	if b.batEvent, err = d.EventCreate(); err != nil {
 		return fail(err)
 	}
 	b.argPtr[0] = uintptr(unsafe.Pointer(&b.argBuf[0]))
@@ -415,13 +411,6 @@ func (b *Backend) release() {
 	}
 	if b.dynEvent != 0 {
 		b.d.EventDestroy(b.dynEvent)
-	}
-	if b.batHost != nil {
-		b.d.MemFreeHost(b.batHost)
-		b.batHost = nil
-	}
-	if b.batEvent != 0 {
-		b.d.EventDestroy(b.batEvent)
 	}
 	if b.mod != 0 {
 		b.d.ModuleUnload(b.mod)

@@ -162,16 +162,13 @@ func (b *Backend) lower(o *op) {
 			for c0 := 0; c0 < o.rows; c0 += mvMaxRows {
 				b.lowerMV8(o, c0, min(mvMaxRows, o.rows-c0))
 			}
-		case o.rows == 1:
-			b.lowerMatvec(o, 0)
+		case o.split > 0 && o.rows == 1 && b.pairFits(o.w[0], o.w[o.split]):
+			b.lowerMatvecPair(o)
+		case o.split > 0:
+			b.lowerStaged(o, 0, o.split, true)
+			b.lowerStaged(o, o.split, o.nw, false)
 		default:
-			if nx := b.mvnNX(o.w[0], o.rows); nx > 0 {
-				b.lowerMVN(o, nx)
-			} else {
-				for r := 0; r < o.rows; r++ {
-					b.lowerMatvec(o, r)
-				}
-			}
+			b.lowerStaged(o, 0, o.nw, true)
 		}
 
 	case opRope:
@@ -188,7 +185,7 @@ func (b *Backend) lower(o *op) {
 			h1, p1, ld1 = x1.cols/hd, x1.ptr, x1.cols
 		}
 		b.launch("rope", [3]int{ceilDiv((h0+h1)*np, ropeThreads), min(o.rows, maxGridY), 1}, ropeThreads, 0,
-			args{}.p(x0.ptr).i(h0).i(x0.cols).p(p1).i(h1).i(ld1).i(o.rows).i(hd).i(np).p(o.rope.freqs).p(b.batDev).f(o.rope.posScale),
+			args{}.p(x0.ptr).i(h0).i(x0.cols).p(p1).i(h1).i(ld1).i(o.rows).i(hd).i(np).p(o.rope.freqs).p(b.batPtr()).f(o.rope.posScale),
 			fmt.Sprintf("rope, layer %s", b.layerHint))
 
 	case opAttn:
@@ -276,17 +273,35 @@ func (b *Backend) mvArgs(o *op, i0, i1, R, c0, nx int, xb bool) (args, int) {
 	return a.p(src).p(resid).i(w0.cols).i(nx).p(normw).p(xbp).f(float64(o.eps)), blk3
 }
 
-// lowerMatvec launches the one-row staged-x kernel (mvs, gus, or the pair
-// kernel) for activation row c0.
-func (b *Backend) lowerMatvec(o *op, c0 int) {
-	if o.split > 0 {
-		b.lowerMatvecPair(o)
+// lowerStaged launches the staged-x kernels for the op's weights
+// w[i0:i1] (one format): mvs for one row, mvn for more (or mvs row by row
+// where not even two rows' x fit in shared memory). xb: these launches
+// write the normalized rows of a fused RMSNorm.
+func (b *Backend) lowerStaged(o *op, i0, i1 int, xb bool) {
+	if o.rows == 1 {
+		b.lowerMatvec(o, i0, i1, 0, xb)
 		return
 	}
-	w0 := o.w[0]
+	if nx := b.mvnNX(o.w[i0], o.rows); nx > 0 {
+		b.lowerMVN(o, i0, i1, nx, xb)
+		return
+	}
+	for r := 0; r < o.rows; r++ {
+		b.lowerMatvec(o, i0, i1, r, xb)
+	}
+}
+
+// lowerMatvec launches the one-row staged-x kernel (mvs, gus) over the
+// op's weights w[i0:i1] for activation row c0.
+func (b *Backend) lowerMatvec(o *op, i0, i1, c0 int, xb bool) {
+	w0 := o.w[i0]
 	gu := o.kind == opGateUp
+	nrows := 0
+	for i := i0; i < i1; i++ {
+		nrows += o.w[i].rows
+	}
 	// The persistent decode kernels: R rows a warp, W warps a block.
-	v := b.mvsVariant(w0.kfmt, o.w[0].rows+o.w[1].rowsOrZero()+o.w[2].rowsOrZero(), w0.cols, gu)
+	v := b.mvsVariant(w0.kfmt, nrows, w0.cols, gu)
 	name := "mvs_" + w0.kfmt + "_" + v
 	if gu {
 		name = "gus_" + w0.kfmt + "_" + v
@@ -294,7 +309,7 @@ func (b *Backend) lowerMatvec(o *op, c0 int) {
 	R, W := variantRW(v)
 	threads := 32 * W
 	smem := mvsSmem(w0.kfmt, w0.cols)
-	a, blk3 := b.mvArgs(o, 0, o.nw, R, c0, 1, true)
+	a, blk3 := b.mvArgs(o, i0, i1, R, c0, 1, xb)
 	what := b.matvecWhat(o)
 	// blk3 counts groups; at most as many blocks as fit the GPU at once
 	// stride over them, as few as give every warp the same number.
@@ -303,9 +318,8 @@ func (b *Backend) lowerMatvec(o *op, c0 int) {
 		per := ceilDiv(blk3, occ*b.sms*W) // groups a warp
 		grid = ceilDiv(blk3, per*W)
 	}
-	nrows := w0.rows
-	if !gu {
-		nrows += o.w[1].rowsOrZero() + o.w[2].rowsOrZero()
+	if gu {
+		nrows = w0.rows
 	}
 	b.profKey = fmt.Sprintf("%s [%d×%d]", name, w0.cols, nrows)
 	if o.normW != nil {
@@ -348,12 +362,12 @@ func (b *Backend) mvnNX(w *Weight, rows int) int {
 
 // lowerMVN launches mvn (or gun) over all the op's rows, nx a block along
 // y; along x, at most as many blocks as fit the GPU stride over the groups.
-func (b *Backend) lowerMVN(o *op, nx int) {
-	w0 := o.w[0]
+func (b *Backend) lowerMVN(o *op, i0, i1, nx int, xb bool) {
+	w0 := o.w[i0]
 	gu := o.kind == opGateUp
 	name := mvnName(w0.kfmt, nx, gu)
 	smem := nx * mvsSmem(w0.kfmt, w0.cols)
-	a, blk3 := b.mvArgs(o, 0, o.nw, 1, 0, o.rows, true)
+	a, blk3 := b.mvArgs(o, i0, i1, 1, 0, o.rows, xb)
 	gy := ceilDiv(o.rows, nx)
 	gx := ceilDiv(blk3, mvnWarps)
 	if occ := b.occupancy(name, 32*mvnWarps, smem); occ > 0 {
@@ -427,7 +441,7 @@ func (b *Backend) lowerAttn(o *op) {
 	what := fmt.Sprintf("layer %d", o.layer)
 	if !o.stored {
 		b.launch("kv_store", [3]int{ceilDiv(kvdim, 256), min(o.rows, maxGridY), 1}, 256, 0,
-			args{}.p(o.k.ptr).p(o.v.ptr).p(kc).p(vc).i(o.rows).i(kvdim).i(b.batSeqs).p(b.batDev).i(c.kv32()), what)
+			args{}.p(o.k.ptr).p(o.v.ptr).p(kc).p(vc).i(o.rows).i(kvdim).i(b.batSeqs).p(b.batPtr()).i(c.kv32()), what)
 	}
 	p := b.planAttn(o)
 	part, cnt := b.attnScratch(o, p)
@@ -444,7 +458,7 @@ func (b *Backend) lowerAttn(o *op) {
 		what += " (with rope)"
 	}
 	b.launch(p.name, [3]int{o.rows, p.per, p.nz}, p.threads, p.smem,
-		args{}.p(o.q.ptr).p(kc).p(vc).p(o.y[0].ptr).p(part).p(b.batDev).i(o.rows).i(b.batSeqs).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).
+		args{}.p(o.q.ptr).p(kc).p(vc).p(o.y[0].ptr).p(part).p(b.batPtr()).i(o.rows).i(b.batSeqs).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).
 			i(p.maxch).f(a.Scale).p(cnt).p(rk).p(rv).p(rf).i(rn).f(rs).i(c.kv32()), what)
 }
 
@@ -476,7 +490,7 @@ func (b *Backend) lowerRopeKV(o *op) {
 	n := hq*np + hk*(hd/2) + hk*hd
 	b.launch("rope_kv", [3]int{ceilDiv(n, ropeThreads), min(o.rows, maxGridY), 1}, ropeThreads, 0,
 		args{}.p(q.ptr).i(hq).i(q.cols).p(k.ptr).p(o.v.ptr).i(hk).p(kc).p(vc).i(o.rows).i(hd).i(np).i(b.batSeqs).
-			p(o.rope.freqs).p(b.batDev).f(o.rope.posScale).i(c.kv32()), fmt.Sprintf("rope and KV store, layer %d", o.layer))
+			p(o.rope.freqs).p(b.batPtr()).f(o.rope.posScale).i(c.kv32()), fmt.Sprintf("rope and KV store, layer %d", o.layer))
 }
 
 // gemmChunk is how many weight rows are dequantized to f16 at a time.

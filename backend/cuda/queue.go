@@ -69,7 +69,8 @@ type op struct {
 	normX  *Tensor
 
 	// A MatMul whose weights come in two formats: w[:split] in one, the
-	// rest in the other (one launch of a pair kernel; 0: one format).
+	// rest in the other (a pair kernel for one row, else a launch for each
+	// side; 0: one format).
 	split int
 }
 
@@ -159,7 +160,7 @@ func (b *Backend) pushDyn(vals ...int32) int {
 			}
 		}
 		if len(vals) > b.dynCap {
-			b.growDyn(len(vals))
+			b.growDyn(b.batCap, len(vals))
 		}
 	}
 	off := len(b.dyn)
@@ -167,8 +168,10 @@ func (b *Backend) pushDyn(vals ...int32) int {
 	return off
 }
 
-func (b *Backend) growDyn(n int) {
-	n = max(n, 1<<14)
+// growDyn reallocates the dyn buffer for nb int32s of batch description
+// and n of dyn values; the batch is uploaded again with the next run.
+func (b *Backend) growDyn(nb, n int) {
+	n = max(n, b.dynCap, 1<<14)
 	if b.dynBusy {
 		b.d.EventSynchronize(b.dynEvent)
 		b.dynBusy = false
@@ -182,17 +185,21 @@ func (b *Backend) growDyn(n int) {
 		b.dynHost = nil
 	}
 	var err error
-	if b.dynDev, err = b.alloc(uint64(4*n), "the per-step values"); err != nil {
+	if b.dynDev, err = b.alloc(uint64(4*(nb+n)), "the per-step values"); err != nil {
 		b.fatal("dyn", err)
 	}
-	if b.dynHost, err = b.d.MemAllocHost(uint64(4 * n)); err != nil {
+	if b.dynHost, err = b.d.MemAllocHost(uint64(4 * (nb + n))); err != nil {
 		b.fatal("dyn", err)
 	}
-	b.dynCap = n
+	b.batCap, b.dynCap = nb, n
+	b.batDirty = true
 	b.gen++
 }
 
-func (b *Backend) dynPtr(off int) devPtr { return b.dynDev + devPtr(4*off) }
+func (b *Backend) dynPtr(off int) devPtr { return b.dynDev + devPtr(4*(b.batCap+off)) }
+
+// batPtr is the batch description on the device (Begin).
+func (b *Backend) batPtr() devPtr { return b.dynDev }
 
 // runQueue runs the queued ops: by replaying the captured graph when the
 // queue matches it, by capturing a new graph when the queue matches the
@@ -208,16 +215,25 @@ func (b *Backend) runQueue() error {
 		b.batUsers = 0
 	}()
 	b.Stats.Runs++
-	if len(b.dyn) > 0 {
+	if len(b.dyn) > 0 || b.batDirty {
+		// One copy: the batch description (once after Begin) and dyn.
 		if b.dynBusy {
 			if err := b.d.EventSynchronize(b.dynEvent); err != nil {
 				return err
 			}
 		}
-		copy(unsafe.Slice((*int32)(b.dynHost), b.dynCap), b.dyn)
-		if err := b.d.MemcpyHtoDAsync(b.dynDev, b.dynHost, uint64(4*len(b.dyn)), b.stream); err != nil {
+		host := unsafe.Slice((*int32)(b.dynHost), b.batCap+b.dynCap)
+		start := b.batCap
+		if b.batDirty {
+			copy(host, b.batBuild)
+			start = 0
+		}
+		copy(host[b.batCap:], b.dyn)
+		end := b.batCap + len(b.dyn)
+		if err := b.d.MemcpyHtoDAsync(b.dynDev+devPtr(4*start), unsafe.Add(b.dynHost, 4*start), uint64(4*(end-start)), b.stream); err != nil {
 			return err
 		}
+		b.batDirty = false
 		if err := b.d.EventRecord(b.dynEvent, b.stream); err != nil {
 			return err
 		}
@@ -328,8 +344,8 @@ func (b *Backend) checkMatMul(d, x *Tensor, w *Weight) {
 func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
 	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
 	b.checkMatMul(d, xs, ww)
-	// q, k and v read the same x: one launch does all three. For one row,
-	// v may have another format than q and k (a pair kernel).
+	// q, k and v read the same x: one op does all three, v possibly in
+	// another format than q and k (split).
 	if l := b.last(); b.Fuse && l != nil && l.kind == opMatMul && l.resid == nil && l.nw < 3 && l.x == xs &&
 		l.rows == xs.rows && !b.gemmRows(xs.rows) && l.w[0].cols == ww.cols && d != xs {
 		for i := 0; i < l.nw; i++ {
@@ -339,7 +355,10 @@ func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
 		}
 		switch {
 		case l.w[l.nw-1].kfmt == ww.kfmt:
-		case l.split == 0 && xs.rows == 1 && b.pairFits(l.w[0], ww):
+		case l.split == 0 && b.mvsFits(l.w[0]) && b.mvsFits(ww):
+			// Two formats (v in Q6_K in some Q4_K_M layers): one pair
+			// launch for one row, two staged-x launches for more; at any
+			// row count both sides take the fused norm, if any.
 			l.split = l.nw
 		default:
 			goto separate
@@ -420,13 +439,14 @@ func (b *Backend) ropeFor(r *ml.Rope) *ropeDev {
 	return rd
 }
 
-// Begin takes the batch of the following ops and uploads its description
-// (positions, sequence ids, page tables; kernels/common.cuh) into the batch
-// buffer, once per forward call. Ops queued earlier that read the batch
-// are run first; the others (an Embed) may stay queued. The buffer's
-// address and layout depend only on the row and sequence counts, so the
-// decode steps of one set of sequences keep one signature and replay one
-// graph.
+// Begin takes the batch of the following ops and prepares its description
+// (positions, where each row's page table starts, the page tables;
+// kernels/common.cuh), which the next run uploads at the start of the dyn
+// buffer in the same copy as dyn: once per forward call. Ops queued
+// earlier that read the batch are run first; the others (an Embed) may
+// stay queued. The kernels' view of it depends only on the row count, so
+// the decode steps of one set of sequences keep one signature and replay
+// one graph.
 func (b *Backend) Begin(batch *ml.Batch) {
 	n, ns := len(batch.Pos), len(batch.Pages)
 	if n < 1 || len(batch.Seq) != n || ns < 1 {
@@ -434,65 +454,39 @@ func (b *Backend) Begin(batch *ml.Batch) {
 	}
 	h := b.batBuild[:0]
 	h = append(h, batch.Pos...)
-	h = append(h, batch.Seq...)
-	off := int32(0)
-	maxPage := int32(-1)
+	toff := append(b.batToff[:0], 0) // where each sequence's table starts
 	for _, t := range batch.Pages {
-		h = append(h, off)
-		off += int32(len(t))
+		toff = append(toff, toff[len(toff)-1]+int32(len(t)))
 	}
-	h = append(h, off)
+	for _, s := range batch.Seq {
+		if s < 0 || int(s) >= ns {
+			shapeErr("Begin: a row of sequence %d of %d", s, ns)
+		}
+		h = append(h, toff[s])
+	}
+	maxPage := int32(-1)
 	for _, t := range batch.Pages {
 		for _, p := range t {
 			maxPage = max(maxPage, p)
 		}
 		h = append(h, t...)
 	}
-	b.batBuild = h
-	b.enter()
-	defer b.exit()
-	if b.batUsers > 0 {
-		if err := b.runQueue(); err != nil {
-			b.fatal("Begin", err)
+	b.batBuild, b.batToff = h, toff
+	if b.batUsers > 0 || len(h) > b.batCap {
+		b.enter()
+		if b.batUsers > 0 {
+			if err := b.runQueue(); err != nil {
+				b.fatal("Begin", err)
+			}
 		}
+		if len(h) > b.batCap {
+			// Room for the batch grows in steps of 256 values, so that a
+			// growing page table seldom moves dyn (which ends a graph).
+			b.growDyn(ceilDiv(len(h), 256)*256, b.dynCap)
+		}
+		b.exit()
 	}
-	if len(h) > b.batCap {
-		if err := b.d.StreamSynchronize(b.stream); err != nil {
-			b.fatal("Begin", err)
-		}
-		if b.batBusy {
-			b.d.EventSynchronize(b.batEvent)
-			b.batBusy = false
-		}
-		b.free(b.batDev)
-		if b.batHost != nil {
-			b.d.MemFreeHost(b.batHost)
-			b.batHost = nil
-		}
-		c := max(len(h), 1<<12)
-		var err error
-		if b.batDev, err = b.alloc(uint64(4*c), "the batch description"); err != nil {
-			b.fatal("Begin", err)
-		}
-		if b.batHost, err = b.d.MemAllocHost(uint64(4 * c)); err != nil {
-			b.fatal("Begin", err)
-		}
-		b.batCap = c
-		b.gen++
-	}
-	if b.batBusy {
-		if err := b.d.EventSynchronize(b.batEvent); err != nil {
-			b.fatal("Begin", err)
-		}
-	}
-	copy(unsafe.Slice((*int32)(b.batHost), b.batCap), h)
-	if err := b.d.MemcpyHtoDAsync(b.batDev, b.batHost, uint64(4*len(h)), b.stream); err != nil {
-		b.fatal("Begin", err)
-	}
-	if err := b.d.EventRecord(b.batEvent, b.stream); err != nil {
-		b.fatal("Begin", err)
-	}
-	b.batBusy = true
+	b.batDirty = true
 	b.batch, b.batRows, b.batSeqs, b.batMaxPage = batch, n, ns, int(maxPage)
 }
 

@@ -61,6 +61,12 @@ __device__ __forceinline__ float att_merge_parts(const float* pp, i64 nchunks, i
   return att_final(O, L);
 }
 
+// Lane l's page of a chunk: the pool page of positions t_begin + 16l ..
+// t_begin + 16l + 15 (lanes past the row's last page get 0, never used).
+__device__ __forceinline__ int chunk_page(const int* pages, i64 t_begin, i64 pos, int lane) {
+  return lane < ATT_CHUNK / 16 && t_begin + 16 * lane <= pos ? pages[(t_begin >> 4) + lane] : 0;
+}
+
 #define ATTD_WARPS 16
 
 template <int EPL>
@@ -173,6 +179,7 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
   const i64 active = min((i64)nz, nchunks);
   if (z >= active) return;
   const bool holder = z == (nchunks - 1) % nz;
+  int pg = chunk_page(br.pages, (i64)z * ATT_CHUNK, pos, lane);
   constexpr int NP = EPL / 2 > 0 ? EPL / 2 : 1;
   float cs[NP], sn[NP];
   if (a.k) {
@@ -240,9 +247,9 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
   for (i64 ch = z; ch < nchunks; ch += nz) {
     const i64 t_begin = ch * ATT_CHUNK;
     const i64 t_end = min(t_begin + ATT_CHUNK, pos + 1);
-    // Lane l holds the pool page of the chunk's l-th 16 positions.
-    int pg = 0;
-    if (lane < ATT_CHUNK / 16 && t_begin + 16 * lane <= pos) pg = br.pages[(t_begin >> 4) + lane];
+    // Lane l holds the pool page of the chunk's l-th 16 positions (for the
+    // first chunk, loaded before the wait).
+    if (ch != z) pg = chunk_page(br.pages, t_begin, pos, lane);
     // K and V of position t (warp-uniform): from registers at pos when
     // this block rotated it, otherwise from the cache.
     auto kv_at = [&](i64 t, float* kf, float* vf) {
@@ -498,6 +505,7 @@ extern "C" __global__ void __launch_bounds__(ATTG_WARPS * 32) attn_gen(const Att
   const i64 nchunks = pos / ATT_CHUNK + 1;
   const i64 active = min((i64)nz, nchunks);
   if (z >= active) return;
+  int pg = chunk_page(br.pages, (i64)z * ATT_CHUNK, pos, lane);
   pdl_wait();
   pdl_trigger();
   float q[ATTG_NE];
@@ -511,8 +519,7 @@ extern "C" __global__ void __launch_bounds__(ATTG_WARPS * 32) attn_gen(const Att
   for (i64 ch = z; ch < nchunks; ch += nz) {
     const i64 t_begin = ch * ATT_CHUNK;
     const i64 t_end = min(t_begin + ATT_CHUNK, pos + 1);
-    int pg = 0;
-    if (lane < ATT_CHUNK / 16 && t_begin + 16 * lane <= pos) pg = br.pages[(t_begin >> 4) + lane];
+    if (ch != z) pg = chunk_page(br.pages, t_begin, pos, lane);
     float o[ATTG_NE], m = NEG_INF, l = 0.f;
 #pragma unroll
     for (int e = 0; e < ATTG_NE; e++) o[e] = 0.f;

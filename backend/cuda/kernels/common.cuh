@@ -162,19 +162,20 @@ __device__ __forceinline__ void kv_put(u64 base, i64 i, float v, bool kv32) {
 __device__ __forceinline__ float kv_round(float v, bool kv32) { return kv32 ? v : h2f(f2h(v)); }
 
 // ---- the batch (ml.Batch), uploaded by Begin before the ops that use it:
-// int32 pos[rows], seq[rows], ptoff[nseq + 1], then the page tables, one
-// after another: sequence s's page j is pages[ptoff[s] + j]. It depends on
-// no earlier kernel, so it may be read before pdl_wait.
+// int32 pos[rows], toff[rows], then the page tables of its sequences one
+// after another: page j of row r's sequence is pages[toff[r] + j], pages
+// starting at 2·rows. It depends on no earlier kernel, so it may be read
+// before pdl_wait. (nseq, the number of sequences, is not needed to find
+// a row's table.)
 struct BatchRow {
   int pos;           // the row's position
   const int* pages;  // its sequence's page table
 };
 __device__ __forceinline__ BatchRow batch_row(u64 bat, i64 rows, i64 nseq, i64 r) {
   const int* b = (const int*)bat;
-  const int s = b[rows + r];
   BatchRow br;
   br.pos = b[r];
-  br.pages = b + 2 * rows + nseq + 1 + b[2 * rows + s];
+  br.pages = b + 2 * rows + b[rows + r];
   return br;
 }
 // The cache slot (row of [slots][kvdim]) of position t: pages of 16.
