@@ -452,6 +452,17 @@ func (b *Backend) Begin(batch *ml.Batch) {
 	if n < 1 || len(batch.Seq) != n || ns < 1 {
 		shapeErr("Begin: %d positions, %d sequence ids, %d page tables", n, len(batch.Seq), ns)
 	}
+	// Ops queued for the previous batch run first, with its description
+	// (batBuild still holds it, and the run uploads it if it is not on the
+	// device yet).
+	if b.batUsers > 0 {
+		b.enter()
+		err := b.runQueue()
+		b.exit()
+		if err != nil {
+			b.fatal("Begin", err)
+		}
+	}
 	h := b.batBuild[:0]
 	h = append(h, batch.Pos...)
 	toff := append(b.batToff[:0], 0) // where each sequence's table starts
@@ -472,18 +483,11 @@ func (b *Backend) Begin(batch *ml.Batch) {
 		h = append(h, t...)
 	}
 	b.batBuild, b.batToff = h, toff
-	if b.batUsers > 0 || len(h) > b.batCap {
+	if len(h) > b.batCap {
+		// Room for the batch grows in steps of 256 values, so that a
+		// growing page table seldom moves dyn (which ends a graph).
 		b.enter()
-		if b.batUsers > 0 {
-			if err := b.runQueue(); err != nil {
-				b.fatal("Begin", err)
-			}
-		}
-		if len(h) > b.batCap {
-			// Room for the batch grows in steps of 256 values, so that a
-			// growing page table seldom moves dyn (which ends a graph).
-			b.growDyn(ceilDiv(len(h), 256)*256, b.dynCap)
-		}
+		b.growDyn(ceilDiv(len(h), 256)*256, b.dynCap)
 		b.exit()
 	}
 	b.batDirty = true
