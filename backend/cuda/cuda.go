@@ -3,15 +3,15 @@
 // greta stays one static binary: the CUDA driver (libcuda.so.1) and the
 // run-time compiler (libnvrtc.so.13) are loaded when the backend opens, with
 // purego, and the kernels (kernels/*.cu, embedded) are compiled for the
-// device by NVRTC and cached on disk. cuBLAS is loaded lazily for the
-// tensor-core GEMMs of prefill.
+// device by NVRTC and cached on disk. cuBLAS is loaded only when
+// GRETA_CUDA_CUBLAS=1 asks for its (fast, not batch-invariant) GEMMs.
 //
 // Ops are not launched when they are called: they are queued, and the queue
 // is run when a result is needed (Argmax, Read) or it grows long. A queue
 // that repeats the previous one exactly (a decode step: the same ops on the
 // same buffers, with only the position and the token changing) is captured
 // as a CUDA graph and replayed on later steps. Everything that changes
-// between such steps (positions, token ids) lives in a small device buffer
+// between such steps (the batch description, token ids) lives in a small device buffer
 // written before each run, never in a kernel's arguments, so one graph
 // serves every decode step. docs/CUDA.md has the design.
 package cuda

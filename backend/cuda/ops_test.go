@@ -585,8 +585,8 @@ func TestAttentionDecodeRope(t *testing.T) {
 		{32, 4, 64, 600},  // TinyLlama: eight
 		{8, 8, 64, 300},   // one
 		{16, 8, 128, 300}, // two
-		// 32 KV heads: on 132 SMs, 4 blocks a KV head take the 6 chunks
-		// of 128 positions in turn.
+		// 32 KV heads: on 132 SMs, 4 blocks a KV head take the 3 chunks
+		// of 256 positions.
 		{128, 32, 64, 700},
 		{32, 32, 128, 600},
 	} {
