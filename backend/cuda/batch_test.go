@@ -419,3 +419,28 @@ func TestForwardBatchInvariance(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchDesc checks the batch description the kernels read
+// (kernels/common.cuh batch_row): positions, then each row's table offset,
+// then the tables. It needs no GPU.
+func TestBatchDesc(t *testing.T) {
+	b := &ml.Batch{
+		Pos:   []int32{5, 6, 0, 40},
+		Seq:   []int32{0, 0, 1, 2},
+		Pages: [][]int32{{9}, {3}, {7, 1, 4}},
+	}
+	h, _, maxPage := batchDesc(b, nil, nil)
+	want := []int32{5, 6, 0, 40, 0, 0, 1, 2, 9, 3, 7, 1, 4}
+	if fmt.Sprint(h) != fmt.Sprint(want) || maxPage != 9 {
+		t.Fatalf("batchDesc = %v (largest page %d), want %v (9)", h, maxPage, want)
+	}
+	// Row i's page for position p, as the kernels find it.
+	rows := len(b.Pos)
+	for i := range rows {
+		p := int(b.Pos[i])
+		got := h[2*rows+int(h[rows+i])+p/ml.PageSize]
+		if w := b.Pages[b.Seq[i]][p/ml.PageSize]; got != w {
+			t.Errorf("row %d: page %d, want %d", i, got, w)
+		}
+	}
+}

@@ -463,9 +463,28 @@ func (b *Backend) Begin(batch *ml.Batch) {
 			b.fatal("Begin", err)
 		}
 	}
-	h := b.batBuild[:0]
+	h, toff, maxPage := batchDesc(batch, b.batBuild[:0], b.batToff[:0])
+	b.batBuild, b.batToff = h, toff
+	if len(h) > b.batCap {
+		// Room for the batch grows in steps of 256 values, so that a
+		// growing page table seldom moves dyn (which ends a graph).
+		b.enter()
+		b.growDyn(ceilDiv(len(h), 256)*256, b.dynCap)
+		b.exit()
+	}
+	b.batDirty = true
+	b.batch, b.batRows, b.batSeqs, b.batMaxPage = batch, n, ns, maxPage
+}
+
+// batchDesc appends the device description of batch to h
+// (kernels/common.cuh): pos[rows], toff[rows] (where row i's page table
+// starts among the tables), then the page tables one after another. toff
+// is scratch for the sequences' table offsets. It returns the largest
+// pool page named.
+func batchDesc(batch *ml.Batch, h, toff []int32) ([]int32, []int32, int) {
+	ns := len(batch.Pages)
 	h = append(h, batch.Pos...)
-	toff := append(b.batToff[:0], 0) // where each sequence's table starts
+	toff = append(toff, 0)
 	for _, t := range batch.Pages {
 		toff = append(toff, toff[len(toff)-1]+int32(len(t)))
 	}
@@ -482,16 +501,7 @@ func (b *Backend) Begin(batch *ml.Batch) {
 		}
 		h = append(h, t...)
 	}
-	b.batBuild, b.batToff = h, toff
-	if len(h) > b.batCap {
-		// Room for the batch grows in steps of 256 values, so that a
-		// growing page table seldom moves dyn (which ends a graph).
-		b.enter()
-		b.growDyn(ceilDiv(len(h), 256)*256, b.dynCap)
-		b.exit()
-	}
-	b.batDirty = true
-	b.batch, b.batRows, b.batSeqs, b.batMaxPage = batch, n, ns, int(maxPage)
+	return h, toff, int(maxPage)
 }
 
 // needBatch checks that Begin described at least rows rows.

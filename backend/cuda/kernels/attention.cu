@@ -366,7 +366,7 @@ __device__ __forceinline__ void attn_dec_body(const AttnArgs& a) {
 
     // Merge the warps in order: sm holds [warp][g][HD] outputs, then
     // [warp][g] max, sum.
-    __syncthreads();  // the previous chunk's merge has read sm
+    if (ch != z) __syncthreads();  // the previous chunk's merge has read sm
 #pragma unroll
     for (int g = 0; g < G; g++) {
 #pragma unroll
@@ -544,7 +544,7 @@ extern "C" __global__ void __launch_bounds__(ATTG_WARPS * 32) attn_gen(const Att
       for (int e = 0; e < ATTG_NE; e++) o[e] = fmaf(o[e], c, p * vf[e]);
       m = mn;
     }
-    __syncthreads();
+    if (ch != z) __syncthreads();  // the previous chunk's merge has read so
 #pragma unroll
     for (int e = 0; e < ATTG_NE; e++) {
       const int d = lane + 32 * e;
