@@ -22,9 +22,6 @@ const (
 	tileRows   = 8  // rows per tile (both cases)
 	chunkVecs  = 16 // vectors per chunk in a batch tile
 	serialWork = 1 << 16
-	// repackMinN is the smallest batch for which K-quant rows are unpacked
-	// once (rpK) rather than decoded again for every vector.
-	repackMinN = 4
 )
 
 // matmulState is MatMul's reusable task: the operands of the current call,
@@ -43,8 +40,8 @@ type matmulState struct {
 	k32  bool // q8 with 32-blocks (Q8_0, Q4_0) rather than 256-blocks
 	k4   bool // K4 order
 	sums bool // f32 path needs the sums of 32
-	rp   bool // q8 batch through repacked rows
-	vn   bool // q8 batch through the VNNI microkernel (gemm.go)
+	rp   bool // q8 K-quants through repacked rows
+	vn   bool // q8 K-quants through the VNNI microkernel (gemm.go)
 	fam  int  // its kernel family
 
 	rpBuf [][]rpK // per worker: tileRows rows of repacked blocks
@@ -116,10 +113,16 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	s.rb = w.Type.RowBytes(w.Cols)
 	s.q8, s.q15 = mode == modeQ8, mode == modeQ15
 	s.k32 = w.Type == gguf.Q8_0 || w.Type == gguf.Q4_0
-	s.rp = (s.q8 || s.q15) && !s.k32 && n >= repackMinN
-	s.vn = s.q8 && s.rp && n >= vnniMinN && s.k.gemmV != nil
+	// One arithmetic per (type, mode) whatever n, so that a row's bits
+	// never depend on the batch (issue 12): 8-bit K-quants always through
+	// the VNNI microkernel where there is one (padding lanes for small n),
+	// else always through repacked rows; 15-bit ones always through the
+	// decode kernels (q15Rows where set: the multi-vector assembly gives
+	// each vector the single-vector bits); the others through the same
+	// per-row dot products for every n.
+	s.vn = s.q8 && !s.k32 && s.k.gemmV != nil
+	s.rp = s.q8 && !s.k32 && !s.vn
 	if s.vn {
-		s.rp = false
 		s.fam = vnniFamily(w.Type)
 	}
 	s.k4 = s.k.k4[w.Type] && !s.rp && !s.vn
@@ -220,12 +223,6 @@ func (s *matmulState) Do(wk, lo, hi int) {
 				j1 := min(j0+chunkVecs, s.n)
 				for r := t0; r < t1; r++ {
 					rp := buf[(r-t0)*nb : (r-t0+1)*nb]
-					if s.q15 {
-						for j := j0; j < j1; j++ {
-							s.y[j*rows+r] = s.k.dotRp15(rp, s.act15[j*nb:(j+1)*nb])
-						}
-						continue
-					}
 					j := j0
 					for ; j+2 <= j1; j += 2 {
 						s.y[j*rows+r], s.y[(j+1)*rows+r] = s.k.dotRp2(rp, s.actK[j*nb:(j+1)*nb], s.actK[(j+1)*nb:(j+2)*nb])
