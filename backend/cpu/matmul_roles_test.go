@@ -144,3 +144,47 @@ func TestActModeRole(t *testing.T) {
 		}
 	}
 }
+
+// TestQ15RowsVAgree: the multi-vector decode kernels give each vector the
+// bits of the single-vector kernel, and write nothing else.
+func TestQ15RowsVAgree(t *testing.T) {
+	if simdKernels == nil || simdKernels.q15RowsV[gguf.Q4_K] == nil {
+		t.Skip("no multi-vector decode kernels here")
+	}
+	r := rand.New(rand.NewPCG(33, 34))
+	for _, typ := range []gguf.Type{gguf.Q4_K, gguf.Q6_K} {
+		for _, sh := range []struct{ nr, cols int }{{1, 256}, {5, 512}, {13, 2048}, {8, 5632}} {
+			w := randomMatrix(r, typ, sh.nr, sh.cols)
+			rb, nb := typ.RowBytes(sh.cols), sh.cols/256
+			for nv := 1; nv <= 4; nv++ {
+				astr, ystr := nb+1, sh.nr+3 // gaps between vectors
+				a := growAligned([]actK15(nil), nv*astr)
+				for v := range nv {
+					x := randomVec(r, sh.cols)
+					simdKernels.quantizeK15(a[v*astr:v*astr+nb], x, simdKernels.k4[typ])
+				}
+				y := make([]float32, nv*ystr)
+				for i := range y {
+					y[i] = -7
+				}
+				simdKernels.q15RowsV[typ](y, ystr, sh.nr, w.Data, rb, a, astr, nv)
+				for v := range nv {
+					want := make([]float32, sh.nr)
+					simdKernels.q15Rows[typ](want, w.Data, rb, a[v*astr:v*astr+nb])
+					for i := range ystr {
+						got := y[v*ystr+i]
+						if i >= sh.nr {
+							if got != -7 {
+								t.Fatalf("%s %dx%d nv=%d: wrote y[%d] of vector %d past the rows", typ, sh.nr, sh.cols, nv, i, v)
+							}
+							continue
+						}
+						if math.Float32bits(got) != math.Float32bits(want[i]) {
+							t.Fatalf("%s %dx%d nv=%d: vector %d row %d is %v, alone %v", typ, sh.nr, sh.cols, nv, v, i, got, want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -233,11 +233,22 @@ func (s *matmulState) Do(wk, lo, hi int) {
 				}
 			}
 		}
-	case s.q15 && s.k.q15Rows[s.w.Type] != nil:
+	case s.q15 && s.k.q15Rows[s.w.Type] != nil && (s.n == 1 || s.k.q15RowsV[s.w.Type] == nil):
 		f := s.k.q15Rows[s.w.Type]
 		nb := cols / quant.QK_K
 		for j := 0; j < s.n; j++ {
 			f(s.y[j*rows+r0:j*rows+r1], data[r0*rb:r1*rb], rb, s.act15[j*nb:(j+1)*nb])
+		}
+	case s.q15 && s.k.q15Rows[s.w.Type] != nil:
+		// Many generated rows (decode of many sequences): each tile's
+		// weights once per group of 4 vectors, from L1/L2 after the first.
+		f := s.k.q15RowsV[s.w.Type]
+		nb := cols / quant.QK_K
+		for t := lo; t < hi; t++ {
+			t0, t1 := t*tileRows, min((t+1)*tileRows, rows)
+			for j := 0; j < s.n; j += 4 {
+				f(s.y[j*rows+t0:], rows, t1-t0, data[t0*rb:t1*rb], rb, s.act15[j*nb:], nb, min(4, s.n-j))
+			}
 		}
 	case s.q15:
 		dot := s.k.q15K[s.w.Type]

@@ -20,6 +20,34 @@ func q4kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb int)
 //go:noescape
 func q6kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb int)
 
+// The multi-vector decode kernels (matvec_vnni_v_amd64.s, written by
+// asmgen): V vectors at once, each with the single-vector kernel's bits.
+
+//go:noescape
+func q4kq15RowsV2(y *float32, ystride int, rows *byte, rowBytes, nrows int, a *actK15, astride, nb int)
+
+//go:noescape
+func q4kq15RowsV3(y *float32, ystride int, rows *byte, rowBytes, nrows int, a *actK15, astride, nb int)
+
+//go:noescape
+func q4kq15RowsV4(y *float32, ystride int, rows *byte, rowBytes, nrows int, a *actK15, astride, nb int)
+
+//go:noescape
+func q6kq15RowsV2(y *float32, ystride int, rows *byte, rowBytes, nrows int, a *actK15, astride, nb int)
+
+//go:noescape
+func q6kq15RowsV3(y *float32, ystride int, rows *byte, rowBytes, nrows int, a *actK15, astride, nb int)
+
+//go:noescape
+func q6kq15RowsV4(y *float32, ystride int, rows *byte, rowBytes, nrows int, a *actK15, astride, nb int)
+
+type q15VFunc = func(y *float32, ystride int, rows *byte, rowBytes, nrows int, a *actK15, astride, nb int)
+
+var q15VAsm = [2][5]q15VFunc{
+	{nil, nil, q4kq15RowsV2, q4kq15RowsV3, q4kq15RowsV4},
+	{nil, nil, q6kq15RowsV2, q6kq15RowsV3, q6kq15RowsV4},
+}
+
 // The assembly reads actK15 at fixed offsets.
 const (
 	_ = uint(unsafe.Offsetof(actK15{}.lo) - 256)
@@ -47,6 +75,8 @@ func installVNNI(k *kernels) {
 	k.gemmV = gemmVAsm
 	k.q15Rows[gguf.Q4_K] = q15RowsQ4_K
 	k.q15Rows[gguf.Q6_K] = q15RowsQ6_K
+	k.q15RowsV[gguf.Q4_K] = q15RowsVQ4_K
+	k.q15RowsV[gguf.Q6_K] = q15RowsVQ6_K
 	k.q15K[gguf.Q4_K] = func(row []byte, a []actK15) float32 {
 		var y [1]float32
 		q15RowsQ4_K(y[:], row, len(row), a)
@@ -75,4 +105,29 @@ func q15RowsQ6_K(y []float32, rows []byte, rb int, a []actK15) {
 	_ = rows[len(y)*rb-1]
 	_ = a[rb/210-1]
 	q6kq15Rows(&y[0], &rows[0], rb, len(y), &a[0], rb/210)
+}
+
+func q15RowsVQ4_K(y []float32, ys, nr int, rows []byte, rb int, a []actK15, as, nv int) {
+	q15RowsV(0, 144, q15RowsQ4_K, y, ys, nr, rows, rb, a, as, nv)
+}
+
+func q15RowsVQ6_K(y []float32, ys, nr int, rows []byte, rb int, a []actK15, as, nv int) {
+	q15RowsV(1, 210, q15RowsQ6_K, y, ys, nr, rows, rb, a, as, nv)
+}
+
+// q15RowsV runs the V-vector kernel of family f (0: Q4_K, 1: Q6_K, blocks
+// of ts bytes) for nv ≤ 4 vectors, or the single-vector one for nv == 1.
+func q15RowsV(f, ts int, one func([]float32, []byte, int, []actK15), y []float32, ys, nr int, rows []byte, rb int, a []actK15, as, nv int) {
+	if nr <= 0 || nv <= 0 {
+		return
+	}
+	if nv == 1 {
+		one(y[:nr], rows, rb, a)
+		return
+	}
+	nb := rb / ts
+	_ = y[(nv-1)*ys+nr-1]
+	_ = rows[nr*rb-1]
+	_ = a[(nv-1)*as+nb-1]
+	q15VAsm[f][nv](&y[0], 4*ys, &rows[0], rb, nr, &a[0], as*int(unsafe.Sizeof(actK15{})), nb)
 }
