@@ -42,6 +42,7 @@ type matmulState struct {
 	sums bool // f32 path needs the sums of 32
 	rp   bool // q8 K-quants through repacked rows
 	vn   bool // q8 K-quants through the VNNI microkernel (gemm.go)
+	v16  bool // q15 through the multi-vector decode kernels (q15RowsV)
 	fam  int  // its kernel family
 
 	rpBuf [][]rpK // per worker: tileRows rows of repacked blocks
@@ -49,6 +50,7 @@ type matmulState struct {
 	xs    []float32 // n × Cols/32 sums of x
 	actK  []actK    // n × Cols/256
 	act15 []actK15  // n × Cols/256
+	act16 []actK16  // n × Cols/256, for q15RowsV (v16)
 	act32 []act32   // n × Cols/32
 
 	// The VNNI batch path: token-lane activations (gemm.go) and, per
@@ -88,7 +90,11 @@ func (t *prepTask) Do(_, lo, hi int) {
 		x := s.x[j*c : (j+1)*c]
 		switch {
 		case s.q15:
-			s.k.quantizeK15(s.act15[j*c/256:(j+1)*c/256], x, s.k4)
+			a := s.act15[j*c/256 : (j+1)*c/256]
+			s.k.quantizeK15(a, x, s.k4)
+			if s.v16 {
+				toK16(s.act16[j*c/256:(j+1)*c/256], a)
+			}
 		case s.q8 && s.k32:
 			s.k.quantize32(s.act32[j*c/32:(j+1)*c/32], x)
 		case s.q8:
@@ -127,6 +133,7 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	}
 	s.k4 = s.k.k4[w.Type] && !s.rp && !s.vn
 	s.sums = mode == modeF32 && (w.Type == gguf.Q4_K || w.Type == gguf.Q5_K)
+	s.v16 = s.q15 && n > 1 && s.k.q15Rows[w.Type] != nil && s.k.q15RowsV[w.Type] != nil
 	c := w.Cols
 	switch {
 	case s.q8 && s.k32:
@@ -135,6 +142,9 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 		s.actK = grow(s.actK, n*c/quant.QK_K)
 	case s.q15:
 		s.act15 = growAligned(s.act15, n*c/quant.QK_K)
+		if s.v16 {
+			s.act16 = growAligned(s.act16, n*c/quant.QK_K)
+		}
 	case s.sums:
 		s.xs = grow(s.xs, n*c/32)
 	}
@@ -233,22 +243,28 @@ func (s *matmulState) Do(wk, lo, hi int) {
 				}
 			}
 		}
-	case s.q15 && s.k.q15Rows[s.w.Type] != nil && (s.n == 1 || s.k.q15RowsV[s.w.Type] == nil):
-		f := s.k.q15Rows[s.w.Type]
-		nb := cols / quant.QK_K
-		for j := 0; j < s.n; j++ {
-			f(s.y[j*rows+r0:j*rows+r1], data[r0*rb:r1*rb], rb, s.act15[j*nb:(j+1)*nb])
-		}
-	case s.q15 && s.k.q15Rows[s.w.Type] != nil:
+	case s.v16:
 		// Many generated rows (decode of many sequences): each tile's
-		// weights once per group of 4 vectors, from L1/L2 after the first.
-		f := s.k.q15RowsV[s.w.Type]
+		// weights decoded once per group of up to 4 vectors, and read
+		// from L1/L2 after the first group; a last single vector through
+		// q15Rows (the same bits).
+		f, f1 := s.k.q15RowsV[s.w.Type], s.k.q15Rows[s.w.Type]
 		nb := cols / quant.QK_K
 		for t := lo; t < hi; t++ {
 			t0, t1 := t*tileRows, min((t+1)*tileRows, rows)
 			for j := 0; j < s.n; j += 4 {
-				f(s.y[j*rows+t0:], rows, t1-t0, data[t0*rb:t1*rb], rb, s.act15[j*nb:], nb, min(4, s.n-j))
+				if nv := min(4, s.n-j); nv > 1 {
+					f(s.y[j*rows+t0:], rows, t1-t0, data[t0*rb:t1*rb], rb, s.act16[j*nb:], nb, nv)
+				} else {
+					f1(s.y[j*rows+t0:j*rows+t1], data[t0*rb:t1*rb], rb, s.act15[j*nb:(j+1)*nb])
+				}
 			}
+		}
+	case s.q15 && s.k.q15Rows[s.w.Type] != nil:
+		f := s.k.q15Rows[s.w.Type]
+		nb := cols / quant.QK_K
+		for j := 0; j < s.n; j++ {
+			f(s.y[j*rows+r0:j*rows+r1], data[r0*rb:r1*rb], rb, s.act15[j*nb:(j+1)*nb])
 		}
 	case s.q15:
 		dot := s.k.q15K[s.w.Type]

@@ -53,14 +53,16 @@ func BenchmarkQ15RowsVL2(b *testing.B) {
 			for v := range 4 {
 				simdKernels.quantizeK15(a[v*nb:(v+1)*nb], randomVec(r, sh.cols), simdKernels.k4[typ])
 			}
+			a16 := growAligned([]actK16(nil), 4*nb)
+			toK16(a16, a)
 			y := make([]float32, 4*sh.rows)
 			rb := typ.RowBytes(sh.cols)
 			f := simdKernels.q15RowsV[typ]
-			for nv := 1; nv <= 4; nv++ {
+			for nv := 2; nv <= 4; nv++ {
 				b.Run(fmt.Sprintf("%s/%dx%d/nv%d", typ, sh.rows, sh.cols, nv), func(b *testing.B) {
 					b.SetBytes(int64(len(w.Data)))
 					for b.Loop() {
-						f(y, sh.rows, sh.rows, w.Data, rb, a, nb, nv)
+						f(y, sh.rows, sh.rows, w.Data, rb, a16, nb, nv)
 					}
 					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(nv), "ns/vec")
 				})
