@@ -51,73 +51,77 @@ func TestMatMulRolesInvariant(t *testing.T) {
 	defer p.Close()
 	// 100 rows: not a multiple of the tiles (8, 12) nor of the VNNI
 	// kernel's 3 rows; 100×768 is above serialWork, so even one vector
-	// runs on the pool.
-	const rows, cols, pool = 100, 768, 64
+	// runs on the pool. 13×256: one vector runs on the caller alone,
+	// larger batches on the pool.
+	const pool = 64
 	ns := []int{1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 33, 64}
 	if testing.Short() {
 		ns = []int{1, 2, 4, 5, 17, 64}
 	}
-	x := randomVec(r, pool*cols)
-	for _, kc := range roleKernelCases(t) {
-		p.Generic, p.noVNNI = kc.generic, kc.novnni
-		for _, typ := range allTypes {
-			w := randomMatrix(r, typ, rows, cols)
-			ref := refMatMul(w, x, pool)
-			for _, act := range []Activations{ActAuto, ActF32, ActQ8, ActQ15} {
-				p.Act = act
-				name := fmt.Sprintf("%s/%s/%v", kc.name, typ, act)
-				// alone[g][j]: row j of the pool computed alone in role g.
-				var alone [2][]float32
-				for g := range 2 {
-					alone[g] = make([]float32, pool*rows)
-					for j := range pool {
-						p.MatMulRoles(alone[g][j*rows:(j+1)*rows], w, x[j*cols:(j+1)*cols], 1, []bool{g == 1})
-					}
-					mode := act.modeRole(typ, g == 1, p.simd())
-					bound := nmseF32
-					switch mode {
-					case modeQ8:
-						bound = nmseQ8
-					case modeQ15:
-						bound = nmseQ15
-					}
-					if e := nmse(alone[g], ref); !(e <= bound) {
-						t.Errorf("%s gen=%v (%v): NMSE %.3g against the oracle > %.0g", name, g == 1, mode, e, bound)
-					}
-				}
-				for _, roles := range []string{"prompt", "gen", "mixed"} {
-					for _, n := range ns {
-						// Rows of the pool from an offset that depends on n,
-						// so that a pool row sits at other indices.
-						off := (7 * n) % pool
-						xb := make([]float32, n*cols)
-						gen := make([]bool, n)
-						src := make([]int, n)
-						for i := range n {
-							src[i] = (off + i) % pool
-							copy(xb[i*cols:(i+1)*cols], x[src[i]*cols:(src[i]+1)*cols])
-							gen[i] = roles == "gen" || roles == "mixed" && r.IntN(2) == 0
+	for _, sh := range []struct{ rows, cols int }{{100, 768}, {13, 256}} {
+		rows, cols := sh.rows, sh.cols
+		x := randomVec(r, pool*cols)
+		for _, kc := range roleKernelCases(t) {
+			p.Generic, p.noVNNI = kc.generic, kc.novnni
+			for _, typ := range allTypes {
+				w := randomMatrix(r, typ, rows, cols)
+				ref := refMatMul(w, x, pool)
+				for _, act := range []Activations{ActAuto, ActF32, ActQ8, ActQ15} {
+					p.Act = act
+					name := fmt.Sprintf("%s/%s/%dx%d/%v", kc.name, typ, rows, cols, act)
+					// alone[g][j]: row j of the pool computed alone in role g.
+					var alone [2][]float32
+					for g := range 2 {
+						alone[g] = make([]float32, pool*rows)
+						for j := range pool {
+							p.MatMulRoles(alone[g][j*rows:(j+1)*rows], w, x[j*cols:(j+1)*cols], 1, []bool{g == 1})
 						}
-						y := make([]float32, n*rows)
-						p.MatMulRoles(y, w, xb, n, gen)
-						bad := 0
-						for i := range n {
-							g := 0
-							if gen[i] {
-								g = 1
+						mode := act.modeRole(typ, g == 1, p.simd())
+						bound := nmseF32
+						switch mode {
+						case modeQ8:
+							bound = nmseQ8
+						case modeQ15:
+							bound = nmseQ15
+						}
+						if e := nmse(alone[g], ref); !(e <= bound) {
+							t.Errorf("%s gen=%v (%v): NMSE %.3g against the oracle > %.0g", name, g == 1, mode, e, bound)
+						}
+					}
+					for _, roles := range []string{"prompt", "gen", "mixed"} {
+						for _, n := range ns {
+							// Rows of the pool from an offset that depends on n,
+							// so that a pool row sits at other indices.
+							off := (7 * n) % pool
+							xb := make([]float32, n*cols)
+							gen := make([]bool, n)
+							src := make([]int, n)
+							for i := range n {
+								src[i] = (off + i) % pool
+								copy(xb[i*cols:(i+1)*cols], x[src[i]*cols:(src[i]+1)*cols])
+								gen[i] = roles == "gen" || roles == "mixed" && r.IntN(2) == 0
 							}
-							want := alone[g][src[i]*rows : (src[i]+1)*rows]
-							for k, v := range y[i*rows : (i+1)*rows] {
-								if math.Float32bits(v) != math.Float32bits(want[k]) {
-									if bad == 0 {
-										t.Errorf("%s %s n=%d: row %d (gen=%v) output %d is %v, alone %v", name, roles, n, i, gen[i], k, v, want[k])
+							y := make([]float32, n*rows)
+							p.MatMulRoles(y, w, xb, n, gen)
+							bad := 0
+							for i := range n {
+								g := 0
+								if gen[i] {
+									g = 1
+								}
+								want := alone[g][src[i]*rows : (src[i]+1)*rows]
+								for k, v := range y[i*rows : (i+1)*rows] {
+									if math.Float32bits(v) != math.Float32bits(want[k]) {
+										if bad == 0 {
+											t.Errorf("%s %s n=%d: row %d (gen=%v) output %d is %v, alone %v", name, roles, n, i, gen[i], k, v, want[k])
+										}
+										bad++
 									}
-									bad++
 								}
 							}
-						}
-						if bad > 1 {
-							t.Errorf("%s %s n=%d: %d outputs differ in all", name, roles, n, bad)
+							if bad > 1 {
+								t.Errorf("%s %s n=%d: %d outputs differ in all", name, roles, n, bad)
+							}
 						}
 					}
 				}
