@@ -1,10 +1,12 @@
 package grammar
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 	"sync"
 )
 
@@ -24,24 +26,33 @@ type entry struct {
 	allow []uint64 // bit per token id: allowed (EOG excluded)
 	// For a mask in the middle of a string (strMode): code points each
 	// allowed token adds to the string, and whether it closes it.
-	cnt    []uint8
-	closes []uint64
-	maxCnt int32
+	cnt     []uint8
+	closes  []uint64
+	maxCnt  int32
+	long    []int32 // allowed tokens with cnt >= longCnt, longest first
+	closers []int32 // allowed closing tokens, shortest first
 }
 
-func (e *entry) bytes() int { return 8*len(e.allow) + len(e.cnt) + 8*len(e.closes) + 64 }
+// longCnt: below this much room left in a string, Mask checks every
+// token's length; above, only the tokens in entry.long.
+const longCnt = 16
+
+func (e *entry) bytes() int {
+	return 8*len(e.allow) + len(e.cnt) + 8*len(e.closes) + 4*len(e.long) + 4*len(e.closers) + 128
+}
 
 // maxCacheBytes bounds the masks cached per grammar and vocabulary; past
 // it the cache starts over.
 const maxCacheBytes = 64 << 20
 
 type vcache struct {
-	mu    sync.Mutex
-	m     map[string]*entry
-	bytes int
-	walk  []state // scratch states, one per trie depth
-	cnt   []int32
-	in    []bool
+	mu     sync.Mutex
+	m      map[string]*entry
+	bytes  int
+	misses int     // masks computed (a statistic for benchmarks)
+	walk   []state // scratch states, one per trie depth
+	cnt    []int32
+	in     []bool
 }
 
 type cacheSet struct {
@@ -142,39 +153,32 @@ func (c *Constraint) Mask(logits []float32) {
 		}
 	}
 	e, rem, need := c.lookup()
-	ninf := float32(math.Inf(-1))
 	n := min(len(logits), len(v.pieces))
-	for i := n; i < len(logits); i++ {
-		logits[i] = ninf
-	}
-	if e.cnt != nil && (rem < e.maxCnt || need > 0) {
+	fill(logits[n:])
+	if e.cnt != nil && rem < longCnt && rem < e.maxCnt {
+		// near maxLength: check every token's length
 		for t := 0; t < n; t++ {
 			w, m := t>>6, uint64(1)<<(t&63)
-			if e.allow[w]&m == 0 {
-				logits[t] = ninf
-				continue
-			}
-			k := int32(e.cnt[t])
-			if k > rem || e.closes[w]&m != 0 && k < need {
+			if e.allow[w]&m == 0 || int32(e.cnt[t]) > rem || e.closes[w]&m != 0 && int32(e.cnt[t]) < need {
 				logits[t] = ninf
 			}
 		}
 	} else {
-		for w, word := range e.allow {
-			if word == ^uint64(0) {
-				continue
-			}
-			lo := w << 6
-			if word == 0 {
-				for t := lo; t < min(lo+64, n); t++ {
-					logits[t] = ninf
+		applyBits(logits[:n], e.allow)
+		if e.cnt != nil {
+			// tokens too long for the room left, longest first
+			for _, t := range e.long {
+				if int32(e.cnt[t]) <= rem {
+					break
 				}
-				continue
+				logits[t] = ninf
 			}
-			for z := ^word; z != 0; z &= z - 1 {
-				if t := lo + bits.TrailingZeros64(z); t < n {
-					logits[t] = ninf
+			// closing tokens too short for minLength, shortest first
+			for _, t := range e.closers {
+				if int32(e.cnt[t]) >= need {
+					break
 				}
+				logits[t] = ninf
 			}
 		}
 	}
@@ -184,6 +188,49 @@ func (c *Constraint) Mask(logits []float32) {
 			if int(id) < len(logits) {
 				logits[id] = c.saved[k]
 				k++
+			}
+		}
+	}
+}
+
+var ninf = float32(math.Inf(-1))
+
+// ninfs is a row of -Inf to copy from.
+var ninfs = func() []float32 {
+	r := make([]float32, 4096)
+	for i := range r {
+		r[i] = ninf
+	}
+	return r
+}()
+
+func fill(row []float32) {
+	for len(row) > 0 {
+		row = row[copy(row, ninfs):]
+	}
+}
+
+// applyBits sets row[t] to -Inf where bit t of allow is clear.
+func applyBits(row []float32, allow []uint64) {
+	n := len(row)
+	for w := 0; w < len(allow); w++ {
+		word := allow[w]
+		if word == ^uint64(0) {
+			continue
+		}
+		lo := w << 6
+		if word == 0 { // a run of clear words: one copy
+			hi := w + 1
+			for hi < len(allow) && allow[hi] == 0 {
+				hi++
+			}
+			fill(row[lo:min(hi<<6, n)])
+			w = hi - 1
+			continue
+		}
+		for z := ^word; z != 0; z &= z - 1 {
+			if t := lo + bits.TrailingZeros64(z); t < n {
+				row[t] = ninf
 			}
 		}
 	}
@@ -206,6 +253,7 @@ func (c *Constraint) lookup() (e *entry, rem, need int32) {
 		return e, rem, need
 	}
 	e = g.compute(c.v, vc, st, strMode)
+	vc.misses++
 	if vc.bytes+e.bytes() > maxCacheBytes {
 		clear(vc.m)
 		vc.bytes = 0
@@ -329,11 +377,19 @@ func (g *Grammar) compute(v *Vocab, vc *vcache, s *state, strMode bool) *entry {
 				e.maxCnt = max(e.maxCnt, k)
 				if !vc.in[d] {
 					e.closes[t>>6] |= 1 << (t & 63)
+					e.closers = append(e.closers, t)
+				}
+				if k >= longCnt {
+					e.long = append(e.long, t)
 				}
 			}
 			e.allow[t>>6] |= 1 << (t & 63)
 		}
 		i++
+	}
+	if strMode {
+		slices.SortFunc(e.long, func(a, b int32) int { return cmp.Compare(e.cnt[b], e.cnt[a]) })
+		slices.SortFunc(e.closers, func(a, b int32) int { return cmp.Compare(e.cnt[a], e.cnt[b]) })
 	}
 	return e
 }
