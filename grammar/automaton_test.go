@@ -143,8 +143,8 @@ func TestArraysAndFreeForm(t *testing.T) {
 		{`{}`, true}, {`{"a":{}}`, true}, {`{"a":[]}`, true}, {`{"a":[1,-0.5e+3,"x",null,{"b":{"c":[[]]}}]}`, true},
 		{`[]`, false}, {`"x"`, false}, {`{"a"}`, false}, {`{"a":}`, false}, {`{a:1}`, false}, {`{"a":1,}`, false},
 	})
-	deep := strings.Repeat(`{"a":`, 12) + "1" + strings.Repeat("}", 12)
-	check(t, obj, "depth", []tcase{{deep, true}, {strings.Repeat(`{"a":`, 13) + "1" + strings.Repeat("}", 13), false}})
+	deep := strings.Repeat(`{"a":`, 8) + "1" + strings.Repeat("}", 8)
+	check(t, obj, "depth", []tcase{{deep, true}, {strings.Repeat(`{"a":`, 9) + "1" + strings.Repeat("}", 9), false}})
 	ws := mustCompile(t, `{"type":"object","properties":{"a":{"type":"array","items":{"type":"integer"}}}}`, Options{MaxWhitespace: 2})
 	check(t, ws, "whitespace", []tcase{
 		{`{"a": [1, 2]}`, true}, {"{\n \"a\" : [ 1 ,2 ] }", true}, {`{"a":   [1]}`, false},

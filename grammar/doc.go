@@ -16,7 +16,7 @@
 //     declares properties (whatever additionalProperties says), and an
 //     object without declared properties is free-form (any keys);
 //   - strings: at most maxLength code points, or Options.MaxStringLength
-//     when the schema gives none (keys of free-form objects: 128); raw
+//     when the schema gives none (keys of free-form objects: 64); raw
 //     UTF-8 (always valid) or escapes, \u escapes of surrogates excluded;
 //   - numbers: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? with at most
 //     15 integer digits, 15 fraction digits and 2 exponent digits (so every

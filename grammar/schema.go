@@ -29,13 +29,13 @@ type Options struct {
 }
 
 // DefaultOptions are the bounds used where Options leaves a zero.
-var DefaultOptions = Options{MaxStringLength: 1024, MaxItems: 128, MaxProperties: 64, MaxDepth: 12}
+var DefaultOptions = Options{MaxStringLength: 512, MaxItems: 64, MaxProperties: 32, MaxDepth: 8}
 
 const (
 	maxIntDigits  = 15
 	maxFracDigits = 15
 	maxExpDigits  = 2
-	maxKeyLength  = 128 // free-form keys
+	maxKeyLength  = 64 // free-form keys
 	maxWSLimit    = 64
 )
 
