@@ -31,6 +31,28 @@ type entry struct {
 	maxCnt  int32
 	long    []int32 // allowed tokens with cnt >= longCnt, longest first
 	closers []int32 // allowed closing tokens, shortest first
+
+	mu  sync.Mutex
+	fit [longCnt][]uint64 // fit[k]: allowed tokens with cnt <= k, made on first use
+}
+
+// within returns the allowed tokens that add at most k code points.
+func (e *entry) within(k int32) []uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.fit[k] == nil {
+		f := make([]uint64, len(e.allow))
+		for w, word := range e.allow {
+			for z := word; z != 0; z &= z - 1 {
+				b := bits.TrailingZeros64(z)
+				if int32(e.cnt[w<<6+b]) <= k {
+					f[w] |= 1 << b
+				}
+			}
+		}
+		e.fit[k] = f
+	}
+	return e.fit[k]
 }
 
 // longCnt: below this much room left in a string, Mask checks every
@@ -38,7 +60,11 @@ type entry struct {
 const longCnt = 16
 
 func (e *entry) bytes() int {
-	return 8*len(e.allow) + len(e.cnt) + 8*len(e.closes) + 4*len(e.long) + 4*len(e.closers) + 128
+	n := 8*len(e.allow) + len(e.cnt) + 8*len(e.closes) + 4*len(e.long) + 4*len(e.closers) + 128
+	if e.cnt != nil {
+		n += longCnt * 8 * len(e.allow) // e.fit, as it may grow
+	}
+	return n
 }
 
 // maxCacheBytes bounds the masks cached per grammar and vocabulary; past
@@ -156,16 +182,13 @@ func (c *Constraint) Mask(logits []float32) {
 	n := min(len(logits), len(v.pieces))
 	fill(logits[n:])
 	if e.cnt != nil && rem < longCnt && rem < e.maxCnt {
-		// near maxLength: check every token's length
-		for t := 0; t < n; t++ {
-			w, m := t>>6, uint64(1)<<(t&63)
-			if e.allow[w]&m == 0 || int32(e.cnt[t]) > rem || e.closes[w]&m != 0 && int32(e.cnt[t]) < need {
-				logits[t] = ninf
-			}
-		}
+		// near maxLength: the tokens that fit in rem more code points
+		applyBits(logits[:n], e.within(rem))
 	} else {
 		applyBits(logits[:n], e.allow)
-		if e.cnt != nil {
+	}
+	if e.cnt != nil {
+		if rem >= longCnt {
 			// tokens too long for the room left, longest first
 			for _, t := range e.long {
 				if int32(e.cnt[t]) <= rem {
@@ -173,13 +196,13 @@ func (c *Constraint) Mask(logits []float32) {
 				}
 				logits[t] = ninf
 			}
-			// closing tokens too short for minLength, shortest first
-			for _, t := range e.closers {
-				if int32(e.cnt[t]) >= need {
-					break
-				}
-				logits[t] = ninf
+		}
+		// closing tokens too short for minLength, shortest first
+		for _, t := range e.closers {
+			if int32(e.cnt[t]) >= need {
+				break
 			}
+			logits[t] = ninf
 		}
 	}
 	if c.CanEnd() {

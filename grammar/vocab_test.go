@@ -295,6 +295,13 @@ func TestVocabTrie(t *testing.T) {
 	}
 }
 
+// The engine's Constraint, restated to avoid importing engine.
+var _ interface {
+	Mask(logits []float32)
+	Accept(id int32) error
+	Done() bool
+} = (*Constraint)(nil)
+
 func TestFromTokenizer(t *testing.T) {
 	v := sharedVocab(t, bpeVocab)
 	// Llama-3: <|begin_of_text|> 128000 is control, <|eot_id|> 128009 ends
@@ -310,5 +317,8 @@ func TestFromTokenizer(t *testing.T) {
 	// <0x0A> 13 is a newline.
 	if s.pieces[0] != nil || s.pieces[1] != nil || !slices.Contains(s.eog, 2) || string(s.pieces[29871]) != " " || string(s.pieces[13]) != "\n" {
 		t.Errorf("spm pieces: %q %q %q %q, eog %v", s.pieces[0], s.pieces[1], s.pieces[29871], s.pieces[13], s.eog)
+	}
+	for _, x := range []*Vocab{s, v} {
+		t.Logf("%d tokens: trie of %d nodes, longest piece %d bytes, count clamp %d, eog %v", x.NumTokens(), x.TrieNodes(), x.maxLen, x.clamp, x.eog)
 	}
 }
