@@ -204,3 +204,50 @@ func TestCompileErrors(t *testing.T) {
 		t.Error("MaxWhitespace -1: no error")
 	}
 }
+
+func TestConstraintEnd(t *testing.T) {
+	// ids: 0 "1", 1 "2", 2 "12", 3 "<eos>", 4 "{", 5 "}", 6 control
+	v := NewVocab([]string{"1", "2", "12", "", "{", "}", ""}, []int32{3})
+	g := mustCompile(t, `{"type":"integer"}`, Options{})
+	c := g.NewConstraint(v)
+	mask := func() []bool {
+		l := make([]float32, 8) // longer than the vocabulary: the rest is masked too
+		c.Mask(l)
+		ok := make([]bool, len(l))
+		for i, x := range l {
+			ok[i] = x == 0
+		}
+		return ok
+	}
+	if m := mask(); !m[0] || !m[1] || !m[2] || m[3] || m[4] || m[6] || m[7] {
+		t.Fatalf("start: allowed %v", m)
+	}
+	if err := c.Accept(3); err == nil {
+		t.Fatal("EOS accepted before any digit")
+	}
+	if err := c.Accept(4); err == nil {
+		t.Fatal(`"{" accepted for an integer`)
+	}
+	if err := c.Accept(2); err != nil {
+		t.Fatal(err)
+	}
+	if m := mask(); !m[3] || !m[0] || c.Done() || !c.CanEnd() {
+		t.Fatalf(`after "12": allowed %v, done %v`, m, c.Done())
+	}
+	if err := c.Accept(3); err != nil || !c.Done() {
+		t.Fatalf("EOS: %v, done %v", err, c.Done())
+	}
+	if err := c.Accept(0); err == nil {
+		t.Fatal("a token accepted after the end")
+	}
+	// An object is done at its closing brace; EOS is allowed then.
+	o := JSONObject().NewConstraint(v)
+	for _, id := range []int32{4, 5} {
+		if err := o.Accept(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !o.Done() {
+		t.Fatal(`"{}" not done`)
+	}
+}

@@ -322,3 +322,24 @@ func TestFromTokenizer(t *testing.T) {
 		t.Logf("%d tokens: trie of %d nodes, longest piece %d bytes, count clamp %d, eog %v", x.NumTokens(), x.TrieNodes(), x.maxLen, x.clamp, x.eog)
 	}
 }
+
+// TestConcurrent runs requests that share grammars and a vocabulary (and
+// so their mask caches) from several goroutines; run it with -race.
+func TestConcurrent(t *testing.T) {
+	v := sharedVocab(t, spmVocab)
+	gs := make([]*Grammar, len(testSchemas))
+	for i, s := range testSchemas {
+		gs[i] = mustCompile(t, s, Options{MaxStringLength: 32, MaxItems: 4})
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			logits := make([]float32, v.NumTokens())
+			for r := range 10 {
+				rng := rand.New(rand.NewPCG(uint64(w), uint64(r)))
+				generate(t, gs[(w+r)%len(gs)].NewConstraint(v), v, rng, logits)
+			}
+		})
+	}
+	wg.Wait()
+}
