@@ -112,11 +112,11 @@ func TestHugeContextsOneLine(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"run", "-m", path, "--device", "cpu", "-p", "hi", "-n", "2", "--ctx", "4611686018427387904"}, "exceeds the limit of 2147483647 tokens"},
-		{[]string{"run", "-m", path, "--device", "cpu", "-p", "hi", "-n", "2", "--ctx", "1099511627776"}, "exceeds the limit of 2147483647 tokens"},
-		{[]string{"run", "-m", path, "--device", "cpu", "-p", "hi", "-n", "2", "--ctx", "2147483647"}, "of memory is available"},
-		{[]string{"bench", "-m", path, "--device", "cpu", "-p", "1", "-n", "1", "-d", "1000000000000"}, "exceeds the limit of 2147483647 tokens"},
-		{[]string{"bench", "-m", path, "--device", "cpu", "-p", "1", "-n", "1", "-d", "2000000000"}, "of memory is available"},
+		{[]string{"run", "-m", path, "--device", "cpu", "-p", "hi", "-n", "2", "--ctx", "4611686018427387904"}, "n_ctx 4611686018427387904 is out of range"},
+		{[]string{"run", "-m", path, "--device", "cpu", "-p", "hi", "-n", "2", "--ctx", "1099511627776"}, "n_ctx 1099511627776 is out of range"},
+		{[]string{"run", "-m", path, "--device", "cpu", "-p", "hi", "-n", "2", "--ctx", "2147483647"}, "n_ctx 2147483647 is out of range"},
+		{[]string{"bench", "-m", path, "--device", "cpu", "-p", "1", "-n", "1", "-d", "1000000000000"}, "-d 1000000000000: want a token count in [0, 16777216]"},
+		{[]string{"bench", "-m", path, "--device", "cpu", "-p", "1", "-n", "1", "-d", "2000000000"}, "-d 2000000000: want a token count in [0, 16777216]"},
 	} {
 		_, stderr, code := gretaWithin(t, 10*time.Second, c.args...)
 		if code == 0 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, c.want) || strings.Contains(stderr, "goroutine") {
