@@ -130,6 +130,9 @@ func runRun(args []string, stdin io.Reader, out io.Writer) (err error) {
 	if err := pf.check(fs, *ef.batch); err != nil {
 		return err
 	}
+	if *batchFile == "" && fs.Changed("parallel") {
+		return usageError("--parallel has no effect without --batch-file (one prompt is one sequence)")
+	}
 	if *batchFile != "" {
 		return runBatchFile(fs, ef, pf, g, *batchFile, *chat, stdin, out)
 	}
