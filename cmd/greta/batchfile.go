@@ -192,7 +192,7 @@ func runBatchFile(fs *flag.FlagSet, ef *engineFlags, pf *poolFlags, g *genFlags,
 			close(it.done)
 			continue
 		}
-		if err := submitBatchItem(ctx, e, en, g, chat, it); err != nil {
+		if err := submitBatchItem(ctx, e, en, g, chat, *pf.kvBudget != "", it); err != nil {
 			it.err = fmt.Errorf("line %d: %w", it.line, err)
 			close(it.done)
 		}
@@ -226,12 +226,12 @@ func runBatchFile(fs *flag.FlagSet, ef *engineFlags, pf *poolFlags, g *genFlags,
 
 // submitBatchItem tokenizes and submits one prompt; a goroutine collects
 // its events and closes it.done at the end.
-func submitBatchItem(ctx context.Context, e *engine, en *eng.Engine, g *genFlags, chat bool, it *batchItem) error {
+func submitBatchItem(ctx context.Context, e *engine, en *eng.Engine, g *genFlags, chat, budgeted bool, it *batchItem) error {
 	tokens, err := promptTokens(e, g, it.text, chat)
 	if err != nil {
 		return err
 	}
-	req, err := engineRequest(en, tokens, it.o)
+	req, err := engineRequest(en, tokens, it.o, budgeted)
 	if err != nil {
 		return err
 	}

@@ -179,7 +179,7 @@ func runRun(args []string, stdin io.Reader, out io.Writer) (err error) {
 	if *g.verbose {
 		fmt.Fprintln(os.Stderr, poolLine(e, en, *ef.cache))
 	}
-	req, err := engineRequest(en, tokens, o)
+	req, err := engineRequest(en, tokens, o, *pf.kvBudget != "")
 	if err != nil {
 		return err
 	}
@@ -237,20 +237,21 @@ func promptTokens(e *engine, g *genFlags, text string, chat bool) ([]int32, erro
 // engineRequest is the engine's request for a prompt and the generation
 // options. With StopAtContext, a request whose tokens would not fit runs
 // until the context is full instead of being refused.
-func engineRequest(en *eng.Engine, tokens []int32, o generate.Options) (eng.Request, error) {
+func engineRequest(en *eng.Engine, tokens []int32, o generate.Options, budgeted bool) (eng.Request, error) {
 	req := eng.Request{Prompt: tokens, MaxTokens: o.MaxTokens, Sampling: o.Sampling, Stop: o.Stop, TopLogprobs: o.DebugTop}
 	ctx := en.Options().Context
 	if o.StopAtContext && req.MaxTokens > 0 && len(tokens)+req.MaxTokens > ctx {
 		req.MaxTokens = -1 // the context fills before MaxTokens
 	}
 	if err := en.Check(&req); err != nil {
-		return req, contextHint(err, en)
+		return req, contextHint(err, en, budgeted)
 	}
 	return req, nil
 }
 
-// contextHint adds what to do to a context overflow.
-func contextHint(err error, en *eng.Engine) error {
+// contextHint adds what to do to a context overflow; budgeted says the
+// pool was sized by --kv-budget (which may hold less than --ctx).
+func contextHint(err error, en *eng.Engine, budgeted bool) error {
 	if !errors.Is(err, eng.ErrContext) {
 		return err
 	}
@@ -258,8 +259,8 @@ func contextHint(err error, en *eng.Engine) error {
 	if n := en.Model().Config.ContextLength; n > 0 {
 		hint += fmt.Sprintf(" (the model was trained on %d)", n)
 	}
-	if st := en.Stats(); st.Pages*st.PageSize <= en.Options().Context {
-		hint += " or --kv-budget"
+	if budgeted {
+		hint += fmt.Sprintf(" or --kv-budget (the pool holds %d tokens)", en.Stats().Pages*ml.PageSize)
 	}
 	return fmt.Errorf("%w; %s, lower --max-tokens, pass --stop-at-context or shorten the prompt", err, hint)
 }
@@ -308,7 +309,7 @@ func generateOne(en *eng.Engine, req eng.Request, onText func(string) error, deb
 		return nil, writeErr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("generation: %w", contextHint(err, en))
+		return nil, fmt.Errorf("generation: %w", err)
 	}
 	return &runOutcome{prompt: req.Prompt, res: res, text: text.String()}, nil
 }
