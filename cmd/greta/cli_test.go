@@ -434,7 +434,7 @@ func TestNaNModelCLI(t *testing.T) {
 	os.WriteFile(bad, breakTensor(t, m, "output_norm.weight"), 0o644)
 	for _, extra := range [][]string{{"--greedy"}, {}, {"--repeat-penalty", "1.1"}} {
 		_, stderr, code := greta(t, nil, append([]string{"run", "-m", bad, "-p", "hi", "-n", "8", "--device", "cpu"}, extra...)...)
-		oneLineErr(t, "NaN model", stderr, code, 1, "step 0: the logits are not finite")
+		oneLineErr(t, "NaN model", stderr, code, 1, "non-finite logits at generation step 0")
 	}
 }
 
