@@ -197,17 +197,41 @@ func New(m *llama.Model, tok *tokenizer.Tokenizer, o Options) (*Engine, error) {
 		o.Context = c.ContextLength
 	}
 	o.Context = min(o.Context, o.Pages*ml.PageSize)
+	maxRows := o.PrefillBudget + o.Parallel
+	if err := checkHostMemory(m, o, pageBytes, maxRows); err != nil {
+		return nil, err
+	}
 	cache, err := m.Backend.NewKVCache(ml.KVSpec{Layers: c.NLayers, KVDim: c.KVDim(), Pages: o.Pages, DType: o.CacheType})
 	if err != nil {
 		return nil, err
 	}
-	maxRows := o.PrefillBudget + o.Parallel
 	e := &Engine{m: m, tok: tok, o: o, vocab: c.VocabSize, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	e.s = newScheduler(e, cache, m.NewBatchState(maxRows, maxRows))
 	e.stats = Stats{Pages: o.Pages, PagesFree: o.Pages, PageSize: ml.PageSize, Parallel: o.Parallel, Context: o.Context,
 		PrefillBudget: o.PrefillBudget, MaxQueue: o.QueueSize}
 	go e.s.loop()
 	return e, nil
+}
+
+// checkHostMemory refuses a pool and activations that do not fit in the
+// machine's memory, before anything is allocated, on backends that keep
+// them in host memory (a GPU backend checks its own memory as it
+// allocates).
+func checkHostMemory(m *llama.Model, o Options, pageBytes int64, maxRows int) error {
+	if m.Backend.Name() == "cuda" {
+		return nil
+	}
+	act, err := llama.MemoryNeeded(m.Config, ml.PageSize, maxRows)
+	if err != nil {
+		return err
+	}
+	need := int64(o.Pages)*pageBytes + act
+	avail, src, err := llama.AvailableMemory()
+	if err != nil || need <= avail {
+		return nil
+	}
+	return &llama.MemoryError{What: fmt.Sprintf("a KV pool of %d tokens and activations for %d rows", o.Pages*ml.PageSize, maxRows),
+		Need: need, Available: avail, Source: src, Hint: "use a smaller context, fewer parallel sequences or a smaller KV budget"}
 }
 
 // cacheElemBytes is the size of one cached value on b.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"greta/backend/cpu"
+	"greta/backend/cuda"
 	"greta/engine"
 	"greta/gguf"
 	"greta/internal/testmodels"
@@ -44,8 +45,27 @@ func load(t testing.TB, path string, b ml.Backend) *loaded {
 	return &loaded{m, tok}
 }
 
-func newCPU(t testing.TB) *cpu.Backend {
-	b := cpu.New(0)
+func newCPU(t testing.TB) *cpu.Backend { return newCPUThreads(t, 0) }
+
+// backends are the devices the invariance tests run on: the CPU always,
+// CUDA where a GPU is present (skipped otherwise).
+var backends = []struct {
+	name string
+	new  func(t testing.TB) ml.Backend
+}{
+	{"cpu", func(t testing.TB) ml.Backend { return newCPU(t) }},
+	{"cuda", func(t testing.TB) ml.Backend {
+		b, err := cuda.New()
+		if err != nil {
+			t.Skipf("no GPU: %v", err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}},
+}
+
+func newCPUThreads(t testing.TB, n int) *cpu.Backend {
+	b := cpu.New(n)
 	t.Cleanup(func() { b.Close() })
 	return b
 }
@@ -122,7 +142,9 @@ func alone(t testing.TB, l *loaded, reqs []engine.Request) [][]int32 {
 	return out
 }
 
-func sharedModel(t *testing.T, name string) string {
+func sharedModel(t *testing.T, name string) string { return sharedModelB(t, name) }
+
+func sharedModelB(t testing.TB, name string) string {
 	return filepath.Join(testmodels.SharedDir(t, 1), "models", name)
 }
 
@@ -132,9 +154,17 @@ func sharedModel(t *testing.T, name string) string {
 // of 7 tokens a step (odd chunking), with prefix hits, and with a page pool
 // so small that sequences are preempted and recomputed.
 func TestBatchInvariance(t *testing.T) {
-	for _, name := range []string{"stories260K.gguf", "syn-spm-Q4_K_M.gguf"} {
-		t.Run(name, func(t *testing.T) {
-			l := load(t, sharedModel(t, name), newCPU(t))
+	for _, bk := range backends {
+		for _, name := range []string{"stories260K.gguf", "syn-spm-Q4_K_M.gguf"} {
+			t.Run(bk.name+"/"+name, func(t *testing.T) { batchInvariance(t, sharedModel(t, name), bk.new(t)) })
+		}
+	}
+}
+
+func batchInvariance(t *testing.T, path string, b ml.Backend) {
+	{
+		{
+			l := load(t, path, b)
 			n, maxLen, maxGen := 64, 1500, 24
 			if testing.Short() {
 				n, maxLen = 16, 300
@@ -171,19 +201,24 @@ func TestBatchInvariance(t *testing.T) {
 					if c.name == "preempt" && st.Preemptions == 0 {
 						t.Errorf("the small pool preempted nothing")
 					}
-					if st.PagesUsed != 0 {
-						t.Errorf("%d pages still in use after every request ended", st.PagesUsed)
-					}
+					// Stats are published after each step: wait for the last.
+					waitFor(t, func() bool { return e.Stats().PagesUsed == 0 })
 				})
 			}
-		})
+		}
 	}
 }
 
 // TestSeededSamplingInvariant: with a seed, a sampled request's tokens are
 // the same alone and beside others.
 func TestSeededSamplingInvariant(t *testing.T) {
-	l := load(t, sharedModel(t, "stories260K.gguf"), newCPU(t))
+	for _, bk := range backends {
+		t.Run(bk.name, func(t *testing.T) { seededSampling(t, bk.new(t)) })
+	}
+}
+
+func seededSampling(t *testing.T, b ml.Backend) {
+	l := load(t, sharedModel(t, "stories260K.gguf"), b)
 	reqs := requests(rand.New(rand.NewPCG(3, 4)), 12, 60, 40, l.m.Config.VocabSize, l.tok.BOS())
 	for i := range reqs {
 		reqs[i].Sampling = sample.Params{Temp: 0.9, TopK: 40, TopP: 0.95, Seed: uint64(i + 7), RepeatPenalty: 1.1, RepeatLastN: 64}
@@ -198,10 +233,16 @@ func TestSeededSamplingInvariant(t *testing.T) {
 }
 
 // TestTeacherForcedLogitsInBatch: a sequence's teacher-forced logits in a
-// batch of 16 equal its logits alone, bit for bit, and stay within the
-// oracle bound of llama.Forward's single-sequence run.
+// batch of 16 equal its logits alone, bit for bit. (The oracle bounds are
+// model/llama's conformance tests, whose Forward runs ForwardBatch.)
 func TestTeacherForcedLogitsInBatch(t *testing.T) {
-	l := load(t, sharedModel(t, "syn-spm-Q4_K_M.gguf"), newCPU(t))
+	for _, bk := range backends {
+		t.Run(bk.name, func(t *testing.T) { teacherForcedInBatch(t, bk.new(t)) })
+	}
+}
+
+func teacherForcedInBatch(t *testing.T, b ml.Backend) {
+	l := load(t, sharedModel(t, "syn-spm-Q4_K_M.gguf"), b)
 	reqs := requests(rand.New(rand.NewPCG(5, 6)), 16, 200, 1, l.m.Config.VocabSize, l.tok.BOS())
 	logits := func(e *engine.Engine, rs []engine.Request) [][][]float32 {
 		out := make([][][]float32, len(rs))

@@ -126,8 +126,10 @@ type scheduler struct {
 	inStep  []*seq // the sequences of the step, in row order
 	rows    [][2]int
 	logits  []float32
-	outSeq  []int // per Out row: index into inStep
-	outRow  []int // per Out row: the row's index in its sequence's toks
+	outSeq  []int   // per Out row: index into inStep
+	outRow  []int   // per Out row: the row's index in its sequence's toks
+	fast    bool    // the step read only argmax ids (forward)
+	argmax  []int32 // per Out row, when fast
 	counter Stats
 }
 
@@ -404,10 +406,27 @@ func (s *scheduler) forward() (err error) {
 	if err := s.m.ForwardBatch(s.st, s.cache, s.tokens, &s.batch); err != nil {
 		return err
 	}
-	if len(s.batch.Out) > 0 {
-		s.logits = grow(s.logits, len(s.batch.Out)*s.e.vocab)
-		s.b.Read(s.st.Logits, s.logits)
+	if len(s.batch.Out) == 0 {
+		return nil
 	}
+	// On a GPU, rows that need only their argmax get it there: a 4-byte
+	// copy instead of a row of logits (128,256 floats for Llama 3). Where
+	// the logits are in host memory anyway they are always read, which
+	// also checks them for NaN and Inf at every step.
+	s.fast = s.b.Name() == "cuda"
+	for _, i := range s.outSeq {
+		q := s.inStep[i]
+		if q.req.Logits || !q.greedy || q.req.TopLogprobs > 0 || q.req.Constraint != nil {
+			s.fast = false
+		}
+	}
+	if s.fast {
+		s.argmax = grow(s.argmax, len(s.batch.Out))
+		s.b.Argmax(s.st.Logits, s.argmax)
+		return nil
+	}
+	s.logits = grow(s.logits, len(s.batch.Out)*s.e.vocab)
+	s.b.Read(s.st.Logits, s.logits)
 	return nil
 }
 
@@ -425,8 +444,14 @@ func (s *scheduler) advance() {
 	}
 	for o, i := range s.outSeq {
 		q := s.inStep[i]
-		row := s.logits[o*V : (o+1)*V]
 		p := s.outRow[o]
+		if s.fast {
+			if p == len(q.toks)-1 && q.out != nil {
+				s.nextID(q, s.argmax[o], Event{})
+			}
+			continue
+		}
+		row := s.logits[o*V : (o+1)*V]
 		if q.req.Logits && p < q.nPrompt {
 			if p >= q.logRows {
 				q.out.put(Event{Logits: slices.Clone(row), Row: p})
@@ -504,6 +529,14 @@ func (s *scheduler) next(q *seq, row []float32) {
 	}()
 	if err != nil {
 		s.finish(q, StopError, err)
+		return
+	}
+	s.nextID(q, id, ev)
+}
+
+// nextID streams q's next token id (ev may carry its logprobs).
+func (s *scheduler) nextID(q *seq, id int32, ev Event) {
+	if q.req.MaxTokens == 0 {
 		return
 	}
 	if q.first.IsZero() {

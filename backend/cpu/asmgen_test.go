@@ -19,7 +19,7 @@ func TestAsmgenUpToDate(t *testing.T) {
 	if out, err := exec.Command(gobin, "run", "./asmgen", dir).CombinedOutput(); err != nil {
 		t.Fatalf("go run ./asmgen: %v\n%s", err, out)
 	}
-	for _, name := range []string{"gemm_vnni_amd64.s", "attention_amd64.s"} {
+	for _, name := range []string{"gemm_vnni_amd64.s", "attention_amd64.s", "matvec_vnni_v_amd64.s"} {
 		want, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)

@@ -35,7 +35,6 @@ const (
 	vnniRows  = 3  // rows per kernel call
 	vnniTile  = 12 // rows per tile (the pool's work item); a multiple of vnniRows
 	vnniChunk = 64 // tokens per chunk: 4 vectors of 16 lanes
-	vnniMinN  = 4  // smallest batch that takes this path
 )
 
 // The kernel families: K4 (Q4_K, Q5_K: 8 sub-blocks of 32, mins) and K6

@@ -46,6 +46,11 @@ type kernels struct {
 	// that start every rb bytes in rows (one call per tile: the assembly
 	// kernels).
 	q15Rows [gguf.BF16 + 1]func(y []float32, rows []byte, rb int, a []actK15)
+	// q15RowsV, where set with q15Rows, is q15Rows for 2 ≤ nv ≤ 4 vectors
+	// at once, a[v·as:] (actK16: toK16 of q15Rows' activations) and
+	// y[v·ys:][:nr], each vector with the bits q15Rows gives it alone (the
+	// weights are read and decoded once per group of vectors).
+	q15RowsV [gguf.BF16 + 1]func(y []float32, ys, nr int, rows []byte, rb int, a []actK16, as, nv int)
 	// k4 reports whether the format's q8K and q15K kernels want K4 order.
 	k4 [gguf.BF16 + 1]bool
 

@@ -26,6 +26,34 @@ type actK15 struct {
 	_    [28]byte    // to 640 bytes, so that 64-byte loads stay aligned
 }
 
+// actK16 is an actK15 block with each q = 128·hi + lo as one int16, for
+// the multi-vector decode kernels (VPDPWSSD, asmgen/matvec.go): in each
+// chunk k of 64 values (in actK15's order), the 32 at even positions
+// 64k+2m, then the 32 at odd ones 64k+2m+1. d, ms and ms16 are actK15's, at
+// the same offsets.
+type actK16 struct {
+	q    [256]int16
+	d    float32
+	ms   [8]float32
+	ms16 [16]float32
+	_    [28]byte
+}
+
+// toK16 rewrites 15-bit activation blocks in actK16's layout.
+func toK16(dst []actK16, src []actK15) {
+	for i := range src {
+		a, o := &src[i], &dst[i]
+		for k := range 4 {
+			for m := range 32 {
+				e, od := 64*k+2*m, 64*k+2*m+1
+				o.q[64*k+m] = 128*int16(a.hi[e]) + int16(a.lo[e])
+				o.q[64*k+32+m] = 128*int16(a.hi[od]) + int16(a.lo[od])
+			}
+		}
+		o.d, o.ms, o.ms16 = a.d, a.ms, a.ms16
+	}
+}
+
 // q15Max is the largest magnitude of a 15-bit activation.
 const q15Max = 16383
 

@@ -22,9 +22,6 @@ const (
 	tileRows   = 8  // rows per tile (both cases)
 	chunkVecs  = 16 // vectors per chunk in a batch tile
 	serialWork = 1 << 16
-	// repackMinN is the smallest batch for which K-quant rows are unpacked
-	// once (rpK) rather than decoded again for every vector.
-	repackMinN = 4
 )
 
 // matmulState is MatMul's reusable task: the operands of the current call,
@@ -43,8 +40,9 @@ type matmulState struct {
 	k32  bool // q8 with 32-blocks (Q8_0, Q4_0) rather than 256-blocks
 	k4   bool // K4 order
 	sums bool // f32 path needs the sums of 32
-	rp   bool // q8 batch through repacked rows
-	vn   bool // q8 batch through the VNNI microkernel (gemm.go)
+	rp   bool // q8 K-quants through repacked rows
+	vn   bool // q8 K-quants through the VNNI microkernel (gemm.go)
+	v16  bool // q15 through the multi-vector decode kernels (q15RowsV)
 	fam  int  // its kernel family
 
 	rpBuf [][]rpK // per worker: tileRows rows of repacked blocks
@@ -52,6 +50,7 @@ type matmulState struct {
 	xs    []float32 // n × Cols/32 sums of x
 	actK  []actK    // n × Cols/256
 	act15 []actK15  // n × Cols/256
+	act16 []actK16  // n × Cols/256, for q15RowsV (v16)
 	act32 []act32   // n × Cols/32
 
 	// The VNNI batch path: token-lane activations (gemm.go) and, per
@@ -91,7 +90,11 @@ func (t *prepTask) Do(_, lo, hi int) {
 		x := s.x[j*c : (j+1)*c]
 		switch {
 		case s.q15:
-			s.k.quantizeK15(s.act15[j*c/256:(j+1)*c/256], x, s.k4)
+			a := s.act15[j*c/256 : (j+1)*c/256]
+			s.k.quantizeK15(a, x, s.k4)
+			if s.v16 {
+				toK16(s.act16[j*c/256:(j+1)*c/256], a)
+			}
 		case s.q8 && s.k32:
 			s.k.quantize32(s.act32[j*c/32:(j+1)*c/32], x)
 		case s.q8:
@@ -116,14 +119,21 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	s.rb = w.Type.RowBytes(w.Cols)
 	s.q8, s.q15 = mode == modeQ8, mode == modeQ15
 	s.k32 = w.Type == gguf.Q8_0 || w.Type == gguf.Q4_0
-	s.rp = (s.q8 || s.q15) && !s.k32 && n >= repackMinN
-	s.vn = s.q8 && s.rp && n >= vnniMinN && s.k.gemmV != nil
+	// One arithmetic per (type, mode) whatever n, so that a row's bits
+	// never depend on the batch (issue 12): 8-bit K-quants always through
+	// the VNNI microkernel where there is one (padding lanes for small n),
+	// else always through repacked rows; 15-bit ones always through the
+	// decode kernels (q15Rows where set: the multi-vector assembly gives
+	// each vector the single-vector bits); the others through the same
+	// per-row dot products for every n.
+	s.vn = s.q8 && !s.k32 && s.k.gemmV != nil
+	s.rp = s.q8 && !s.k32 && !s.vn
 	if s.vn {
-		s.rp = false
 		s.fam = vnniFamily(w.Type)
 	}
 	s.k4 = s.k.k4[w.Type] && !s.rp && !s.vn
 	s.sums = mode == modeF32 && (w.Type == gguf.Q4_K || w.Type == gguf.Q5_K)
+	s.v16 = s.q15 && n > 1 && s.k.q15Rows[w.Type] != nil && s.k.q15RowsV[w.Type] != nil
 	c := w.Cols
 	switch {
 	case s.q8 && s.k32:
@@ -132,6 +142,9 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 		s.actK = grow(s.actK, n*c/quant.QK_K)
 	case s.q15:
 		s.act15 = growAligned(s.act15, n*c/quant.QK_K)
+		if s.v16 {
+			s.act16 = growAligned(s.act16, n*c/quant.QK_K)
+		}
 	case s.sums:
 		s.xs = grow(s.xs, n*c/32)
 	}
@@ -220,12 +233,6 @@ func (s *matmulState) Do(wk, lo, hi int) {
 				j1 := min(j0+chunkVecs, s.n)
 				for r := t0; r < t1; r++ {
 					rp := buf[(r-t0)*nb : (r-t0+1)*nb]
-					if s.q15 {
-						for j := j0; j < j1; j++ {
-							s.y[j*rows+r] = s.k.dotRp15(rp, s.act15[j*nb:(j+1)*nb])
-						}
-						continue
-					}
 					j := j0
 					for ; j+2 <= j1; j += 2 {
 						s.y[j*rows+r], s.y[(j+1)*rows+r] = s.k.dotRp2(rp, s.actK[j*nb:(j+1)*nb], s.actK[(j+1)*nb:(j+2)*nb])
@@ -233,6 +240,23 @@ func (s *matmulState) Do(wk, lo, hi int) {
 					if j < j1 {
 						s.y[j*rows+r] = s.k.dotRp(rp, s.actK[j*nb:(j+1)*nb])
 					}
+				}
+			}
+		}
+	case s.v16:
+		// Many generated rows (decode of many sequences): each tile's
+		// weights decoded once per group of up to 4 vectors, and read
+		// from L1/L2 after the first group; a last single vector through
+		// q15Rows (the same bits).
+		f, f1 := s.k.q15RowsV[s.w.Type], s.k.q15Rows[s.w.Type]
+		nb := cols / quant.QK_K
+		for t := lo; t < hi; t++ {
+			t0, t1 := t*tileRows, min((t+1)*tileRows, rows)
+			for j := 0; j < s.n; j += 4 {
+				if nv := min(4, s.n-j); nv > 1 {
+					f(s.y[j*rows+t0:], rows, t1-t0, data[t0*rb:t1*rb], rb, s.act16[j*nb:], nb, nv)
+				} else {
+					f1(s.y[j*rows+t0:j*rows+t1], data[t0*rb:t1*rb], rb, s.act15[j*nb:(j+1)*nb])
 				}
 			}
 		}

@@ -3,15 +3,15 @@
 // greta stays one static binary: the CUDA driver (libcuda.so.1) and the
 // run-time compiler (libnvrtc.so.13) are loaded when the backend opens, with
 // purego, and the kernels (kernels/*.cu, embedded) are compiled for the
-// device by NVRTC and cached on disk. cuBLAS is loaded lazily for the
-// tensor-core GEMMs of prefill.
+// device by NVRTC and cached on disk. cuBLAS is loaded only when
+// GRETA_CUDA_CUBLAS=1 asks for its (fast, not batch-invariant) GEMMs.
 //
 // Ops are not launched when they are called: they are queued, and the queue
 // is run when a result is needed (Argmax, Read) or it grows long. A queue
 // that repeats the previous one exactly (a decode step: the same ops on the
 // same buffers, with only the position and the token changing) is captured
 // as a CUDA graph and replayed on later steps. Everything that changes
-// between such steps (positions, token ids) lives in a small device buffer
+// between such steps (the batch description, token ids) lives in a small device buffer
 // written before each run, never in a kernel's arguments, so one graph
 // serves every decode step. docs/CUDA.md has the design.
 package cuda
@@ -45,14 +45,25 @@ type Backend struct {
 	compiled, cached bool
 
 	// Switches (environment, read at New; tests set them directly).
-	Check    bool      // GRETA_CUDA_CHECK=1: synchronize and check after every launch
-	Graphs   bool      // GRETA_CUDA_GRAPH=0 turns graph replay off
-	Fuse     bool      // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
-	UseBLAS  bool      // GRETA_CUDA_CUBLAS=0: prefill without cuBLAS
-	MVB, GUB string    // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
-	Profile  bool      // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
-	batch    *ml.Batch // the rows of the current ops (Begin)
-	pos0     int       // the position of its first row
+	Check    bool   // GRETA_CUDA_CHECK=1: synchronize and check after every launch
+	Graphs   bool   // GRETA_CUDA_GRAPH=0 turns graph replay off
+	Fuse     bool   // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
+	UseBLAS  bool   // GRETA_CUDA_CUBLAS=1: batches of more than 8 rows through f16 cuBLAS GEMMs (fast, not batch-invariant)
+	MVB, GUB string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
+	Profile  bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
+
+	// The batch of the current ops (Begin) and its description for the
+	// device (kernels/common.cuh), which the first run after Begin uploads
+	// at the start of the dyn buffer, in the same copy as dyn.
+	batch      *ml.Batch
+	batRows    int
+	batSeqs    int
+	batMaxPage int
+	batUsers   int // queued ops that read the batch description
+	batBuild   []int32
+	batToff    []int32
+	batCap     int  // int32s of the dyn buffer that hold the batch
+	batDirty   bool // batBuild is not on the device yet
 
 	KVF32     bool // KV caches made from now on hold float32 (GRETA_CUDA_KV=f32, greta --cache-type f32), not f16
 	PDL       bool // programmatic dependent launch (sm_90 and cuLaunchKernelEx); GRETA_CUDA_PDL=0 turns it off
@@ -62,9 +73,9 @@ type Backend struct {
 
 	// The queue (see queue.go).
 	ops      []op
-	dyn      []int32 // per-run values: positions, token ids
-	dynDev   devPtr
-	dynHost  unsafe.Pointer // pinned staging for dyn
+	dyn      []int32        // per-run values: token ids, gathered rows
+	dynDev   devPtr         // [batCap] the batch, then [dynCap] dyn
+	dynHost  unsafe.Pointer // pinned staging for both
 	dynCap   int
 	dynEvent cuEvent
 	dynBusy  bool
@@ -162,7 +173,7 @@ func Open(ordinal int) (*Backend, error) {
 	b.Check = envFlag("GRETA_CUDA_CHECK", false)
 	b.Graphs = envFlag("GRETA_CUDA_GRAPH", true)
 	b.Fuse = envFlag("GRETA_CUDA_FUSE", true)
-	b.UseBLAS = envFlag("GRETA_CUDA_CUBLAS", true)
+	b.UseBLAS = envFlag("GRETA_CUDA_CUBLAS", false)
 	b.MVB, b.GUB = os.Getenv("GRETA_CUDA_MVB"), os.Getenv("GRETA_CUDA_GUB")
 	b.Profile = envFlag("GRETA_CUDA_PROFILE", false)
 	if b.dev, err = d.Device(ordinal); err != nil {
@@ -215,11 +226,9 @@ func Open(ordinal int) (*Backend, error) {
 	for name, f := range b.fn {
 		lim := 0
 		switch {
-		case name == "attention":
-			lim = min(b.maxSmem, attnSmem(32, maxHeadDim))
 		case strings.HasPrefix(name, "attn_dec_"):
 			lim = min(b.maxSmem, attnDecSmem(maxHeadDim, 8))
-		case strings.HasPrefix(name, "mvs_"), strings.HasPrefix(name, "gus_"):
+		case strings.HasPrefix(name, "mvs_"), strings.HasPrefix(name, "gus_"), strings.HasPrefix(name, "mvn_"), strings.HasPrefix(name, "gun_"):
 			lim = b.mvsLimit()
 		}
 		if lim > 48<<10 {

@@ -47,8 +47,8 @@ fi
 
 if has test; then
   # One process per test, so that one failure does not hide the rest.
-  for t in TestKernelsCompile TestNoDeviceIsOneLine TestMatMul TestMatvecVariants TestNormFused TestMatMulNoBLAS TestMatMulAddGateUpFused TestEmbed TestRMSNorm TestRope \
-    TestArgmaxAndCopyRows TestTopK TestPairKernel TestAttention TestAttentionDecodeRope TestKVCacheTooLarge TestModelShapes TestGraphReplayAndTracing TestSharedModels; do
+  for t in TestKernelsCompile TestNoDeviceIsOneLine TestMatMul TestMatvecVariants TestNormFused TestMatMulCuBLAS TestMatMulAddGateUpFused TestEmbed TestRMSNorm TestRope \
+    TestPagedAttention TestMatMulInvariance TestForwardBatchInvariance TestArgmaxAndGather TestTopK TestPairKernel TestAttention TestAttentionDecodeRope TestKVCacheTooLarge TestModelShapes TestGraphReplayAndTracing TestSharedModels; do
     (cd /tmp && GRETA_SHARED=$C/shared timeout 240 "$C/cuda.test" -test.run "^$t\$" -test.v -test.count=1) >"$LOG/test-$t.log" 2>&1
     rc=$?
     st=PASS
@@ -73,7 +73,7 @@ fi
 
 if has memcheck; then
   (cd /tmp && timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 30 \
-    "$C/cuda.test" -test.v -test.short -test.count=1 -test.run "${MEMCHECK_RUN:-TestMatMul\$|TestMatvecVariants|TestNormFused|TestMatMulAddGateUpFused|TestEmbed|TestRMSNorm|TestRope|TestArgmaxAndCopyRows|TestTopK|TestPairKernel|TestAttention|TestAttentionDecodeRope|TestGraphReplayAndTracing|TestModelShapes}") >"$LOG/memcheck.log" 2>&1
+    "$C/cuda.test" -test.v -test.short -test.count=1 -test.run "${MEMCHECK_RUN:-TestMatMul\$|TestMatvecVariants|TestNormFused|TestMatMulAddGateUpFused|TestEmbed|TestRMSNorm|TestRope|TestArgmaxAndGather|TestTopK|TestPagedAttention|TestForwardBatchInvariance|TestPairKernel|TestAttention|TestAttentionDecodeRope|TestGraphReplayAndTracing|TestModelShapes}") >"$LOG/memcheck.log" 2>&1
   rc=$?
   say "memcheck: rc=$rc; $(grep -E "ERROR SUMMARY" "$LOG/memcheck.log" | tail -1); $(grep -c -- "^--- PASS" "$LOG/memcheck.log") tests passed under it [$(el)]"
   grep -E -- "--- FAIL|Invalid|out of bounds|Address" "$LOG/memcheck.log" | head -10 | sed 's/^/    /' | tee -a "$SUM"

@@ -34,11 +34,14 @@ var formatNames = []string{"q4_k", "q5_k", "q6_k", "q8_0", "q4_0", "f16", "bf16"
 
 // kernelNames lists every kernel the backend launches.
 func kernelNames() []string {
-	names := []string{"rmsnorm", "rope", "kv_store", "argmax", "add_f32", "silu_mul", "to_f16", "attention", "rope_kv", "topk"}
+	names := []string{"rmsnorm", "rope", "kv_store", "gather_rows", "argmax", "add_f32", "silu_mul", "to_f16", "attn_gen", "rope_kv", "topk"}
 	for _, f := range formatNames {
-		names = append(names, "mv_"+f+"_1", "mv_"+f+"_8", "gu_"+f+"_1", "gu_"+f+"_8", "deq_"+f)
+		names = append(names, "mv_"+f+"_8", "gu_"+f+"_8", "deq_"+f)
 		if runsOf[f] == 0 {
 			continue
+		}
+		for _, nx := range mvnRows {
+			names = append(names, mvnName(f, nx, false), mvnName(f, nx, true))
 		}
 		for _, v := range mvsVariants {
 			names = append(names, "mvs_"+f+"_"+v)
@@ -58,17 +61,17 @@ func kernelNames() []string {
 	return names
 }
 
-// mvRows is how many output rows one matvec block computes (R in
-// kernels/matvec.cu): nx is 1 or up to 8 activation rows.
-func mvRows(nx int, gateUp bool) int {
-	switch {
-	case nx > 1:
-		return 1
-	case gateUp:
-		return 2
-	default:
-		return 4
+// mvnRows are the activation rows a block of the many-row staged-x
+// kernels (mvn, gun: kernels/matvec.cu MVN_KERNELS) takes.
+var mvnRows = []int{2, 4, 8}
+
+const mvnWarps = 8 // MVN_WARPS
+
+func mvnName(f string, nx int, gateUp bool) string {
+	if gateUp {
+		return fmt.Sprintf("gun_%s_%d", f, nx)
 	}
+	return fmt.Sprintf("mvn_%s_%d", f, nx)
 }
 
 // The decode matvec kernels (mvs, and gus for SwiGLU) come in variants of
@@ -135,13 +138,17 @@ func variantRW(v string) (r, w int) {
 	return
 }
 
-// mvMaxRows is the most activation rows one matvec launch takes.
+// mvMaxRows is the most activation rows one mv/gu launch takes; batches
+// of more rows go through cuBLAS when it is switched on (UseBLAS).
 const mvMaxRows = 8
+
+// attnChunk is the fixed split of attention over positions (ATT_CHUNK):
+// a row's chunks are merged in order, whatever the launch's split.
+const attnChunk = 256
 
 const (
 	mvThreads   = 128 // MV_THREADS
-	attThreads  = 256 // ATT_THREADS
-	attTK       = 32  // ATT_TK
+	attgThreads = 256 // ATTG_WARPS·32
 	deqThreads  = 256
 	eltThreads  = 256
 	maxHeadDim  = 256
@@ -149,22 +156,6 @@ const (
 	ropeThreads = 128
 	topkThreads = 1024 // TOPK_THREADS
 )
-
-// attnSmem is the dynamic shared memory of the attention kernel, in bytes,
-// for nq queries of head size hd (kernels/attention.cu).
-func attnSmem(nq, hd int) int {
-	floats := nq*(hd+1) + nq*hd + attTK*(hd+1) + attTK*hd + nq*(attTK+1) + 3*nq
-	return 4 * floats
-}
-
-// attnMaxQueries is the most queries one attention block holds for head
-// size hd, keeping its shared memory under 140 KB.
-func attnMaxQueries(hd int) int {
-	if hd <= 128 {
-		return 64
-	}
-	return 32
-}
 
 // args builds a kernel's argument struct: every field 8 bytes.
 type args []uint64

@@ -63,50 +63,50 @@ func (b *Backend) launch(name string, grid [3]int, block, smem int, a args, what
 	}
 }
 
+// gemmRows reports whether a product over rows activation rows goes
+// through cuBLAS (UseBLAS only: its kernels depend on the shape, so a
+// row's bits would depend on the batch).
+func (b *Backend) gemmRows(rows int) bool { return rows > mvMaxRows && b.blasReady() }
+
 // usesBLAS reports whether the op's lowering calls cuBLAS (such runs are
 // not captured).
 func (o *op) usesBLAS(b *Backend) bool {
-	return (o.kind == opMatMul || o.kind == opGateUp) && o.rows > mvMaxRows && b.blasReady()
+	return (o.kind == opMatMul || o.kind == opGateUp) && b.gemmRows(o.rows)
 }
 
-// attnPlan is how an attention op is split into blocks.
+// attnPlan is how an attention launch is split: nz blocks along z share a
+// row's chunks of attnChunk positions; maxch is the most chunks a row of
+// the cache can have. The split only spreads work: a row's result is the
+// same for any nz (kernels/attention.cu).
 type attnPlan struct {
-	gb, br, nsplit, splitLen int
+	name          string // attn_dec_* or attn_gen
+	per           int    // blocks a row along y: KV heads (attn_dec) or heads (attn_gen)
+	nz, maxch     int
+	threads, smem int
 }
 
 func (b *Backend) planAttn(o *op) attnPlan {
-	hd, G := o.attn.HeadDim, o.attn.NHeads/o.attn.NKVHeads
-	nqMax := attnMaxQueries(hd)
-	for nqMax > 1 && attnSmem(nqMax, hd) > min(b.maxSmem, attnSmem(32, maxHeadDim)) {
-		nqMax /= 2
+	a := o.attn
+	p := attnPlan{maxch: ceilDiv(o.cache.ctx, attnChunk)}
+	if name, ok := b.attnDec(o); ok {
+		p.name, p.per, p.threads, p.smem = name, a.NKVHeads, attdWarps*32, attnDecSmem(a.HeadDim, a.NHeads/a.NKVHeads)
+	} else {
+		p.name, p.per, p.threads = "attn_gen", a.NHeads, attgThreads
 	}
-	gb := 1
-	for g := 1; g <= G && g <= nqMax; g++ {
-		if G%g == 0 {
-			gb = g
-		}
-	}
-	p := attnPlan{gb: gb, br: max(1, min(nqMax/gb, o.rows)), nsplit: 1, splitLen: o.cache.ctx}
-	if _, ok := b.attnDec(o); ok {
-		// The decode kernel: chunks of 128 positions, dealt to at most as
-		// many blocks a KV head as keep every block in one wave (a block of
-		// 16 warps fills an SM); only the blocks with chunks up to the
-		// position run, so a short context is one block a KV head and no
-		// merge.
-		if o.cache.ctx > 128 {
-			p.splitLen = 128
-			p.nsplit = min(ceilDiv(o.cache.ctx, p.splitLen), max(1, b.sms/o.attn.NKVHeads))
-		}
-		return p
-	}
-	if o.rows <= 16 {
-		// Decode: split the KV length, into pieces of 16 positions or more,
-		// at most 64 of them; by the context size alone, so the plan does
-		// not change as the position grows.
-		p.splitLen = max(16, ceilDiv(ceilDiv(o.cache.ctx, 64), 16)*16)
-		p.nsplit = ceilDiv(o.cache.ctx, p.splitLen)
-	}
+	// As many blocks along z as fill the GPU about once.
+	p.nz = min(p.maxch, max(1, b.sms/max(1, o.rows*p.per)))
 	return p
+}
+
+// attnScratch returns the partials and counters of a split attention.
+func (b *Backend) attnScratch(o *op, p attnPlan) (part, cnt devPtr) {
+	if p.nz == 1 {
+		return 0, 0
+	}
+	a := o.attn
+	part = b.scratchBuf("attn", uint64(4*o.rows*a.NHeads*p.maxch*(a.HeadDim+2)))
+	cnt = b.scratchZeroed("attncnt", uint64(4*o.rows*p.per))
+	return part, cnt
 }
 
 // prepare makes the scratch buffers the queued ops need before anything is
@@ -116,12 +116,7 @@ func (b *Backend) prepare() {
 		o := &b.ops[i]
 		switch o.kind {
 		case opAttn:
-			p := b.planAttn(o)
-			if p.nsplit > 1 {
-				b.scratchBuf("attn", uint64(4*p.nsplit*o.rows*o.attn.NHeads*(o.attn.HeadDim+2)))
-				G := o.attn.NHeads / o.attn.NKVHeads
-				b.scratchZeroed("attncnt", uint64(4*ceilDiv(o.rows, p.br)*o.attn.NKVHeads*(G/p.gb)))
-			}
+			b.attnScratch(o, b.planAttn(o))
 		case opArgmax:
 			b.scratchBuf("argmax", uint64(8*o.rows*argmaxBlocks(o.x.cols)))
 			b.scratchZeroed("argmaxcnt", uint64(4*o.rows))
@@ -156,12 +151,24 @@ func (b *Backend) lower(o *op) {
 			args{}.p(x.ptr).p(w.ptr).p(d.ptr).i(o.rows).i(x.cols).f(float64(o.eps)), "rmsnorm "+w.name)
 
 	case opMatMul, opGateUp:
-		if o.rows > mvMaxRows && b.blasReady() {
+		// Every row is computed the same way at any row count: the staged
+		// x kernels (mvs for one row, mvn for many, with the same numerics)
+		// where the weight's format has them, mv_*_8 otherwise; cuBLAS
+		// only when switched on.
+		switch {
+		case o.usesBLAS(b):
 			b.lowerGEMM(o)
-			return
-		}
-		for c0 := 0; c0 < o.rows; c0 += mvMaxRows {
-			b.lowerMatvec(o, c0, min(mvMaxRows, o.rows-c0))
+		case !b.mvsFits(o.w[0]):
+			for c0 := 0; c0 < o.rows; c0 += mvMaxRows {
+				b.lowerMV8(o, c0, min(mvMaxRows, o.rows-c0))
+			}
+		case o.split > 0 && o.rows == 1 && b.pairFits(o.w[0], o.w[o.split]):
+			b.lowerMatvecPair(o)
+		case o.split > 0:
+			b.lowerStaged(o, 0, o.split, true)
+			b.lowerStaged(o, o.split, o.nw, false)
+		default:
+			b.lowerStaged(o, 0, o.nw, true)
 		}
 
 	case opRope:
@@ -178,7 +185,7 @@ func (b *Backend) lower(o *op) {
 			h1, p1, ld1 = x1.cols/hd, x1.ptr, x1.cols
 		}
 		b.launch("rope", [3]int{ceilDiv((h0+h1)*np, ropeThreads), min(o.rows, maxGridY), 1}, ropeThreads, 0,
-			args{}.p(x0.ptr).i(h0).i(x0.cols).p(p1).i(h1).i(ld1).i(o.rows).i(hd).i(np).p(o.rope.freqs).p(b.dynPtr(o.dyn)).f(o.rope.posScale),
+			args{}.p(x0.ptr).i(h0).i(x0.cols).p(p1).i(h1).i(ld1).i(o.rows).i(hd).i(np).p(o.rope.freqs).p(b.batPtr()).f(o.rope.posScale),
 			fmt.Sprintf("rope, layer %s", b.layerHint))
 
 	case opAttn:
@@ -189,8 +196,13 @@ func (b *Backend) lower(o *op) {
 		n := uint64(4 * d.rows * d.cols)
 		b.lastLaunch = "copy rows"
 		if err := b.d.MemcpyDtoDAsync(d.ptr, s.ptr+devPtr(4*o.from*s.cols), n, b.stream); err != nil {
-			b.fatal("CopyRows", err)
+			b.fatal("Gather", err)
 		}
+
+	case opGather:
+		d, s := o.y[0], o.x
+		b.launch("gather_rows", [3]int{ceilDiv(d.cols, eltThreads), min(o.rows, maxGridY), 1}, eltThreads, 0,
+			args{}.p(s.ptr).p(d.ptr).i(d.cols).i(o.rows).p(b.dynPtr(o.dyn)), "gather")
 
 	case opArgmax:
 		x := o.x
@@ -202,7 +214,7 @@ func (b *Backend) lower(o *op) {
 	case opTopK:
 		x, k := o.x, o.from
 		b.launch("topk", [3]int{1, 1, 1}, topkThreads, 0,
-			args{}.p(x.ptr+devPtr(4*(x.rows-1)*x.cols)).i(x.cols).i(k).p(b.resDev).p(b.resDev+devPtr(4*k)), fmt.Sprintf("top-%d", k))
+			args{}.p(x.ptr+devPtr(4*o.layer*x.cols)).i(x.cols).i(k).p(b.resDev).p(b.resDev+devPtr(4*k)), fmt.Sprintf("top-%d", k))
 	}
 }
 
@@ -253,67 +265,119 @@ func (b *Backend) mvArgs(o *op, i0, i1, R, c0, nx int, xb bool) (args, int) {
 	src := o.x.ptr + devPtr(4*c0*w0.cols)
 	var normw, xbp devPtr
 	if o.normW != nil {
-		src, normw = o.normX.ptr, o.normW.ptr
+		src, normw = o.normX.ptr+devPtr(4*c0*w0.cols), o.normW.ptr
 		if xb {
-			xbp = o.x.ptr
+			xbp = o.x.ptr + devPtr(4*c0*w0.cols)
 		}
 	}
 	return a.p(src).p(resid).i(w0.cols).i(nx).p(normw).p(xbp).f(float64(o.eps)), blk3
 }
 
-// lowerMatvec launches the matvec kernels for activation rows c0..c0+nx.
-func (b *Backend) lowerMatvec(o *op, c0, nx int) {
-	if o.split > 0 {
-		b.lowerMatvecPair(o)
+// lowerStaged launches the staged-x kernels for the op's weights
+// w[i0:i1] (one format): mvs for one row, mvn for more (or mvs row by row
+// where not even two rows' x fit in shared memory). xb: these launches
+// write the normalized rows of a fused RMSNorm.
+func (b *Backend) lowerStaged(o *op, i0, i1 int, xb bool) {
+	if o.rows == 1 {
+		b.lowerMatvec(o, i0, i1, 0, xb)
 		return
 	}
-	w0 := o.w[0]
+	if nx := b.mvnNX(o.w[i0], o.rows); nx > 0 {
+		b.lowerMVN(o, i0, i1, nx, xb)
+		return
+	}
+	for r := 0; r < o.rows; r++ {
+		b.lowerMatvec(o, i0, i1, r, xb)
+	}
+}
+
+// lowerMatvec launches the one-row staged-x kernel (mvs, gus) over the
+// op's weights w[i0:i1] for activation row c0.
+func (b *Backend) lowerMatvec(o *op, i0, i1, c0 int, xb bool) {
+	w0 := o.w[i0]
 	gu := o.kind == opGateUp
-	R := mvRows(nx, gu)
-	suffix := "_1"
-	if nx > 1 {
-		suffix = "_8"
+	nrows := 0
+	for i := i0; i < i1; i++ {
+		nrows += o.w[i].rows
 	}
-	name := "mv_" + w0.kfmt + suffix
+	// The persistent decode kernels: R rows a warp, W warps a block.
+	v := b.mvsVariant(w0.kfmt, nrows, w0.cols, gu)
+	name := "mvs_" + w0.kfmt + "_" + v
 	if gu {
-		name = "gu_" + w0.kfmt + suffix
+		name = "gus_" + w0.kfmt + "_" + v
 	}
-	threads, W, smem := mvThreads, 0, 0
-	if nx == 1 && b.mvsFits(w0) {
-		// The persistent decode kernels: R rows a warp, W warps a block.
-		v := b.mvsVariant(w0.kfmt, o.w[0].rows+o.w[1].rowsOrZero()+o.w[2].rowsOrZero(), w0.cols, gu)
-		name = "mvs_" + w0.kfmt + "_" + v
-		if gu {
-			name = "gus_" + w0.kfmt + "_" + v
-		}
-		R, W = variantRW(v)
-		threads = 32 * W
-		smem = mvsSmem(w0.kfmt, w0.cols)
-	}
-	if o.normW != nil && W == 0 {
-		panic("cuda: a fused RMSNorm without a staged-x kernel") // the queue only fuses where mvsFits
-	}
-	a, blk3 := b.mvArgs(o, 0, o.nw, R, c0, nx, true)
+	R, W := variantRW(v)
+	threads := 32 * W
+	smem := mvsSmem(w0.kfmt, w0.cols)
+	a, blk3 := b.mvArgs(o, i0, i1, R, c0, 1, xb)
 	what := b.matvecWhat(o)
-	grid := blk3
-	if W > 0 {
-		// blk3 counts groups; at most as many blocks as fit the GPU at once
-		// stride over them, as few as give every warp the same number.
-		grid = ceilDiv(blk3, W)
-		if occ := b.occupancy(name, threads, smem); occ > 0 && grid > occ*b.sms {
-			per := ceilDiv(blk3, occ*b.sms*W) // groups a warp
-			grid = ceilDiv(blk3, per*W)
-		}
+	// blk3 counts groups; at most as many blocks as fit the GPU at once
+	// stride over them, as few as give every warp the same number.
+	grid := ceilDiv(blk3, W)
+	if occ := b.occupancy(name, threads, smem); occ > 0 && grid > occ*b.sms {
+		per := ceilDiv(blk3, occ*b.sms*W) // groups a warp
+		grid = ceilDiv(blk3, per*W)
 	}
-	nrows := w0.rows
-	if !gu {
-		nrows += o.w[1].rowsOrZero() + o.w[2].rowsOrZero()
+	if gu {
+		nrows = w0.rows
 	}
 	b.profKey = fmt.Sprintf("%s [%d×%d]", name, w0.cols, nrows)
 	if o.normW != nil {
 		b.profKey += " +norm"
 	}
 	b.launch(name, [3]int{grid, 1, 1}, threads, smem, a, what)
+}
+
+// lowerMV8 launches mv_*_8 (or gu_*_8) for activation rows c0..c0+nx: the
+// formats and widths without staged-x kernels, one output row a block.
+func (b *Backend) lowerMV8(o *op, c0, nx int) {
+	w0 := o.w[0]
+	name := "mv_" + w0.kfmt + "_8"
+	if o.kind == opGateUp {
+		name = "gu_" + w0.kfmt + "_8"
+	}
+	if o.normW != nil {
+		panic("cuda: a fused RMSNorm without a staged-x kernel") // the queue only fuses where mvsFits
+	}
+	a, blk3 := b.mvArgs(o, 0, o.nw, 1, c0, nx, true)
+	b.launch(name, [3]int{blk3, 1, 1}, mvThreads, 0, a, b.matvecWhat(o))
+}
+
+// mvnNX is how many activation rows a block of the many-row staged-x
+// kernels takes for w and rows rows: the fewest of mvnRows that hold
+// them all, or the most that fit in shared memory; 0 if none fits.
+func (b *Backend) mvnNX(w *Weight, rows int) int {
+	best := 0
+	for _, nx := range mvnRows {
+		if nx*mvsSmem(w.kfmt, w.cols) > b.mvsLimit() {
+			break
+		}
+		best = nx
+		if nx >= rows {
+			break
+		}
+	}
+	return best
+}
+
+// lowerMVN launches mvn (or gun) over all the op's rows, nx a block along
+// y; along x, at most as many blocks as fit the GPU stride over the groups.
+func (b *Backend) lowerMVN(o *op, i0, i1, nx int, xb bool) {
+	w0 := o.w[i0]
+	gu := o.kind == opGateUp
+	name := mvnName(w0.kfmt, nx, gu)
+	smem := nx * mvsSmem(w0.kfmt, w0.cols)
+	a, blk3 := b.mvArgs(o, i0, i1, 1, 0, o.rows, xb)
+	gy := ceilDiv(o.rows, nx)
+	gx := ceilDiv(blk3, mvnWarps)
+	if occ := b.occupancy(name, 32*mvnWarps, smem); occ > 0 {
+		if cap := max(1, occ*b.sms/gy); gx > cap {
+			per := ceilDiv(blk3, cap*mvnWarps)
+			gx = ceilDiv(blk3, per*mvnWarps)
+		}
+	}
+	b.profKey = fmt.Sprintf("%s [%d×%d]", name, w0.cols, w0.rows)
+	b.launch(name, [3]int{gx, gy, 1}, 32*mvnWarps, smem, a, b.matvecWhat(o))
 }
 
 // matvecWhat names a matvec op's weights for error messages (and notes
@@ -374,53 +438,39 @@ func (b *Backend) lowerAttn(o *op) {
 	kc, vc := c.layer(o.layer)
 	b.layerHint = fmt.Sprint(o.layer)
 	kvdim := c.kvDim
-	pos := b.dynPtr(o.dyn)
 	what := fmt.Sprintf("layer %d", o.layer)
 	if !o.stored {
 		b.launch("kv_store", [3]int{ceilDiv(kvdim, 256), min(o.rows, maxGridY), 1}, 256, 0,
-			args{}.p(o.k.ptr).p(o.v.ptr).p(kc).p(vc).i(o.rows).i(kvdim).i(c.ctx).p(pos).i(c.kv32()), what)
+			args{}.p(o.k.ptr).p(o.v.ptr).p(kc).p(vc).i(o.rows).i(kvdim).i(b.batSeqs).p(b.batPtr()).i(c.kv32()), what)
 	}
 	p := b.planAttn(o)
-	G := a.NHeads / a.NKVHeads
-	grid := [3]int{ceilDiv(o.rows, p.br), a.NKVHeads * (G / p.gb), p.nsplit}
-	out, part, cnt := o.y[0].ptr, devPtr(0), devPtr(0)
-	if p.nsplit > 1 {
-		part = b.scratchBuf("attn", uint64(4*p.nsplit*o.rows*a.NHeads*(a.HeadDim+2)))
-		cnt = b.scratchZeroed("attncnt", uint64(4*grid[0]*grid[1]))
-	}
+	part, cnt := b.attnScratch(o, p)
 	// With a rope folded in (o.rope), attn_dec rotates q and the new k and
 	// stores k and v itself.
 	var rk, rv, rf devPtr
 	var rn int
 	var rs float64
 	if o.rope != nil {
+		if p.name == "attn_gen" {
+			panic("cuda: a rope folded into an attention without attn_dec") // the queue only folds where attnDec fits
+		}
 		rk, rv, rf, rn, rs = o.k.ptr, o.v.ptr, o.rope.freqs, o.rope.n, o.rope.posScale
 		what += " (with rope)"
 	}
-	if name, ok := b.attnDec(o); ok {
-		b.launch(name, [3]int{1, a.NKVHeads, p.nsplit}, attdWarps*32, attnDecSmem(a.HeadDim, G),
-			args{}.p(o.q.ptr).p(kc).p(vc).p(out).p(part).p(pos).i(o.rows).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).i(c.ctx).
-				i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt).p(rk).p(rv).p(rf).i(rn).f(rs).i(c.kv32()), what)
-		return
-	}
-	if o.rope != nil {
-		panic("cuda: a rope folded into an attention without attn_dec") // the queue only folds where attnDec fits
-	}
-	b.launch("attention", grid, attThreads, attnSmem(p.gb*p.br, a.HeadDim),
-		args{}.p(o.q.ptr).p(kc).p(vc).p(out).p(part).p(pos).i(o.rows).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).i(c.ctx).
-			i(p.nsplit).i(p.splitLen).i(p.gb).i(p.br).f(a.Scale).p(cnt).p(0).p(0).p(0).i(0).f(0).i(c.kv32()), what)
+	b.launch(p.name, [3]int{o.rows, p.per, p.nz}, p.threads, p.smem,
+		args{}.p(o.q.ptr).p(kc).p(vc).p(o.y[0].ptr).p(part).p(b.batPtr()).i(o.rows).i(b.batSeqs).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).
+			i(p.maxch).f(a.Scale).p(cnt).p(rk).p(rv).p(rf).i(rn).f(rs).i(c.kv32()), what)
 }
 
-// attnDec returns the decode attention kernel for o, if one fits: one
-// query row, a head size of 64, 128 or 256, and 1, 2, 4 or 8 query heads a
-// KV head.
+// attnDec returns the decode attention kernel for o, if one fits: a head
+// size of 64, 128 or 256, and 1, 2, 4 or 8 query heads a KV head.
 func (b *Backend) attnDec(o *op) (string, bool) {
-	return b.attnDecFor(o.rows, &o.attn)
+	return b.attnDecFor(&o.attn)
 }
 
-func (b *Backend) attnDecFor(rows int, a *ml.Attn) (string, bool) {
+func (b *Backend) attnDecFor(a *ml.Attn) (string, bool) {
 	hd, G := a.HeadDim, a.NHeads/a.NKVHeads
-	if rows != 1 || hd%32 != 0 || (G != 1 && G != 2 && G != 4 && G != 8) || attnDecSmem(hd, G) > min(b.maxSmem, attnDecSmem(maxHeadDim, 8)) {
+	if hd%32 != 0 || (G != 1 && G != 2 && G != 4 && G != 8) || attnDecSmem(hd, G) > min(b.maxSmem, attnDecSmem(maxHeadDim, 8)) {
 		return "", false
 	}
 	switch hd / 32 {
@@ -439,8 +489,8 @@ func (b *Backend) lowerRopeKV(o *op) {
 	kc, vc := c.layer(o.layer)
 	n := hq*np + hk*(hd/2) + hk*hd
 	b.launch("rope_kv", [3]int{ceilDiv(n, ropeThreads), min(o.rows, maxGridY), 1}, ropeThreads, 0,
-		args{}.p(q.ptr).i(hq).i(q.cols).p(k.ptr).p(o.v.ptr).i(hk).p(kc).p(vc).i(o.rows).i(hd).i(np).i(c.ctx).
-			p(o.rope.freqs).p(b.dynPtr(o.dyn)).f(o.rope.posScale).i(c.kv32()), fmt.Sprintf("rope and KV store, layer %d", o.layer))
+		args{}.p(q.ptr).i(hq).i(q.cols).p(k.ptr).p(o.v.ptr).i(hk).p(kc).p(vc).i(o.rows).i(hd).i(np).i(b.batSeqs).
+			p(o.rope.freqs).p(b.batPtr()).f(o.rope.posScale).i(c.kv32()), fmt.Sprintf("rope and KV store, layer %d", o.layer))
 }
 
 // gemmChunk is how many weight rows are dequantized to f16 at a time.

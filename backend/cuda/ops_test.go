@@ -43,7 +43,7 @@ func device(t testing.TB) *Backend {
 		t.Skipf("no GPU: %v", gpuErr)
 	}
 	gpu.Check = envFlag("GRETA_CUDA_CHECK", false)
-	gpu.Graphs, gpu.Fuse, gpu.UseBLAS = true, true, true
+	gpu.Graphs, gpu.Fuse, gpu.UseBLAS = true, true, false
 	gpu.MVB, gpu.GUB = "", ""
 	return gpu
 }
@@ -233,9 +233,9 @@ const (
 // boundFor is the bound of a product of typ with nx activation rows.
 func boundFor(g *Backend, typ gguf.Type, nx int) float64 {
 	switch {
-	case nx > mvMaxRows && g.blasReady():
+	case g.gemmRows(nx):
 		return boundGEMM
-	case nx == 1 && idotFormats[kernelFormat(typ, 4096)]:
+	case idotFormats[kernelFormat(typ, 4096)]:
 		return boundQ16
 	}
 	return boundF32
@@ -260,12 +260,15 @@ func TestMatMul(t *testing.T) {
 	}
 }
 
-// TestMatMulNoBLAS runs batches through the matvec kernels, as on a machine
-// without cuBLAS.
-func TestMatMulNoBLAS(t *testing.T) {
+// TestMatMulCuBLAS runs batches through the f16 cuBLAS GEMMs that
+// GRETA_CUDA_CUBLAS=1 switches on (not batch-invariant).
+func TestMatMulCuBLAS(t *testing.T) {
 	p := newPair(t)
-	p.g.UseBLAS = false
-	defer func() { p.g.UseBLAS = true }()
+	p.g.UseBLAS = true
+	defer func() { p.g.UseBLAS = false }()
+	if !p.g.blasReady() {
+		t.Skip("no cuBLAS")
+	}
 	r := rand.New(rand.NewPCG(2, uint64(os.Getpid())))
 	for _, typ := range []gguf.Type{gguf.Q4_K, gguf.Q6_K, gguf.F16} {
 		w := p.weight(randomWeight(r, typ, 512, 37))
@@ -273,7 +276,7 @@ func TestMatMulNoBLAS(t *testing.T) {
 		y := p.tensor(37, 21)
 		p.g.MatMul(y.g, x.g, w.g)
 		p.ref.MatMul(y.r, x.r, w.r)
-		p.compare(fmt.Sprintf("%s no cuBLAS", typ), y, boundF32)
+		p.compare(fmt.Sprintf("%s cuBLAS", typ), y, boundGEMM)
 	}
 }
 
@@ -399,6 +402,11 @@ func TestArgmaxAndGather(t *testing.T) {
 		p.g.Gather(one.g, t3.g, []int32{2})
 		p.ref.Gather(one.r, t3.r, []int32{2})
 		p.compare(fmt.Sprintf("Gather cols %d", cols), one, 0)
+		// Rows out of order, repeated: the gather kernel.
+		three := p.tensor(cols, 4)
+		p.g.Gather(three.g, t3.g, []int32{2, 0, 2, 1})
+		p.ref.Gather(three.r, t3.r, []int32{2, 0, 2, 1})
+		p.compare(fmt.Sprintf("Gather 2,0,2,1 cols %d", cols), three, 0)
 	}
 }
 
@@ -490,8 +498,9 @@ func TestTopK(t *testing.T) {
 				}
 				gi, gv := make([]int32, k), make([]float32, k)
 				wi, wv := make([]int32, k), make([]float32, k)
-				p.g.TopK(t2.g, t2.g.Rows()-1, k, gi, gv)
-				ml.TopKHost(x[cols:], k, wi, wv)
+				row := k % 2 // either row
+				p.g.TopK(t2.g, row, k, gi, gv)
+				ml.TopKHost(x[row*cols:(row+1)*cols], k, wi, wv)
 				for i := range k {
 					if gi[i] != wi[i] || math.Float32bits(gv[i]) != math.Float32bits(wv[i]) && gv[i] != wv[i] {
 						t.Fatalf("TopK %s cols %d k %d: entry %d is (%d, %g), want (%d, %g)", kind, cols, k, i, gi[i], gv[i], wi[i], wv[i])
@@ -576,8 +585,8 @@ func TestAttentionDecodeRope(t *testing.T) {
 		{32, 4, 64, 600},  // TinyLlama: eight
 		{8, 8, 64, 300},   // one
 		{16, 8, 128, 300}, // two
-		// 32 KV heads: on 132 SMs, 4 blocks a KV head take the 6 chunks
-		// of 128 positions in turn.
+		// 32 KV heads: on 132 SMs, 4 blocks a KV head take the 3 chunks
+		// of 256 positions.
 		{128, 32, 64, 700},
 		{32, 32, 128, 600},
 	} {

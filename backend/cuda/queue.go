@@ -30,6 +30,7 @@ const (
 	opCopy
 	opArgmax
 	opTopK
+	opGather
 )
 
 type op struct {
@@ -46,18 +47,18 @@ type op struct {
 	eps   float32
 	from  int
 
-	// Rope: rx[:nrope]; Attention.
+	// Rope: rx[:nrope]; Attention. Positions, sequences and pages come
+	// from the batch buffer (Begin).
 	rx    [2]*Tensor
 	nrope int
 	rope  *ropeDev
-	pos   int // host value of the position (not in the signature)
 	q     *Tensor
 	k, v  *Tensor
 	cache *KVCache
 	layer int
 	attn  ml.Attn
 
-	dyn int // offset in dyn of the token ids or the position
+	dyn int // offset in dyn of the token ids or the gathered rows
 
 	// Fusions: a Rope of q and k that also stores k and v (o.v, o.cache,
 	// o.layer) into the cache, and the Attention that then skips it; a
@@ -68,7 +69,8 @@ type op struct {
 	normX  *Tensor
 
 	// A MatMul whose weights come in two formats: w[:split] in one, the
-	// rest in the other (one launch of a pair kernel; 0: one format).
+	// rest in the other (a pair kernel for one row, else a launch for each
+	// side; 0: one format).
 	split int
 }
 
@@ -128,6 +130,9 @@ func (b *Backend) push(o op) {
 		panic("cuda: use of a closed backend")
 	}
 	b.ops = append(b.ops, o)
+	if o.kind == opRope || o.kind == opAttn {
+		b.batUsers++
+	}
 	if len(b.ops) >= maxQueue {
 		b.enter()
 		defer b.exit()
@@ -155,7 +160,7 @@ func (b *Backend) pushDyn(vals ...int32) int {
 			}
 		}
 		if len(vals) > b.dynCap {
-			b.growDyn(len(vals))
+			b.growDyn(b.batCap, len(vals))
 		}
 	}
 	off := len(b.dyn)
@@ -163,8 +168,10 @@ func (b *Backend) pushDyn(vals ...int32) int {
 	return off
 }
 
-func (b *Backend) growDyn(n int) {
-	n = max(n, 1<<14)
+// growDyn reallocates the dyn buffer for nb int32s of batch description
+// and n of dyn values; the batch is uploaded again with the next run.
+func (b *Backend) growDyn(nb, n int) {
+	n = max(n, b.dynCap, 1<<14)
 	if b.dynBusy {
 		b.d.EventSynchronize(b.dynEvent)
 		b.dynBusy = false
@@ -178,17 +185,21 @@ func (b *Backend) growDyn(n int) {
 		b.dynHost = nil
 	}
 	var err error
-	if b.dynDev, err = b.alloc(uint64(4*n), "the per-step values"); err != nil {
+	if b.dynDev, err = b.alloc(uint64(4*(nb+n)), "the per-step values"); err != nil {
 		b.fatal("dyn", err)
 	}
-	if b.dynHost, err = b.d.MemAllocHost(uint64(4 * n)); err != nil {
+	if b.dynHost, err = b.d.MemAllocHost(uint64(4 * (nb + n))); err != nil {
 		b.fatal("dyn", err)
 	}
-	b.dynCap = n
+	b.batCap, b.dynCap = nb, n
+	b.batDirty = true
 	b.gen++
 }
 
-func (b *Backend) dynPtr(off int) devPtr { return b.dynDev + devPtr(4*off) }
+func (b *Backend) dynPtr(off int) devPtr { return b.dynDev + devPtr(4*(b.batCap+off)) }
+
+// batPtr is the batch description on the device (Begin).
+func (b *Backend) batPtr() devPtr { return b.dynDev }
 
 // runQueue runs the queued ops: by replaying the captured graph when the
 // queue matches it, by capturing a new graph when the queue matches the
@@ -201,18 +212,28 @@ func (b *Backend) runQueue() error {
 	defer func() {
 		b.ops = b.ops[:0]
 		b.dyn = b.dyn[:0]
+		b.batUsers = 0
 	}()
 	b.Stats.Runs++
-	if len(b.dyn) > 0 {
+	if len(b.dyn) > 0 || b.batDirty {
+		// One copy: the batch description (once after Begin) and dyn.
 		if b.dynBusy {
 			if err := b.d.EventSynchronize(b.dynEvent); err != nil {
 				return err
 			}
 		}
-		copy(unsafe.Slice((*int32)(b.dynHost), b.dynCap), b.dyn)
-		if err := b.d.MemcpyHtoDAsync(b.dynDev, b.dynHost, uint64(4*len(b.dyn)), b.stream); err != nil {
+		host := unsafe.Slice((*int32)(b.dynHost), b.batCap+b.dynCap)
+		start := b.batCap
+		if b.batDirty {
+			copy(host, b.batBuild)
+			start = 0
+		}
+		copy(host[b.batCap:], b.dyn)
+		end := b.batCap + len(b.dyn)
+		if err := b.d.MemcpyHtoDAsync(b.dynDev+devPtr(4*start), unsafe.Add(b.dynHost, 4*start), uint64(4*(end-start)), b.stream); err != nil {
 			return err
 		}
+		b.batDirty = false
 		if err := b.d.EventRecord(b.dynEvent, b.stream); err != nil {
 			return err
 		}
@@ -221,6 +242,7 @@ func (b *Backend) runQueue() error {
 	// Scratch that lowering will need is made now, outside any capture.
 	b.prepare()
 	b.sig = binary.LittleEndian.AppendUint64(b.sig[:0], b.gen)
+	b.sig = binary.LittleEndian.AppendUint64(b.sig, uint64(b.batRows)<<32|uint64(b.batSeqs))
 	graphable := b.Graphs && !b.Check && !b.Profile
 	for i := range b.ops {
 		b.sig = b.ops[i].appendSig(b.sig)
@@ -322,10 +344,10 @@ func (b *Backend) checkMatMul(d, x *Tensor, w *Weight) {
 func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
 	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
 	b.checkMatMul(d, xs, ww)
-	// q, k and v read the same x: one launch does all three. For one row,
-	// v may have another format than q and k (a pair kernel).
+	// q, k and v read the same x: one op does all three, v possibly in
+	// another format than q and k (split).
 	if l := b.last(); b.Fuse && l != nil && l.kind == opMatMul && l.resid == nil && l.nw < 3 && l.x == xs &&
-		l.rows == xs.rows && xs.rows <= mvMaxRows && l.w[0].cols == ww.cols && d != xs {
+		l.rows == xs.rows && !b.gemmRows(xs.rows) && l.w[0].cols == ww.cols && d != xs {
 		for i := 0; i < l.nw; i++ {
 			if l.y[i] == d {
 				goto separate
@@ -333,7 +355,10 @@ func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
 		}
 		switch {
 		case l.w[l.nw-1].kfmt == ww.kfmt:
-		case l.split == 0 && xs.rows == 1 && b.pairFits(l.w[0], ww):
+		case l.split == 0 && b.mvsFits(l.w[0]) && b.mvsFits(ww):
+			// Two formats (v in Q6_K in some Q4_K_M layers): one pair
+			// launch for one row, two staged-x launches for more; at any
+			// row count both sides take the fused norm, if any.
 			l.split = l.nw
 		default:
 			goto separate
@@ -348,12 +373,13 @@ separate:
 	b.push(o)
 }
 
-// fuseNorm folds a decode RMSNorm queued just before o, whose output is o's
-// input, into o: o's kernel normalizes x as it stages it and writes the
-// normalized row too, and the RMSNorm launch goes.
+// fuseNorm folds an RMSNorm queued just before o, whose output is o's
+// input, into o: o's kernels (mvs, mvn) normalize x as they stage it and
+// write the normalized rows too, and the RMSNorm launch goes. Any row
+// count: the fused numerics are the same for a row alone or in a batch.
 func (b *Backend) fuseNorm(o *op) {
 	l := b.last()
-	if !b.Fuse || l == nil || l.kind != opNorm || l.y[0] != o.x || l.rows != 1 || o.rows != 1 || !b.mvsFits(o.w[0]) || l.x == o.x {
+	if !b.Fuse || l == nil || l.kind != opNorm || l.y[0] != o.x || l.rows != o.rows || !b.mvsFits(o.w[0]) || l.x == o.x || b.gemmRows(o.rows) {
 		return
 	}
 	o.normW, o.normX, o.eps = l.w[0], l.x, l.eps
@@ -413,55 +439,121 @@ func (b *Backend) ropeFor(r *ml.Rope) *ropeDev {
 	return rd
 }
 
-// Begin takes the batch of the following ops. The kernels take one
-// sequence at consecutive positions over pages in pool order (the layout
-// of ml.Contiguous); a batch of many sequences, or of pages out of order,
-// is not lowered yet.
+// Begin takes the batch of the following ops and prepares its description
+// (positions, where each row's page table starts, the page tables;
+// kernels/common.cuh), which the next run uploads at the start of the dyn
+// buffer in the same copy as dyn: once per forward call. Ops queued
+// earlier that read the batch are run first; the others (an Embed) may
+// stay queued. The kernels' view of it depends only on the row count, so
+// the decode steps of one set of sequences keep one signature and replay
+// one graph.
 func (b *Backend) Begin(batch *ml.Batch) {
-	if len(batch.Pages) != 1 {
-		shapeErr("Begin: %d sequences in one batch; the cuda backend runs one at a time for now", len(batch.Pages))
+	n, ns := len(batch.Pos), len(batch.Pages)
+	if n < 1 || len(batch.Seq) != n || ns < 1 {
+		shapeErr("Begin: %d positions, %d sequence ids, %d page tables", n, len(batch.Seq), ns)
 	}
-	for j, p := range batch.Pages[0] {
-		if int(p) != j {
-			shapeErr("Begin: page %d of the sequence is pool page %d; the cuda backend reads pages in pool order for now", j, p)
+	// Ops queued for the previous batch run first, with its description
+	// (batBuild still holds it, and the run uploads it if it is not on the
+	// device yet).
+	if b.batUsers > 0 {
+		b.enter()
+		err := b.runQueue()
+		b.exit()
+		if err != nil {
+			b.fatal("Begin", err)
 		}
 	}
-	b.batch, b.pos0 = batch, int(batch.Pos[0])
+	h, toff, maxPage := batchDesc(batch, b.batBuild[:0], b.batToff[:0])
+	b.batBuild, b.batToff = h, toff
+	if len(h) > b.batCap {
+		// Room for the batch grows in steps of 256 values, so that a
+		// growing page table seldom moves dyn (which ends a graph).
+		b.enter()
+		b.growDyn(ceilDiv(len(h), 256)*256, b.dynCap)
+		b.exit()
+	}
+	b.batDirty = true
+	b.batch, b.batRows, b.batSeqs, b.batMaxPage = batch, n, ns, maxPage
 }
 
-func (b *Backend) Rope(x ml.Tensor, r *ml.Rope) { b.rope(x, b.pos0, r) }
-
-func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int, a *ml.Attn) {
-	b.attention(dst, q, k, v, cache, layer, b.pos0, a)
+// batchDesc appends the device description of batch to h
+// (kernels/common.cuh): pos[rows], toff[rows] (where row i's page table
+// starts among the tables), then the page tables one after another. toff
+// is scratch for the sequences' table offsets. It returns the largest
+// pool page named.
+func batchDesc(batch *ml.Batch, h, toff []int32) ([]int32, []int32, int) {
+	ns := len(batch.Pages)
+	h = append(h, batch.Pos...)
+	toff = append(toff, 0)
+	for _, t := range batch.Pages {
+		toff = append(toff, toff[len(toff)-1]+int32(len(t)))
+	}
+	for _, s := range batch.Seq {
+		if s < 0 || int(s) >= ns {
+			shapeErr("Begin: a row of sequence %d of %d", s, ns)
+		}
+		h = append(h, toff[s])
+	}
+	maxPage := int32(-1)
+	for _, t := range batch.Pages {
+		for _, p := range t {
+			maxPage = max(maxPage, p)
+		}
+		h = append(h, t...)
+	}
+	return h, toff, int(maxPage)
 }
 
-// Gather copies rows; the lowering copies runs of consecutive rows.
+// needBatch checks that Begin described at least rows rows.
+func (b *Backend) needBatch(what string, rows int) {
+	if b.batch == nil || rows > b.batRows {
+		shapeErr("%s: %d rows, but the batch (Begin) has %d", what, rows, b.batRows)
+	}
+}
+
+func (b *Backend) Rope(x ml.Tensor, r *ml.Rope) { b.rope(x, r) }
+
+// Gather copies rows: a run of consecutive rows as one copy, any other
+// list through a kernel that reads the row ids from dyn.
 func (b *Backend) Gather(dst, src ml.Tensor, rows []int32) {
+	d, s := dst.(*Tensor), src.(*Tensor)
+	if d.cols != s.cols || len(rows) != d.rows || len(rows) > maxGridY*64 {
+		shapeErr("Gather: dst [%d,%d], src [%d,%d], %d rows", d.cols, d.rows, s.cols, s.capRows, len(rows))
+	}
+	run := true
 	for i, r := range rows {
+		if r < 0 || int(r) >= s.capRows {
+			shapeErr("Gather: row %d of a tensor of %d", r, s.capRows)
+		}
 		if int(r) != int(rows[0])+i {
-			shapeErr("Gather: rows %v are not consecutive", rows)
+			run = false
 		}
 	}
-	b.copyRows(dst, src, int(rows[0]))
+	if run {
+		b.copyRows(dst, src, int(rows[0]))
+		return
+	}
+	off := b.pushDyn(rows...)
+	b.push(op{kind: opGather, rows: len(rows), x: s, y: [3]*Tensor{d}, dyn: off})
 }
 
-func (b *Backend) rope(x ml.Tensor, pos0 int, r *ml.Rope) {
+func (b *Backend) rope(x ml.Tensor, r *ml.Rope) {
 	xs := x.(*Tensor)
-	if xs.cols < r.HeadDim || pos0 < 0 || pos0 > math.MaxInt32-xs.rows {
-		shapeErr("Rope: x [%d,%d], head size %d, pos %d", xs.cols, xs.rows, r.HeadDim, pos0)
+	if xs.cols < r.HeadDim {
+		shapeErr("Rope: x [%d,%d], head size %d", xs.cols, xs.rows, r.HeadDim)
 	}
+	b.needBatch("Rope", xs.rows)
 	rd := b.ropeFor(r)
-	// Rope of q then of k at the same position: one launch.
-	if l := b.last(); b.Fuse && l != nil && l.kind == opRope && l.nrope == 1 && l.rope == rd && l.rows == xs.rows && l.pos == pos0 && l.rx[0] != xs {
+	// Rope of q then of k: one launch.
+	if l := b.last(); b.Fuse && l != nil && l.kind == opRope && l.nrope == 1 && l.rope == rd && l.rows == xs.rows && l.rx[0] != xs {
 		l.rx[1] = xs
 		l.nrope = 2
 		return
 	}
-	off := b.pushDyn(int32(pos0))
-	b.push(op{kind: opRope, rows: xs.rows, rx: [2]*Tensor{xs}, nrope: 1, rope: rd, pos: pos0, dyn: off})
+	b.push(op{kind: opRope, rows: xs.rows, rx: [2]*Tensor{xs}, nrope: 1, rope: rd})
 }
 
-func (b *Backend) attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos0 int, a *ml.Attn) {
+func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int, a *ml.Attn) {
 	d, qs, ks, vs, c := dst.(*Tensor), q.(*Tensor), k.(*Tensor), v.(*Tensor), cache.(*KVCache)
 	switch {
 	case a.NHeads < 1 || a.NKVHeads < 1 || a.NHeads%a.NKVHeads != 0 || a.HeadDim < 1:
@@ -474,18 +566,20 @@ func (b *Backend) attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos
 		shapeErr("Attention rows: q %d, k %d, v %d, dst %d", qs.rows, ks.rows, vs.rows, d.rows)
 	case layer < 0 || layer >= c.layers:
 		shapeErr("Attention: layer %d of %d", layer, c.layers)
-	case pos0 < 0 || pos0+qs.rows > c.ctx:
-		shapeErr("Attention: positions %d..%d past the cache of %d", pos0, pos0+qs.rows-1, c.ctx)
+	case b.batch == nil || qs.rows != b.batRows:
+		shapeErr("Attention: %d rows, but the batch (Begin) has %d", qs.rows, b.batRows)
+	case b.batMaxPage >= c.pages():
+		shapeErr("Attention: the batch names pool page %d of a cache of %d", b.batMaxPage, c.pages())
 	}
-	// Rope of q and k just before, at the same position: for one row with a
-	// decode kernel, the attention kernel does the rope and the KV store
-	// itself; otherwise the rope kernel stores k and v too, and attention
-	// only reads the cache.
+	// Rope of q and k just before: when every sequence has one row and the
+	// decode kernel fits, the attention kernel does the rope and the KV
+	// store itself; otherwise the rope kernel stores k and v too, and
+	// attention only reads the cache. Either way a row gets the same bits.
 	stored := false
 	var rope *ropeDev
 	if l := b.last(); b.Fuse && l != nil && l.kind == opRope && l.nrope == 2 && l.rx[0] == qs && l.rx[1] == ks && l.rows == qs.rows &&
-		l.pos == pos0 && l.cache == nil && l.rope.headDim == a.HeadDim {
-		if _, ok := b.attnDecFor(qs.rows, a); ok {
+		l.cache == nil && l.rope.headDim == a.HeadDim {
+		if _, ok := b.attnDecFor(a); ok && b.batRows == b.batSeqs {
 			rope = l.rope
 			b.ops = b.ops[:len(b.ops)-1]
 		} else {
@@ -493,14 +587,13 @@ func (b *Backend) attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer, pos
 		}
 		stored = true
 	}
-	off := b.pushDyn(int32(pos0))
-	b.push(op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, pos: pos0, dyn: off, stored: stored, rope: rope})
+	b.push(op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, stored: stored, rope: rope})
 }
 
 func (b *Backend) copyRows(dst, src ml.Tensor, from int) {
 	d, s := dst.(*Tensor), src.(*Tensor)
 	if d.cols != s.cols || from < 0 || from+d.rows > s.capRows {
-		shapeErr("CopyRows: dst [%d,%d], src [%d,%d], from %d", d.cols, d.rows, s.cols, s.capRows, from)
+		shapeErr("Gather: dst [%d,%d], src [%d,%d], from %d", d.cols, d.rows, s.cols, s.capRows, from)
 	}
 	b.push(op{kind: opCopy, rows: d.rows, x: s, y: [3]*Tensor{d}, from: from})
 }

@@ -6,14 +6,14 @@ import (
 	"greta/ml"
 )
 
-// TopK selects the k largest values of x's last row on the device (a radix
+// TopK selects the k largest values of row row of x on the device (a radix
 // select, kernels/topk.cu) and copies back only the k candidates, which
 // arrive in column order and are sorted here, largest first, the lower id
 // first on ties.
 func (b *Backend) TopK(x ml.Tensor, row, k int, ids []int32, vals []float32) {
 	xs := x.(*Tensor)
-	if row != xs.rows-1 {
-		shapeErr("TopK: row %d of %d; the kernel reads the last row", row, xs.rows)
+	if row < 0 || row >= xs.rows {
+		shapeErr("TopK: row %d of %d", row, xs.rows)
 	}
 	if k < 1 || k > xs.cols || len(ids) < k || len(vals) < k || xs.rows < 1 || xs.cols > 1<<31-1 {
 		shapeErr("TopK: k %d of a row of %d into %d ids and %d values", k, xs.cols, len(ids), len(vals))
@@ -21,7 +21,7 @@ func (b *Backend) TopK(x ml.Tensor, row, k int, ids []int32, vals []float32) {
 	b.enter()
 	defer b.exit()
 	b.resEnsure(2 * k)
-	b.push(op{kind: opTopK, rows: xs.rows, x: xs, from: k})
+	b.push(op{kind: opTopK, rows: xs.rows, x: xs, from: k, layer: row})
 	if err := b.runQueue(); err != nil {
 		b.fatal("TopK", err)
 	}

@@ -200,8 +200,10 @@ func f32Bytes(f []float32) []byte {
 	return out
 }
 
-// KVCache holds keys and values of every layer in f16:
-// k, v [layers][ctx][kvDim].
+// KVCache is a pool of pages of ml.PageSize positions holding keys and
+// values of every layer, f16 (or float32): k, v [layers][slots][kvDim],
+// where position t of a sequence is slot page·16 + t%16 and page is entry
+// t/16 of the sequence's page table (kernels/common.cuh kv_slot).
 type KVCache struct {
 	k, v               devPtr
 	layers, ctx, kvDim int
@@ -210,6 +212,9 @@ type KVCache struct {
 }
 
 func (c *KVCache) Spec() ml.KVSpec { return c.spec }
+
+// pages is the number of pages of ml.PageSize positions the pool holds.
+func (c *KVCache) pages() int { return c.ctx / ml.PageSize }
 
 // kv32 is the kernels' flag for a float32 cache.
 func (c *KVCache) kv32() int { return c.esz / 4 }
@@ -222,8 +227,7 @@ func (c *KVCache) layer(l int) (devPtr, devPtr) {
 
 // NewKVCache preallocates the cache for spec's positions. Out of memory is
 // an error that says how much was needed, how much is free, and to try a
-// smaller --ctx. Until the kernels read page tables, the pages hold one
-// sequence's positions in order (see Begin).
+// smaller --ctx.
 func (b *Backend) NewKVCache(spec ml.KVSpec) (ml.KVCache, error) {
 	layers, ctx, kvDim := spec.Layers, spec.Tokens(), spec.KVDim
 	if layers < 1 || ctx < 1 || kvDim < 1 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -8,11 +9,18 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	flag "github.com/spf13/pflag"
+
+	eng "greta/engine"
 	"greta/generate"
+	"greta/ml"
+	"greta/sample"
 )
 
 func init() {
@@ -27,13 +35,17 @@ type benchStat struct {
 
 // benchResult is one test of the matrix, as llama-bench reports it.
 type benchResult struct {
-	Test    string  `json:"test"` // "pp512", "tg128"
-	NPrompt int     `json:"n_prompt"`
-	NGen    int     `json:"n_gen"`
-	Depth   int     `json:"depth"`
-	Threads int     `json:"threads"`
-	TPS     float64 `json:"tps"`
-	SD      float64 `json:"sd"`
+	Test    string `json:"test"` // "pp512", "tg128"
+	NPrompt int    `json:"n_prompt"`
+	NGen    int    `json:"n_gen"`
+	Depth   int    `json:"depth"`
+	Threads int    `json:"threads"`
+	// Parallel is the number of sequences run together (--parallel), 0
+	// for the single-sequence tests; Total marks the pp+tg entry.
+	Parallel int     `json:"parallel,omitempty"`
+	Total    bool    `json:"total,omitempty"`
+	TPS      float64 `json:"tps"`
+	SD       float64 `json:"sd"`
 }
 
 // maxBenchReps bounds -r: far past any useful repetition count.
@@ -46,6 +58,8 @@ func cmdBench(args []string) (err error) {
 	ns := fs.IntSliceP("n-gen", "n", []int{128}, "generated tokens for tg (a list; 0: skip)")
 	ds := fs.IntSliceP("n-depth", "d", []int{0}, "tokens already in the context when each test starts (llama-bench's -d, a list); random tokens, not timed")
 	ts := fs.IntSliceP("threads", "t", []int{0}, "CPU threads (a list: -t 1,2; 0: all cores)")
+	levels := fs.IntSlice("parallel", nil, "sequences run together, llama-batched-bench style (a list: --parallel 1,4,16,64): each prefills -p tokens, then generates -n; reports pp, tg and total tokens/s summed over them")
+	pf := addPoolFlags(fs, false, "")
 	reps := fs.IntP("repetitions", "r", 3, "runs of each test")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the timed runs")
@@ -73,20 +87,55 @@ func cmdBench(args []string) (err error) {
 			return err
 		}
 	}
-	if *ef.ctx == 0 {
-		need := 1
+	batched := len(*levels) > 1 || len(*levels) == 1 && (*levels)[0] != 1
+	maxLevel := 1
+	for _, n := range *levels {
+		if n < 1 || n > maxParallel {
+			return usageError("--parallel %d: want a sequence count in [1, %d]", n, maxParallel)
+		}
+		maxLevel = max(maxLevel, n)
+	}
+	if batched {
 		for _, d := range *ds {
-			for _, p := range *ps {
-				need = max(need, d+p)
-			}
-			for _, n := range *ns {
-				need = max(need, d+n+1)
+			if d != 0 {
+				return usageError("-d with --parallel: the batched test has no depth (as llama-batched-bench); run -d without --parallel")
 			}
 		}
+	} else if *pf.noPrefix {
+		for _, d := range *ds {
+			if d > 0 && slices.ContainsFunc(*ps, func(p int) bool { return p > 0 }) {
+				return usageError("--no-prefix-cache with -d and -p: pp behind a depth reuses the depth's cached pages to time only the -p tokens")
+			}
+		}
+	}
+	// The tokens one sequence needs: pp's depth + p; tg's depth + 1 prompt
+	// token + n + 1 generated (the first comes from the prompt's pass).
+	need, pool := 1, 0
+	for _, d := range *ds {
+		for _, p := range *ps {
+			for _, n := range *ns {
+				if batched {
+					one := max(p, 1) + n + min(n, 1)
+					need = max(need, one)
+					pool = max(pool, maxLevel*roundPage(one))
+					continue
+				}
+				need = max(need, d+p, d+n+2)
+				pool = max(pool, roundPage(max(d+p, d+n+2))+ml.PageSize)
+			}
+		}
+	}
+	if *ef.ctx == 0 {
 		*ef.ctx = min(need, generate.MaxContext)
 	}
 	if err := ef.check(fs); err != nil {
 		return err
+	}
+	if err := pf.check(fs, *ef.batch); err != nil {
+		return err
+	}
+	if need > *ef.ctx {
+		return fmt.Errorf("%w: the tests need %d tokens of one sequence (-d + -p, or -d + -n + 2), which does not fit --ctx %d", generate.ErrContext, need, *ef.ctx)
 	}
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
@@ -98,7 +147,7 @@ func cmdBench(args []string) (err error) {
 	}
 
 	var results []benchResult
-	var dev, backend string
+	var dev, backend, poolInfo string
 	var size, params int64
 	for ti, threads := range *ts {
 		*ef.threads = threads
@@ -113,11 +162,12 @@ func cmdBench(args []string) (err error) {
 				params += e.file.Tensors[i].NumElements()
 			}
 		}
-		res, err := benchEngine(e, *ef.batch, *ps, *ns, *ds, *reps)
+		res, info, err := benchLoaded(fs, ef, pf, e, maxLevel, pool, batched, *levels, *ps, *ns, *ds, *reps)
 		e.Close()
 		if err != nil {
 			return err
 		}
+		poolInfo = info
 		results = append(results, res...)
 		if backend != "cpu" {
 			break // threads mean nothing to the GPU or the oracle
@@ -125,6 +175,9 @@ func cmdBench(args []string) (err error) {
 	}
 
 	model := filepath.Base(*ef.model)
+	if batched {
+		return printBatched(model, size, params, dev, backend, poolInfo, *reps, *levels, results, *asJSON)
+	}
 	if *asJSON {
 		j := map[string]any{
 			"model": model, "size_bytes": size, "params": params, "device": dev, "backend": backend,
@@ -157,7 +210,86 @@ func cmdBench(args []string) (err error) {
 		}
 		fmt.Fprintf(stdout, "| %s | %s | %s | %s | %s | %s | %.2f ± %.2f |\n", model, humanBytes(size), humanCount(params), backend, th, test, r.TPS, r.SD)
 	}
-	fmt.Fprintf(os.Stderr, "device: %s\n", dev)
+	fmt.Fprintf(os.Stderr, "device: %s\n%s\n", dev, poolInfo)
+	return nil
+}
+
+func roundPage(n int) int { return (n + ml.PageSize - 1) / ml.PageSize * ml.PageSize }
+
+// benchLoaded starts the engine on a loaded model and runs the tests; it
+// returns the results and the engine's load line.
+func benchLoaded(fs *flag.FlagSet, ef *engineFlags, pf *poolFlags, e *engine, maxLevel, pool int, batched bool, levels, ps, ns, ds []int, reps int) ([]benchResult, string, error) {
+	o, err := pf.engineOptions(fs, ef, e, poolSpec{parallel: maxLevel, context: e.ctx, minTokens: pool})
+	if err != nil {
+		return nil, "", err
+	}
+	en, err := startEngine(e, o)
+	if err != nil {
+		return nil, "", err
+	}
+	info := poolLine(e, en, *ef.cache)
+	if !batched {
+		res, err := benchEngine(e, en, ps, ns, ds, reps)
+		return res, info, err
+	}
+	var out []benchResult
+	for _, n := range levels {
+		res, err := benchParallel(e, en, n, ps, ns, reps)
+		if err != nil {
+			return nil, info, err
+		}
+		out = append(out, res...)
+	}
+	return out, info, nil
+}
+
+// printBatched writes --parallel's results: a table with a parallel
+// column, or with --json one line per level: the single-test object plus
+// "parallel" and a "total" entry beside "pp" and "tg".
+func printBatched(model string, size, params int64, dev, backend, poolInfo string, reps int, levels []int, results []benchResult, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		for _, n := range levels {
+			var rs []benchResult
+			for _, r := range results {
+				if r.Parallel == n {
+					rs = append(rs, r)
+				}
+			}
+			j := map[string]any{
+				"model": model, "size_bytes": size, "params": params, "device": dev, "backend": backend,
+				"reps": reps, "parallel": n, "depth": 0, "results": rs,
+			}
+			// One test per level: pp, tg and total as fields.
+			if len(rs) <= 3 {
+				j["pp"], j["tg"], j["total"] = (*benchStat)(nil), (*benchStat)(nil), (*benchStat)(nil)
+				for _, r := range rs {
+					j["threads"] = r.Threads
+					switch {
+					case r.Total:
+						j["total"] = &benchStat{N: r.NPrompt + r.NGen, TPS: r.TPS, SD: r.SD}
+					case r.NPrompt > 0:
+						j["pp"] = &benchStat{N: r.NPrompt, TPS: r.TPS, SD: r.SD}
+					default:
+						j["tg"] = &benchStat{N: r.NGen, TPS: r.TPS, SD: r.SD}
+					}
+				}
+			}
+			if err := enc.Encode(j); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	fmt.Fprintf(stdout, "| model | size | params | backend | threads | parallel | test | t/s |\n|---|---:|---:|---|---:|---:|---|---:|\n")
+	for _, r := range results {
+		th := strconv.Itoa(r.Threads)
+		if backend != "cpu" {
+			th = "-"
+		}
+		fmt.Fprintf(stdout, "| %s | %s | %s | %s | %s | %d | %s | %.2f ± %.2f |\n", model, humanBytes(size), humanCount(params), backend, th, r.Parallel, r.Test, r.TPS, r.SD)
+	}
+	fmt.Fprintf(os.Stderr, "device: %s\n%s\n", dev, poolInfo)
 	return nil
 }
 
@@ -174,85 +306,76 @@ func humanCount(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
-// benchEngine runs every depth × (pp, tg) test on a loaded engine.
-func benchEngine(e *engine, batch int, ps, ns, ds []int, reps int) ([]benchResult, error) {
-	m := e.model
-	for _, d := range ds {
-		for _, p := range ps {
-			if d+p > e.ctx {
-				return nil, fmt.Errorf("%w: -d %d with -p %d does not fit --ctx %d", generate.ErrContext, d, p, e.ctx)
+// benchTokens returns n random token ids.
+type benchTokens struct {
+	rng   *rand.Rand
+	vocab int
+}
+
+func (b *benchTokens) next(n int) []int32 {
+	t := make([]int32, n)
+	for i := range t {
+		t[i] = int32(b.rng.IntN(b.vocab))
+	}
+	return t
+}
+
+// repeat runs f once to warm up, then reps times, and returns the mean
+// and standard deviation of each of the values f measures.
+func repeat(reps int, f func() ([]float64, error)) ([]float64, []float64, error) {
+	if _, err := f(); err != nil { // warm-up
+		return nil, nil, err
+	}
+	var runs [][]float64
+	for i := 0; i < reps; i++ {
+		x, err := f()
+		if err != nil {
+			return nil, nil, err
+		}
+		runs = append(runs, x)
+	}
+	means, sds := make([]float64, len(runs[0])), make([]float64, len(runs[0]))
+	for k := range means {
+		xs := make([]float64, len(runs))
+		for i := range runs {
+			xs[i] = runs[i][k]
+		}
+		means[k], sds[k] = meanSD(xs)
+	}
+	return means, sds, nil
+}
+
+// benchEngine runs every depth × (pp, tg) test of one sequence through
+// the engine. pp prefills p random tokens behind depth others (whose
+// pages a first request leaves in the prefix cache, so only the p are
+// timed, with the logits of the last); tg generates n tokens one decode
+// step at a time behind depth + 1 prompt tokens.
+func benchEngine(e *engine, en *eng.Engine, ps, ns, ds []int, reps int) ([]benchResult, error) {
+	tk := &benchTokens{rand.New(rand.NewPCG(1, 2)), e.model.Config.VocabSize}
+	ctx := context.Background()
+	pp := func(depth, p int) ([]float64, error) {
+		prompt := tk.next(depth + p)
+		if depth > 0 {
+			if _, err := en.Generate(ctx, eng.Request{Prompt: prompt[:depth]}, nil); err != nil {
+				return nil, err
 			}
 		}
-		for _, n := range ns {
-			if n > 0 && d+n+1 > e.ctx {
-				return nil, fmt.Errorf("%w: -d %d with -n %d does not fit --ctx %d", generate.ErrContext, d, n, e.ctx)
-			}
+		res, err := en.Generate(ctx, eng.Request{Prompt: prompt}, nil)
+		if err != nil {
+			return nil, err
 		}
+		if depth > 0 && res.PrefixHit < depth/ml.PageSize*ml.PageSize {
+			return nil, fmt.Errorf("pp at depth %d: the depth's pages were not reused (%d tokens)", depth, res.PrefixHit)
+		}
+		return []float64{float64(len(prompt)-res.PrefixHit) / res.PromptTime.Seconds()}, nil
 	}
-	st, err := m.NewState(e.ctx, batch, false)
-	if err != nil {
-		return nil, err
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	randomTokens := func(k int) []int32 {
-		t := make([]int32, k)
-		for i := range t {
-			t[i] = int32(rng.IntN(m.Config.VocabSize))
+	tg := func(depth, n int) ([]float64, error) {
+		req := eng.Request{Prompt: tk.next(depth + 1), MaxTokens: n + 1, IgnoreEOS: true, Sampling: sample.Params{Greedy: true}}
+		res, err := en.Generate(ctx, req, nil)
+		if err != nil {
+			return nil, err
 		}
-		return t
-	}
-	argmax := make([]int32, 1)
-	// fill starts a test: the cache emptied, then depth random tokens.
-	fill := func(depth int) error {
-		st.Pos = 0
-		if depth == 0 {
-			return nil
-		}
-		return generate.Prefill(m, st, randomTokens(depth))
-	}
-	// pp: prefill p random tokens after depth others (the logits of the
-	// last one included). tg: n tokens one at a time, each fed back.
-	pp := func(depth, p int) (float64, error) {
-		toks := randomTokens(p)
-		if err := fill(depth); err != nil {
-			return 0, err
-		}
-		start := time.Now()
-		if err := generate.Prefill(m, st, toks); err != nil {
-			return 0, err
-		}
-		e.backend.Argmax(st.Logits, argmax)
-		return float64(p) / time.Since(start).Seconds(), nil
-	}
-	tg := func(depth, n int) (float64, error) {
-		if err := fill(depth); err != nil {
-			return 0, err
-		}
-		tok := []int32{int32(rng.IntN(m.Config.VocabSize))}
-		start := time.Now()
-		for i := 0; i < n; i++ {
-			if err := m.Forward(st, tok); err != nil {
-				return 0, err
-			}
-			e.backend.Argmax(st.Logits, argmax)
-			tok[0] = argmax[0]
-		}
-		return float64(n) / time.Since(start).Seconds(), nil
-	}
-	run := func(f func() (float64, error)) (float64, float64, error) {
-		if _, err := f(); err != nil { // warm-up
-			return 0, 0, err
-		}
-		var xs []float64
-		for i := 0; i < reps; i++ {
-			x, err := f()
-			if err != nil {
-				return 0, 0, err
-			}
-			xs = append(xs, x)
-		}
-		mean, sd := meanSD(xs)
-		return mean, sd, nil
+		return []float64{float64(n) / res.GenTime.Seconds()}, nil
 	}
 	var out []benchResult
 	for _, d := range ds {
@@ -260,21 +383,117 @@ func benchEngine(e *engine, batch int, ps, ns, ds []int, reps int) ([]benchResul
 			if p == 0 {
 				continue
 			}
-			mean, sd, err := run(func() (float64, error) { return pp(d, p) })
+			mean, sd, err := repeat(reps, func() ([]float64, error) { return pp(d, p) })
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, benchResult{Test: fmt.Sprintf("pp%d", p), NPrompt: p, Depth: d, Threads: e.threads(), TPS: mean, SD: sd})
+			out = append(out, benchResult{Test: fmt.Sprintf("pp%d", p), NPrompt: p, Depth: d, Threads: e.threads(), TPS: mean[0], SD: sd[0]})
 		}
 		for _, n := range ns {
 			if n == 0 {
 				continue
 			}
-			mean, sd, err := run(func() (float64, error) { return tg(d, n) })
+			mean, sd, err := repeat(reps, func() ([]float64, error) { return tg(d, n) })
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, benchResult{Test: fmt.Sprintf("tg%d", n), NGen: n, Depth: d, Threads: e.threads(), TPS: mean, SD: sd})
+			out = append(out, benchResult{Test: fmt.Sprintf("tg%d", n), NGen: n, Depth: d, Threads: e.threads(), TPS: mean[0], SD: sd[0]})
+		}
+	}
+	return out, nil
+}
+
+// benchParallel runs llama-batched-bench's test for each -p × -n: N
+// sequences submitted together, each prefilling p random tokens and then
+// generating n tokens in n decode steps. pp is N·p tokens over the time
+// until every sequence has its first token; tg the decode tokens that came
+// after that moment over the rest; total N·(p+n) over the whole run. Each
+// is summed over the sequences.
+func benchParallel(e *engine, en *eng.Engine, n int, ps, ns []int, reps int) ([]benchResult, error) {
+	tk := &benchTokens{rand.New(rand.NewPCG(uint64(n), 2)), e.model.Config.VocabSize}
+	run := func(p, g int) ([]float64, error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		type stream struct {
+			first time.Time
+			toks  []time.Time
+			err   error
+		}
+		streams := make([]stream, n)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i := range streams {
+			req := eng.Request{Prompt: tk.next(max(p, 1)), MaxTokens: g + min(g, 1), IgnoreEOS: true, Sampling: sample.Params{Greedy: true}}
+			ch, err := en.Submit(ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			wg.Add(1)
+			go func(s *stream) {
+				defer wg.Done()
+				for ev := range ch {
+					now := time.Now()
+					if ev.Done {
+						if ev.Result.Err != nil {
+							s.err = ev.Result.Err
+						}
+						if s.first.IsZero() {
+							s.first = now
+						}
+						return
+					}
+					if s.first.IsZero() {
+						s.first = now
+					} else {
+						s.toks = append(s.toks, now)
+					}
+				}
+			}(&streams[i])
+		}
+		wg.Wait()
+		end := time.Since(start)
+		var ppEnd time.Time
+		for _, s := range streams {
+			if s.err != nil {
+				return nil, s.err
+			}
+			if s.first.After(ppEnd) {
+				ppEnd = s.first
+			}
+		}
+		decoded := 0
+		for _, s := range streams {
+			for _, t := range s.toks {
+				if t.After(ppEnd) {
+					decoded++
+				}
+			}
+		}
+		tPP, tTG := ppEnd.Sub(start).Seconds(), end.Seconds()-ppEnd.Sub(start).Seconds()
+		ppTPS, tgTPS := float64(n*p)/tPP, 0.0
+		if g > 0 && tTG > 0 {
+			tgTPS = float64(decoded) / tTG
+		}
+		return []float64{ppTPS, tgTPS, float64(n*(p+g)) / end.Seconds()}, nil
+	}
+	var out []benchResult
+	for _, p := range ps {
+		for _, g := range ns {
+			if p == 0 && g == 0 {
+				continue
+			}
+			mean, sd, err := repeat(reps, func() ([]float64, error) { return run(p, g) })
+			if err != nil {
+				return nil, err
+			}
+			th := e.threads()
+			if p > 0 {
+				out = append(out, benchResult{Test: fmt.Sprintf("pp%d", p), NPrompt: p, Threads: th, Parallel: n, TPS: mean[0], SD: sd[0]})
+			}
+			if g > 0 {
+				out = append(out, benchResult{Test: fmt.Sprintf("tg%d", g), NGen: g, Threads: th, Parallel: n, TPS: mean[1], SD: sd[1]})
+			}
+			out = append(out, benchResult{Test: fmt.Sprintf("pp%d+tg%d", p, g), NPrompt: p, NGen: g, Threads: th, Parallel: n, Total: true, TPS: mean[2], SD: sd[2]})
 		}
 	}
 	return out, nil

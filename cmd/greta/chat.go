@@ -157,3 +157,15 @@ func chatLoop(c *generate.Chat, in io.Reader, out io.Writer, o generate.Options,
 		}
 	}
 }
+
+// genSummary says how many tokens a chat turn gave and, when any took a
+// decode step, how fast.
+func genSummary(r *generate.Result) string {
+	switch {
+	case len(r.Generated) == 0:
+		return "generated 0 tokens"
+	case r.Decoded() == 0:
+		return "generated 1 token (from the prompt's pass: no decode speed)"
+	}
+	return fmt.Sprintf("generated %d tokens at %.1f tok/s", len(r.Generated), r.GenTPS())
+}

@@ -200,6 +200,8 @@ func TestWriteErrors(t *testing.T) {
 		{"run", "-m", m, "-p", "hi", "-n", "4", "--device", "cpu"},
 		{"run", "-m", m, "-p", "hi", "-n", "4", "--device", "cpu", "--json"},
 		{"tokenize", "-m", m, "hi"},
+		{"inspect", m},
+		{"inspect", "--json", m},
 		{"bench", "-m", m, "-p", "4", "-n", "2", "-r", "1", "--device", "cpu"},
 		{"bench", "-m", m, "-p", "4", "-n", "2", "-r", "1", "--device", "cpu", "--json"},
 		{"logits", "-m", m, "--tokens", "1,2", "-o", "-", "--device", "cpu"},
@@ -432,7 +434,7 @@ func TestNaNModelCLI(t *testing.T) {
 	os.WriteFile(bad, breakTensor(t, m, "output_norm.weight"), 0o644)
 	for _, extra := range [][]string{{"--greedy"}, {}, {"--repeat-penalty", "1.1"}} {
 		_, stderr, code := greta(t, nil, append([]string{"run", "-m", bad, "-p", "hi", "-n", "8", "--device", "cpu"}, extra...)...)
-		oneLineErr(t, "NaN model", stderr, code, 1, "step 0: the logits are not finite")
+		oneLineErr(t, "NaN model", stderr, code, 1, "non-finite logits at generation step 0")
 	}
 }
 

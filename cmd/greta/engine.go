@@ -13,6 +13,7 @@ import (
 
 	"greta/backend/cpu"
 	"greta/backend/ref"
+	eng "greta/engine"
 	"greta/generate"
 	"greta/gguf"
 	"greta/ml"
@@ -78,6 +79,7 @@ type engine struct {
 	tok     *tokenizer.Tokenizer
 	backend ml.Backend
 	tracer  *trace.Recorder
+	sched   *eng.Engine // the engine requests run through, once started
 	ctx     int
 	loadDur time.Duration
 }
@@ -86,6 +88,10 @@ type engine struct {
 // any: a trace that lost records is a failed run.
 func (e *engine) Close() error {
 	var err error
+	if e.sched != nil {
+		e.sched.Close() // before the backend it runs on
+		e.sched = nil
+	}
 	if e.tracer != nil {
 		err = e.tracer.Close()
 		e.tracer = nil
@@ -293,18 +299,3 @@ func progressBar(label string) func(done, total int64) {
 }
 
 func stderrIsTerminal() bool { return term.IsTerminal(int(os.Stderr.Fd())) }
-
-// prefillStatus returns a generate.Options.OnPrefill callback that says on
-// a terminal's stderr what the first silent seconds are, or nil.
-func prefillStatus() func(done, total int) {
-	if !stderrIsTerminal() {
-		return nil
-	}
-	return func(done, total int) {
-		if done >= total {
-			fmt.Fprint(os.Stderr, "\r\033[K")
-			return
-		}
-		fmt.Fprintf(os.Stderr, "\rprocessing the prompt: %d/%d tokens", done, total)
-	}
-}

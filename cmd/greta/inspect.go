@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -85,13 +84,13 @@ func cmdInspect(args []string) error {
 	}
 	rep := inspect(path, inspectOptions{metadata: *metadata, check: *check})
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
 			return err
 		}
 	} else {
-		printInspect(os.Stdout, rep)
+		printInspect(stdout, rep)
 	}
 	if !rep.Valid {
 		if *asJSON {

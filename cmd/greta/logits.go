@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -10,7 +11,9 @@ import (
 	"strconv"
 	"strings"
 
+	eng "greta/engine"
 	"greta/generate"
+	"greta/ml"
 )
 
 func init() {
@@ -62,8 +65,11 @@ func cmdLogits(args []string) (err error) {
 		return fmt.Errorf("%w: %d tokens but the context holds %d; raise --ctx", generate.ErrContext, len(tokens), e.ctx)
 	}
 	V := e.model.Config.VocabSize
-	batch := max(1, min(*ef.batch, (256<<20)/(4*V), len(tokens))) // keep the logits buffer ≤ 256 MiB
-	st, err := e.model.NewState(len(tokens), batch, true)
+	// One request for the logits of every row, chunked as --batch says
+	// (at most 256 MiB of logits a step) on a pool of exactly its tokens.
+	batch := max(1, min(*ef.batch, (256<<20)/(4*V), len(tokens)))
+	en, err := startEngine(e, eng.Options{Parallel: 1, Context: len(tokens), Pages: (len(tokens) + ml.PageSize - 1) / ml.PageSize,
+		CacheType: *ef.cache, PrefillBudget: batch, NoPrefixCache: true})
 	if err != nil {
 		return err
 	}
@@ -82,22 +88,37 @@ func cmdLogits(args []string) (err error) {
 		dst, name = fd, *out
 	}
 	w := bufio.NewWriterSize(dst, 1<<20)
-	buf := make([]float32, batch*V)
-	raw := make([]byte, 4)
-	for i := 0; i < len(tokens); i += batch {
-		chunk := tokens[i:min(len(tokens), i+batch)]
-		if err := e.model.Forward(st, chunk); err != nil {
-			return err
+	raw := make([]byte, 4*V)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var writeErr error
+	rows := 0
+	_, err = en.Generate(ctx, eng.Request{Prompt: tokens, Logits: true}, func(ev eng.Event) {
+		if ev.Logits == nil || writeErr != nil {
+			return
 		}
-		vals := buf[:len(chunk)*V]
-		e.backend.Read(st.Logits, vals)
-		for _, v := range vals {
-			binary.LittleEndian.PutUint32(raw, math.Float32bits(v))
-			w.Write(raw)
+		if ev.Row != rows {
+			writeErr = fmt.Errorf("logits: row %d came as row %d", ev.Row, rows)
+			cancel()
+			return
 		}
-		if _, err := w.Write(nil); err != nil { // the first failed write, kept by bufio
-			return fmt.Errorf("writing %s: %w", name, err)
+		rows++
+		for k, v := range ev.Logits {
+			binary.LittleEndian.PutUint32(raw[4*k:], math.Float32bits(v))
 		}
+		if _, err := w.Write(raw); err != nil {
+			writeErr = fmt.Errorf("writing %s: %w", name, err)
+			cancel()
+		}
+	})
+	if writeErr != nil {
+		return writeErr
+	}
+	if err != nil {
+		return err
+	}
+	if rows != len(tokens) {
+		return fmt.Errorf("logits: %d rows of %d came back", rows, len(tokens))
 	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("writing %s: %w", name, err)

@@ -189,7 +189,7 @@ var flagOf = map[string]string{
 	"temperature": "--temp", "top_k": "--top-k", "top_p": "--top-p", "min_p": "--min-p",
 	"repeat_penalty": "--repeat-penalty", "repeat_last_n": "--repeat-last-n", "stop": "--stop",
 	"max_tokens": "--max-tokens/-n", "n_ctx": "--ctx", "n_batch": "--batch", "n_threads": "--threads",
-	"debug_top": "--debug-decode",
+	"debug_top": "--debug-decode", "parallel": "--parallel", "prefill_budget": "--prefill-budget",
 }
 
 // oneLine keeps an error to one line, as every user-facing error must be.

@@ -1,18 +1,24 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	flag "github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	eng "greta/engine"
 	"greta/generate"
+	"greta/ml"
 	"greta/sample"
 	"greta/tokenizer"
 )
@@ -113,11 +119,22 @@ func runRun(args []string, stdin io.Reader, out io.Writer) (err error) {
 	g := addGenFlags(fs, 128)
 	chat := fs.Bool("chat", false, "wrap the prompt in the model's chat template as a user turn")
 	asJSON := fs.Bool("json", false, "print one JSON object at the end instead of streaming text")
+	batchFile := fs.String("batch-file", "", `run every prompt of a JSONL file (-: standard input), one object a line: {"prompt": "...", "max_tokens": 32, "seed": 7, "temperature": 0, "stop": [...], "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"}; missing fields take the flags' values; one JSON line out per prompt, in input order`)
+	pf := addPoolFlags(fs, true, "sequences run at once with --batch-file (0: every line, at most 256)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := ef.check(fs); err != nil {
 		return err
+	}
+	if err := pf.check(fs, *ef.batch); err != nil {
+		return err
+	}
+	if *batchFile == "" && fs.Changed("parallel") {
+		return usageError("--parallel has no effect without --batch-file (one prompt is one sequence)")
+	}
+	if *batchFile != "" {
+		return runBatchFile(fs, ef, pf, g, *batchFile, *chat, stdin, out)
 	}
 	text, have, err := readPrompt(fs, *prompt, *file, stdin)
 	if err != nil {
@@ -147,11 +164,57 @@ func runRun(args []string, stdin io.Reader, out io.Writer) (err error) {
 	defer e.closeInto(&err)
 	g.logSettings(o)
 
+	tokens, err := promptTokens(e, g, text, *chat)
+	if err != nil {
+		return err
+	}
+	po, err := pf.engineOptions(fs, ef, e, poolSpec{parallel: 1, context: e.ctx})
+	if err != nil {
+		return err
+	}
+	en, err := startEngine(e, po)
+	if err != nil {
+		return err
+	}
+	if *g.verbose {
+		fmt.Fprintln(os.Stderr, poolLine(e, en, *ef.cache))
+	}
+	req, err := engineRequest(en, tokens, o, *pf.kvBudget != "")
+	if err != nil {
+		return err
+	}
+	var onText func(string) error
+	if !*asJSON {
+		onText = func(s string) error {
+			_, err := io.WriteString(out, s)
+			return err
+		}
+	}
+	r, err := generateOne(en, req, onText, *g.debugTop, e.tok)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetEscapeHTML(false)
+		return enc.Encode(r.object(e, en, g.seedUsed))
+	}
+	if _, err := io.WriteString(out, "\n"); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "\n[%s] load %.0f ms (KV pool %d tokens), prompt %d tokens at %.1f tok/s, %s (%s)\n",
+		e.backend.Name(), float64(e.loadDur.Microseconds())/1000, en.Stats().Pages*ml.PageSize, len(r.prompt), r.promptTPS(), r.genSummary(), r.res.StopReason)
+	return nil
+}
+
+// promptTokens tokenizes a prompt: BOS added and special tokens parsed,
+// wrapped in the chat template first with chat (or --chat-template).
+func promptTokens(e *engine, g *genFlags, text string, chat bool) ([]int32, error) {
 	addSpecial := true
-	if *chat || *g.chatTemplate != "" {
+	if chat || *g.chatTemplate != "" {
 		ct, err := g.template(e.tok)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		var msgs []tokenizer.Message
 		if *g.system != "" {
@@ -168,68 +231,182 @@ func runRun(args []string, stdin io.Reader, out io.Writer) (err error) {
 	if bos := e.tok.BOS(); bos >= 0 && len(tokens) >= 2 && tokens[0] == bos && tokens[1] == bos {
 		warnf("the prompt starts with two BOS tokens: it begins with %q and the vocabulary adds BOS itself; drop the one in the text", e.tok.Piece(bos))
 	}
+	return tokens, nil
+}
 
-	st, err := e.model.NewState(e.ctx, *ef.batch, false)
-	if err != nil {
+// engineRequest is the engine's request for a prompt and the generation
+// options. With StopAtContext, a request whose tokens would not fit runs
+// until the context is full instead of being refused.
+func engineRequest(en *eng.Engine, tokens []int32, o generate.Options, budgeted bool) (eng.Request, error) {
+	req := eng.Request{Prompt: tokens, MaxTokens: o.MaxTokens, Sampling: o.Sampling, Stop: o.Stop, TopLogprobs: o.DebugTop}
+	ctx := en.Options().Context
+	if o.StopAtContext && req.MaxTokens > 0 && len(tokens)+req.MaxTokens > ctx {
+		req.MaxTokens = -1 // the context fills before MaxTokens
+	}
+	if err := en.Check(&req); err != nil {
+		return req, contextHint(err, en, budgeted)
+	}
+	return req, nil
+}
+
+// contextHint adds what to do to a context overflow; budgeted says the
+// pool was sized by --kv-budget (which may hold less than --ctx).
+func contextHint(err error, en *eng.Engine, budgeted bool) error {
+	if !errors.Is(err, eng.ErrContext) {
 		return err
 	}
-	if !*asJSON {
-		o.OnText = func(s string) error {
-			_, err := io.WriteString(out, s)
-			return err
+	hint := "raise --ctx"
+	if n := en.Model().Config.ContextLength; n > 0 {
+		hint += fmt.Sprintf(" (the model was trained on %d)", n)
+	}
+	if budgeted {
+		hint += fmt.Sprintf(" or --kv-budget (the pool holds %d tokens)", en.Stats().Pages*ml.PageSize)
+	}
+	return fmt.Errorf("%w; %s, lower --max-tokens, pass --stop-at-context or shorten the prompt", err, hint)
+}
+
+// runOutcome is one request's result as run reports it.
+type runOutcome struct {
+	prompt []int32
+	res    *eng.Result
+	text   string
+}
+
+// generateOne runs one request through the engine, streaming its text to
+// onText (when set) and the top candidates of each step to stderr (with
+// debugTop > 0). A failed onText (a write error) ends the request and is
+// returned.
+func generateOne(en *eng.Engine, req eng.Request, onText func(string) error, debugTop int, tok *tokenizer.Tokenizer) (*runOutcome, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopProgress := promptProgress(en, len(req.Prompt), onText != nil)
+	var text strings.Builder
+	var writeErr error
+	step := 0
+	res, err := en.Generate(ctx, req, func(ev eng.Event) {
+		stopProgress()
+		if writeErr != nil {
+			return
 		}
-		o.OnPrefill = prefillStatus()
+		if !ev.Done && debugTop > 0 {
+			debugPrint(tok, step, ev)
+		}
+		if !ev.Done {
+			step++
+		}
+		if ev.Text == "" {
+			return
+		}
+		text.WriteString(ev.Text)
+		if onText != nil {
+			if writeErr = onText(ev.Text); writeErr != nil {
+				cancel()
+			}
+		}
+	})
+	stopProgress()
+	if writeErr != nil {
+		return nil, writeErr
 	}
-	if *g.debugTop > 0 {
-		o.OnDebug = debugPrinter(e.tok)
-	}
-	res, err := generate.Run(e.model, e.tok, st, tokens, o)
 	if err != nil {
-		if errors.Is(err, generate.ErrContext) {
-			return err
-		}
-		return fmt.Errorf("generation: %w", err)
+		return nil, fmt.Errorf("generation: %w", err)
 	}
-	if *asJSON {
-		timings := map[string]any{
-			"load_ms":             float64(e.loadDur.Microseconds()) / 1000,
-			"prompt_tokens_per_s": res.PromptTPS(),
-			"gen_tokens_per_s":    nil, // no decode step: no speed
-		}
-		if res.Decoded() > 0 {
-			timings["gen_tokens_per_s"] = res.GenTPS()
-		}
-		j := map[string]any{
-			"prompt_tokens": nonNil(res.PromptTokens),
-			"generated":     nonNil(res.Generated),
-			"text":          res.Text,
-			"stop_reason":   res.StopReason,
-			"seed":          g.seedUsed,
-			"device":        e.backend.Name(),
-			"timings":       timings,
-		}
-		enc := json.NewEncoder(out)
-		enc.SetEscapeHTML(false)
-		return enc.Encode(j)
+	return &runOutcome{prompt: req.Prompt, res: res, text: text.String()}, nil
+}
+
+// promptProgress says on a terminal's stderr how far the prompt is while
+// no token has come yet; the returned func stops it (and may be called
+// again).
+func promptProgress(en *eng.Engine, total int, on bool) func() {
+	if !on || !stderrIsTerminal() || total < 256 {
+		return func() {}
 	}
-	if _, err := io.WriteString(out, "\n"); err != nil {
-		return err
+	base := en.Stats().PromptTokens
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		shown := false
+		for {
+			select {
+			case <-done:
+				if shown {
+					fmt.Fprint(os.Stderr, "\r\033[K")
+				}
+				return
+			case <-t.C:
+				fmt.Fprintf(os.Stderr, "\rprocessing the prompt: %d/%d tokens", min(int64(total), en.Stats().PromptTokens-base), total)
+				shown = true
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done); <-finished })
 	}
-	fmt.Fprintf(os.Stderr, "\n[%s] load %.0f ms, prompt %d tokens at %.1f tok/s, %s (%s)\n",
-		e.backend.Name(), float64(e.loadDur.Microseconds())/1000, len(res.PromptTokens), res.PromptTPS(), genSummary(res), res.StopReason)
-	return nil
+}
+
+func (r *runOutcome) promptTPS() float64 { return tokPerSec(len(r.prompt), r.res.PromptTime) }
+
+// decoded is the number of tokens that took a decode step: every generated
+// token after the first, which comes out of the prompt's pass.
+func (r *runOutcome) decoded() int { return max(0, len(r.res.Generated)-1) }
+
+func (r *runOutcome) genTPS() float64 { return tokPerSec(r.decoded(), r.res.GenTime) }
+
+func tokPerSec(n int, d time.Duration) float64 {
+	if d <= 0 || n == 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// object is run --json's object.
+func (r *runOutcome) object(e *engine, en *eng.Engine, seed uint64) map[string]any {
+	timings := map[string]any{
+		"load_ms":             float64(e.loadDur.Microseconds()) / 1000,
+		"queued_ms":           float64(r.res.Queued.Microseconds()) / 1000,
+		"prompt_tokens_per_s": r.promptTPS(),
+		"gen_tokens_per_s":    nil, // no decode step: no speed
+	}
+	if r.decoded() > 0 {
+		timings["gen_tokens_per_s"] = r.genTPS()
+	}
+	return map[string]any{
+		"prompt_tokens": nonNil(r.prompt),
+		"generated":     nonNil(r.res.Generated),
+		"text":          r.text,
+		"stop_reason":   r.res.StopReason,
+		"prefix_hit":    r.res.PrefixHit,
+		"seed":          seed,
+		"device":        e.backend.Name(),
+		"kv_tokens":     en.Stats().Pages * ml.PageSize,
+		"timings":       timings,
+	}
 }
 
 // genSummary says how many tokens came out and, when any took a decode
 // step, how fast.
-func genSummary(r *generate.Result) string {
+func (r *runOutcome) genSummary() string {
 	switch {
-	case len(r.Generated) == 0:
+	case len(r.res.Generated) == 0:
 		return "generated 0 tokens"
-	case r.Decoded() == 0:
+	case r.decoded() == 0:
 		return "generated 1 token (from the prompt's pass: no decode speed)"
 	}
-	return fmt.Sprintf("generated %d tokens at %.1f tok/s", len(r.Generated), r.GenTPS())
+	return fmt.Sprintf("generated %d tokens at %.1f tok/s", len(r.res.Generated), r.genTPS())
+}
+
+// debugPrint prints a step's chosen token and top candidates (the
+// engine's TopLogprobs), as --debug-decode does.
+func debugPrint(tok *tokenizer.Tokenizer, step int, ev eng.Event) {
+	top := make([]sample.Candidate, len(ev.Top))
+	for i, c := range ev.Top {
+		top[i] = sample.Candidate{ID: c.ID, Logit: c.Logit, P: math.Exp(c.P)}
+	}
+	debugPrinter(tok)(step, ev.Token, top)
 }
 
 func debugPrinter(tok *tokenizer.Tokenizer) func(int, int32, []sample.Candidate) {

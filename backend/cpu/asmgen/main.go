@@ -1,11 +1,13 @@
-// Command asmgen writes two assembly files of backend/cpu (run it there:
+// Command asmgen writes three assembly files of backend/cpu (run it there:
 // go run ./asmgen, which go generate does; TestAsmgenUpToDate checks that
 // the files match it):
 //
 //   - gemm_vnni_amd64.s, the batch (prefill) microkernels for K-quant
 //     weights times 8-bit activations with AVX-512 VNNI;
 //   - attention_amd64.s, attention's score and value products for head
-//     size 64 with AVX-512F.
+//     size 64 with AVX-512F;
+//   - matvec_vnni_v_amd64.s, the decode kernels for 2 to 4 vectors at once
+//     (Q4_K, Q6_K times 15-bit activations; matvec.go).
 //
 // The GEMM kernels:
 // Each kernel multiplies 3 weight rows (rpV blocks, matmul_vnni.go) by T
@@ -193,6 +195,7 @@ func main() {
 		}
 	})
 	emit(filepath.Join(dir, "attention_amd64.s"), attention)
+	emit(filepath.Join(dir, "matvec_vnni_v_amd64.s"), matvecMulti)
 }
 
 // attention writes the head-size-64 attention products:

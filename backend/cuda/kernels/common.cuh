@@ -160,3 +160,39 @@ __device__ __forceinline__ void kv_put(u64 base, i64 i, float v, bool kv32) {
 }
 // v as the cache holds it.
 __device__ __forceinline__ float kv_round(float v, bool kv32) { return kv32 ? v : h2f(f2h(v)); }
+
+// ---- the batch (ml.Batch), uploaded by Begin before the ops that use it:
+// int32 pos[rows], toff[rows], then the page tables of its sequences one
+// after another: page j of row r's sequence is pages[toff[r] + j], pages
+// starting at 2·rows. It depends on no earlier kernel, so it may be read
+// before pdl_wait. (nseq, the number of sequences, is not needed to find
+// a row's table.)
+struct BatchRow {
+  int pos;           // the row's position
+  const int* pages;  // its sequence's page table
+};
+__device__ __forceinline__ BatchRow batch_row(u64 bat, i64 rows, i64 nseq, i64 r) {
+  const int* b = (const int*)bat;
+  BatchRow br;
+  br.pos = b[r];
+  br.pages = b + 2 * rows + b[rows + r];
+  return br;
+}
+// The cache slot (row of [slots][kvdim]) of position t: pages of 16.
+__device__ __forceinline__ i64 kv_slot(const int* pages, i64 t) { return (i64)pages[t >> 4] * 16 + (t & 15); }
+
+// Rope of one pair at position p, the same arithmetic in every kernel that
+// rotates (rope, rope_kv, attn_dec), so that a row's bits do not depend on
+// which of them ran: the angle in double, the rotation in float with
+// explicit roundings (no contraction the compiler could choose
+// differently in different kernels).
+__device__ __forceinline__ void rope_cs(i64 p, double pos_scale, double freq, float& c, float& s) {
+  double sd, cd;
+  sincos((double)p * pos_scale * freq, &sd, &cd);
+  c = (float)cd;
+  s = (float)sd;
+}
+__device__ __forceinline__ void rope_rot(float x0, float x1, float c, float s, float& y0, float& y1) {
+  y0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+  y1 = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+}

@@ -146,21 +146,13 @@ __device__ __forceinline__ void matvec_body(const MVArgs& a) {
   }
 }
 
-// Instantiations: NX=1 (decode) reads R=4 rows a block (2 for SwiGLU, which
-// reads two weights); NX=8 (small batches) one row. kernels.go holds the
-// same R values.
+// Instantiations: NX=8 activation rows, one output row a block, for any
+// row count (one included): a row's sums do not depend on how many rows
+// the launch holds. kernels.go holds the same R.
 #define MV_KERNELS(F, name)                                                                                   \
-  extern "C" __global__ void __launch_bounds__(MV_THREADS) mv_##name##_1(const MVArgs a) {                    \
-    pdl_start();                                                                                             \
-    matvec_body<F, 1, 4, false>(a);                                                                           \
-  }                                                                                                           \
   extern "C" __global__ void __launch_bounds__(MV_THREADS) mv_##name##_8(const MVArgs a) {                    \
     pdl_start();                                                                                             \
     matvec_body<F, 8, 1, false>(a);                                                                           \
-  }                                                                                                           \
-  extern "C" __global__ void __launch_bounds__(MV_THREADS) gu_##name##_1(const MVArgs a) {                    \
-    pdl_start();                                                                                             \
-    matvec_body<F, 1, 2, true>(a);                                                                            \
   }                                                                                                           \
   extern "C" __global__ void __launch_bounds__(MV_THREADS) gu_##name##_8(const MVArgs a) {                    \
     pdl_start();                                                                                             \
@@ -231,44 +223,19 @@ __device__ __forceinline__ MVBGroup<F, R, GU> mvb_group(const MVArgs& a, i64 g) 
   return m;
 }
 
-// bid and nblk are this block's index and the number of blocks doing a
-// (blockIdx.x and gridDim.x, unless a launch does two weights' formats).
-template <class F, int R, int U, int W, bool GU>
-__device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
-  constexpr int NW = GU ? 2 : 1;
+// mvs_stage stages one activation row x (cols values) into shared memory at
+// xs4, in the layout below, normalized by g (RMSNorm with eps) when g is set;
+// xb, when set, receives the normalized row. A row's staged values do not
+// depend on the block size: each run is quantized by one thread, and with a
+// norm the first 256 threads take the sum of squares in a fixed order
+// (block_sum adds the other warps' exact zeros), so kernels of 8 and 16
+// warps, and the many-row kernels, stage the same bits. Ends with a barrier.
+template <class F>
+__device__ __forceinline__ void mvs_stage(const float* x, const float* g, float eps, float* xb, float4* xs4, i64 cols) {
   constexpr int U4 = F::UNIT / 4, RL4 = F::RUNLEN / 4;
-  typedef typename F::Raw Raw;
-  extern __shared__ float4 xs4[];
-  const int lane = threadIdx.x & 31;
-  const i64 cols = a.cols;
   const int nunits = (int)(cols / F::UNIT);
   const int iters = (nunits + 31) >> 5;
   float* xsum = (float*)(xs4 + (i64)iters * 32 * U4);
-  const i64 ngroups = a.blk3, gstride = (i64)nblk * W;
-  i64 grp = (i64)bid * W + (threadIdx.x >> 5);
-  const float* x = (const float*)a.x;
-  const typename F::Lane ln = F::lane_of(lane);
-
-  // The first weights are on their way while x is staged.
-  Raw raw[U][NW][R];
-  MVBGroup<F, R, GU> cur = mvb_group<F, R, GU>(a, grp < ngroups ? grp : 0);
-  auto load = [&](int it0) {
-#pragma unroll
-    for (int j = 0; j < U; j++) {
-      const int u = lane + 32 * (it0 + j);
-      if (it0 + j < iters && u < nunits) {
-#pragma unroll
-        for (int wv = 0; wv < NW; wv++)
-#pragma unroll
-          for (int r = 0; r < R; r++) F::loadl(raw[j][wv][r], cur.rp[wv][r], ln, u);
-      }
-    }
-  };
-  if (grp < ngroups) load(0);
-  // Everything above reads only weights; x is the previous kernel's.
-  pdl_wait();
-
-  const float* g = (const float*)a.normw;
   // Quantized formats: x as int16, [i][uint4 k of the unit][lane], and per
   // unit a float4 (scale of run 0, of run 1, sum of run 0, of run 1) at
   // [i][lane]. Float formats: x as float, [i][float4 k][lane], and the run
@@ -281,7 +248,8 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
     // does not depend on the norm's factor, which multiplies the scales
     // and sums once the block has summed x²).
     float ss = 0.f;
-    for (i64 idx = threadIdx.x; idx < (i64)nunits * F::RUNS; idx += blockDim.x) {
+    const int nth = g ? 256 : (int)blockDim.x;
+    for (i64 idx = threadIdx.x; idx < (i64)nunits * F::RUNS && (int)threadIdx.x < nth; idx += nth) {
       const int u = (int)(idx / F::RUNS), run = (int)(idx % F::RUNS);
       const i64 col = F::xoff(u, run);
       float v[F::RUNLEN];
@@ -323,13 +291,13 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
     }
     if (g) {
       ss = block_sum(ss);  // also the barrier after the pass
-      const float scale = 1.0f / sqrtf(ss / (float)cols + (float)a.eps);
+      const float scale = 1.0f / sqrtf(ss / (float)cols + eps);
       for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
         const float4 t = sxq[u];
         sxq[u] = make_float4(t.x * scale, t.y * scale, t.z * scale, t.w * scale);
       }
-      if (bid == 0 && a.xb) {
-        float4* xb4 = (float4*)a.xb;
+      if (xb) {
+        float4* xb4 = (float4*)xb;
         for (i64 i = threadIdx.x; i < cols / 4; i += blockDim.x) {
           const float4 t = __ldg((const float4*)x + i), w = __ldg((const float4*)g + i);
           xb4[i] = make_float4(t.x * scale * w.x, t.y * scale * w.y, t.z * scale * w.z, t.w * scale * w.w);
@@ -341,11 +309,11 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
     float scale = 1.f;
     if (g) {
       float ss = 0.f;
-      for (i64 i = threadIdx.x; i < cols; i += blockDim.x) ss = fmaf(x[i], x[i], ss);
+      if (threadIdx.x < 256)
+        for (i64 i = threadIdx.x; i < cols; i += 256) ss = fmaf(x[i], x[i], ss);
       ss = block_sum(ss);
-      scale = 1.0f / sqrtf(ss / (float)cols + (float)a.eps);
+      scale = 1.0f / sqrtf(ss / (float)cols + eps);
     }
-    float* xb = bid == 0 ? (float*)a.xb : nullptr;
     for (i64 idx = threadIdx.x; idx < (i64)nunits * U4; idx += blockDim.x) {
       const int u = (int)(idx / U4);
       const int rem = (int)(idx % U4), run = rem / RL4, k = rem % RL4;
@@ -372,6 +340,48 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
     }
     __syncthreads();
   }
+}
+
+// bid and nblk are this block's index and the number of blocks doing a
+// (blockIdx.x and gridDim.x, unless a launch does two weights' formats).
+template <class F, int R, int U, int W, bool GU>
+__device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
+  constexpr int NW = GU ? 2 : 1;
+  constexpr int U4 = F::UNIT / 4, RL4 = F::RUNLEN / 4;
+  typedef typename F::Raw Raw;
+  extern __shared__ float4 xs4[];
+  const int lane = threadIdx.x & 31;
+  const i64 cols = a.cols;
+  const int nunits = (int)(cols / F::UNIT);
+  const int iters = (nunits + 31) >> 5;
+  float* xsum = (float*)(xs4 + (i64)iters * 32 * U4);
+  const i64 ngroups = a.blk3, gstride = (i64)nblk * W;
+  i64 grp = (i64)bid * W + (threadIdx.x >> 5);
+  const typename F::Lane ln = F::lane_of(lane);
+
+  // The first weights are on their way while x is staged.
+  Raw raw[U][NW][R];
+  MVBGroup<F, R, GU> cur = mvb_group<F, R, GU>(a, grp < ngroups ? grp : 0);
+  auto load = [&](int it0) {
+#pragma unroll
+    for (int j = 0; j < U; j++) {
+      const int u = lane + 32 * (it0 + j);
+      if (it0 + j < iters && u < nunits) {
+#pragma unroll
+        for (int wv = 0; wv < NW; wv++)
+#pragma unroll
+          for (int r = 0; r < R; r++) F::loadl(raw[j][wv][r], cur.rp[wv][r], ln, u);
+      }
+    }
+  };
+  if (grp < ngroups) load(0);
+  // Everything above reads only weights; x is the previous kernel's.
+  pdl_wait();
+
+  mvs_stage<F>((const float*)a.x, (const float*)a.normw, (float)a.eps, bid == 0 ? (float*)a.xb : nullptr, xs4, cols);
+  constexpr int Q4 = F::UNIT / 8;
+  const uint4* xq4 = (const uint4*)xs4;
+  const float4* sxq = (const float4*)(xq4 + (i64)iters * 32 * Q4);
   if (grp >= ngroups) return;
 
   // Each group: the lane's units of its R rows, U at a time, all U loads
@@ -479,6 +489,158 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
   GUS_KERNEL(F, name, 1, 4, 16, 1)
 
 VFORMATS(MVS_KERNELS)
+
+// ---- many activation rows with the decode kernels' numerics: mvn/gun.
+//
+// Block (x, y) stages activation rows y·NX .. y·NX+NX-1 (mvs_stage, each in
+// its own region of shared memory) and its warps stride over output rows
+// as in mvs_body, one output row a warp, reading each weight unit once for
+// all NX rows. Each (output row, activation row) sum is the same sequence
+// of operations as mvs_body's for that row alone (the same staged x, the
+// same units per lane in the same order, the same warp sum), so a row's
+// result is bitwise the same whatever the row count: a decode row alone,
+// beside other sequences' rows, or inside a prompt chunk.
+#define MVN_WARPS 8
+
+template <class F>
+__device__ __forceinline__ i64 mvn_region(i64 cols) {
+  const i64 nu = ((cols / F::UNIT + 31) >> 5) * 32;  // float4s of one staged row (mvsSmem)
+  return F::IDOT ? nu * (F::UNIT / 8 + 1) : nu * (F::UNIT + F::RUNS) / 4;
+}
+
+template <class F, int NX, bool GU>
+__device__ __forceinline__ void mvn_body(const MVArgs& a) {
+  constexpr int NW = GU ? 2 : 1, U = 2, W = MVN_WARPS;
+  constexpr int U4 = F::UNIT / 4, Q4 = F::UNIT / 8;
+  typedef typename F::Raw Raw;
+  extern __shared__ float4 xs4[];
+  const int lane = threadIdx.x & 31;
+  const i64 cols = a.cols;
+  const int nunits = (int)(cols / F::UNIT);
+  const int iters = (nunits + 31) >> 5;
+  const i64 region = mvn_region<F>(cols);
+  const i64 x0 = (i64)blockIdx.y * NX;
+  const int nx = (int)min((i64)NX, a.nx - x0);
+  const i64 ngroups = a.blk3, gstride = (i64)gridDim.x * W;
+  i64 grp = (i64)blockIdx.x * W + (threadIdx.x >> 5);
+  const typename F::Lane ln = F::lane_of(lane);
+
+  Raw raw[U][NW][1];
+  MVBGroup<F, 1, GU> cur = mvb_group<F, 1, GU>(a, grp < ngroups ? grp : 0);
+  auto load = [&](int it0) {
+#pragma unroll
+    for (int j = 0; j < U; j++) {
+      const int u = lane + 32 * (it0 + j);
+      if (it0 + j < iters && u < nunits) {
+#pragma unroll
+        for (int wv = 0; wv < NW; wv++) F::loadl(raw[j][wv][0], cur.rp[wv][0], ln, u);
+      }
+    }
+  };
+  if (grp < ngroups) load(0);
+  pdl_wait();
+  for (int n = 0; n < nx; n++) {
+    const i64 xr = x0 + n;
+    const float* x = (const float*)a.x + xr * cols;
+    float* xb = blockIdx.x == 0 && a.xb ? (float*)a.xb + xr * cols : nullptr;
+    mvs_stage<F>(x, (const float*)a.normw, (float)a.eps, xb, xs4 + n * region, cols);
+  }
+  if (grp >= ngroups) return;
+
+  for (;;) {
+    if (grp + gstride >= ngroups) pdl_trigger();
+    float acc[NX][NW];
+#pragma unroll
+    for (int n = 0; n < NX; n++)
+#pragma unroll
+      for (int wv = 0; wv < NW; wv++) acc[n][wv] = 0.f;
+    for (int it0 = 0; it0 < iters; it0 += U) {
+      if (it0 > 0) load(it0);
+#pragma unroll
+      for (int j = 0; j < U; j++) {
+        const int it = it0 + j, u = lane + 32 * it;
+        if (it < iters && u < nunits) {
+#pragma unroll
+          for (int n = 0; n < NX; n++) {
+            if (n >= nx) break;
+            const float4* rs = xs4 + n * region;
+            if constexpr (F::IDOT) {
+              const uint4* xq4 = (const uint4*)rs;
+              const float4* sxq = (const float4*)(xq4 + (i64)iters * 32 * Q4);
+              u32 xq[F::UNIT / 2];
+              float sx[F::RUNS], xs[F::RUNS];
+#pragma unroll
+              for (int k = 0; k < Q4; k++) {
+                const uint4 v = xq4[(it * Q4 + k) * 32 + lane];
+                xq[4 * k + 0] = v.x;
+                xq[4 * k + 1] = v.y;
+                xq[4 * k + 2] = v.z;
+                xq[4 * k + 3] = v.w;
+              }
+              const float4 sq = sxq[it * 32 + lane];
+              sx[0] = sq.x;
+              xs[0] = sq.z;
+              if constexpr (F::RUNS == 2) {
+                sx[F::RUNS - 1] = sq.y;
+                xs[F::RUNS - 1] = sq.w;
+              }
+#pragma unroll
+              for (int wv = 0; wv < NW; wv++) acc[n][wv] += F::idotl(raw[j][wv][0], ln, xq, sx, xs);
+            } else {
+              const float* xsum = (const float*)(rs + (i64)iters * 32 * U4);
+              float xv[F::UNIT];
+              float xs[F::RUNS];
+#pragma unroll
+              for (int k = 0; k < U4; k++) {
+                const float4 v = rs[(it * U4 + k) * 32 + lane];
+                xv[4 * k + 0] = v.x;
+                xv[4 * k + 1] = v.y;
+                xv[4 * k + 2] = v.z;
+                xv[4 * k + 3] = v.w;
+              }
+#pragma unroll
+              for (int run = 0; run < F::RUNS; run++) xs[run] = xsum[(it * F::RUNS + run) * 32 + lane];
+#pragma unroll
+              for (int wv = 0; wv < NW; wv++) acc[n][wv] += F::dot(raw[j][wv][0], u, xv, xs);
+            }
+          }
+        }
+      }
+    }
+    const MVBGroup<F, 1, GU> done = cur;
+    grp += gstride;
+    const bool more = grp < ngroups;
+    if (more) {
+      cur = mvb_group<F, 1, GU>(a, grp);
+      load(0);
+    }
+#pragma unroll
+    for (int n = 0; n < NX; n++) {
+      if (n >= nx) break;
+      const float s0 = warp_sum(acc[n][0]);
+      const float s1 = GU ? warp_sum(acc[n][NW - 1]) : 0.f;
+      const i64 row = done.row0;
+      if (lane == 0 && row < done.rows) {
+        const float out = GU ? silu(s0) * s1 : s0;
+        const i64 o = (x0 + n) * done.rows + row;
+        done.y[o] = out;
+        if (!GU && a.resid) ((float*)a.resid)[o] += out;
+      }
+    }
+    if (!more) break;
+  }
+}
+
+#define MVN_KERNEL(F, name, NX)                                                                        \
+  extern "C" __global__ void __launch_bounds__(MVN_WARPS * 32, 1) mvn_##name##_##NX(const MVArgs a) {   \
+    mvn_body<F, NX, false>(a);                                                                          \
+  }                                                                                                     \
+  extern "C" __global__ void __launch_bounds__(MVN_WARPS * 32, 1) gun_##name##_##NX(const MVArgs a) {   \
+    mvn_body<F, NX, true>(a);                                                                           \
+  }
+#define MVN_KERNELS(F, name) MVN_KERNEL(F, name, 2) MVN_KERNEL(F, name, 4) MVN_KERNEL(F, name, 8)
+
+VFORMATS(MVN_KERNELS)
 
 // Two formats in one launch: the q and k projections in one format and v
 // in another (Q4_K_M and Q5_K_M files keep v in Q6_K in some layers).

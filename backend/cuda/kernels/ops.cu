@@ -29,11 +29,11 @@ struct RopeArgs {
   i64 heads1, ld1;
   i64 rows, hd, npairs;
   u64 freqs;    // [npairs] double
-  u64 pos0;     // int32: position of row 0
+  u64 bat;      // the batch (common.cuh): row r's position is bat[r]
   double pos_scale;
 };
 
-// Rotates pair i of every head of every row r by (pos0+r)·pos_scale·freq[i]
+// Rotates pair i of every head of row r by pos[r]·pos_scale·freq[i]
 // (ggml's normal mode: values 2i and 2i+1). Grid: x over (heads0+heads1)·
 // npairs pairs, y strides over rows.
 extern "C" __global__ void __launch_bounds__(128) rope(const RopeArgs a) {
@@ -44,14 +44,11 @@ extern "C" __global__ void __launch_bounds__(128) rope(const RopeArgs a) {
   const i64 local = idx < n0 ? idx : idx - n0;
   const i64 head = local / a.npairs, i = local % a.npairs;
   const double freq = ((const double*)a.freqs)[i];
-  const i64 pos0 = ((const int*)a.pos0)[0];
   for (i64 r = blockIdx.y; r < a.rows; r += gridDim.y) {
     float* p = (idx < n0 ? (float*)a.x0 + r * a.ld0 : (float*)a.x1 + r * a.ld1) + head * a.hd + 2 * i;
-    double s, c;
-    sincos((double)(pos0 + r) * a.pos_scale * freq, &s, &c);
-    const float x0 = p[0], x1 = p[1], cf = (float)c, sf = (float)s;
-    p[0] = x0 * cf - x1 * sf;
-    p[1] = x0 * sf + x1 * cf;
+    float c, s;
+    rope_cs(((const int*)a.bat)[r], a.pos_scale, freq, c, s);
+    rope_rot(p[0], p[1], c, s, p[0], p[1]);
   }
 }
 
@@ -60,63 +57,58 @@ struct RopeKVArgs {
   i64 hq, ldq;
   u64 k, v;     // [rows][kvdim] float, hk heads
   i64 hk;
-  u64 kc, vc;   // the layer's cache [ctx][kvdim] f16 (or float, kv32)
-  i64 rows, hd, npairs, ctx;
+  u64 kc, vc;   // the layer's cache [slots][kvdim] f16 (or float, kv32)
+  i64 rows, hd, npairs, nseq;
   u64 freqs;    // [npairs] double
-  u64 pos0;     // int32
+  u64 bat;      // the batch (common.cuh)
   double pos_scale;
   i64 kv32;
 };
 
-// Rope of q and k, and the store of k and v into the cache, in one launch:
-// the decode step's rope, rope and kv_store. Grid: x over hq·npairs q
-// pairs, hk·hd/2 k pairs (rotated or not) and hk·hd v values; y strides
-// over rows.
+// Rope of q and k, and the store of k and v into the cache through the
+// rows' page tables, in one launch. Grid: x over hq·npairs q pairs, hk·hd/2
+// k pairs (rotated or not) and hk·hd v values; y strides over rows.
 extern "C" __global__ void __launch_bounds__(128) rope_kv(const RopeKVArgs a) {
   pdl_start();
   const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
   const int half = (int)(a.hd >> 1);
   const i64 nq = a.hq * a.npairs, nk = a.hk * half, nv = a.hk * a.hd, kvdim = a.hk * a.hd;
   if (idx >= nq + nk + nv) return;
-  const i64 pos0 = ((const int*)a.pos0)[0];
   for (i64 r = blockIdx.y; r < a.rows; r += gridDim.y) {
-    const i64 p = pos0 + r;
+    const BatchRow br = batch_row(a.bat, a.rows, a.nseq, r);
+    const i64 p = br.pos;
     if (idx < nq) {
       const i64 head = idx / a.npairs, i = idx % a.npairs;
       float* x = (float*)a.q + r * a.ldq + head * a.hd + 2 * i;
-      double s, c;
-      sincos((double)p * a.pos_scale * ((const double*)a.freqs)[i], &s, &c);
-      const float x0 = x[0], x1 = x[1], cf = (float)c, sf = (float)s;
-      x[0] = x0 * cf - x1 * sf;
-      x[1] = x0 * sf + x1 * cf;
+      float c, s;
+      rope_cs(p, a.pos_scale, ((const double*)a.freqs)[i], c, s);
+      rope_rot(x[0], x[1], c, s, x[0], x[1]);
     } else if (idx < nq + nk) {
       const i64 l = idx - nq, head = l / half, i = l % half;
       float* x = (float*)a.k + r * kvdim + head * a.hd + 2 * i;
       float x0 = x[0], x1 = x[1];
       if (i < a.npairs) {
-        double s, c;
-        sincos((double)p * a.pos_scale * ((const double*)a.freqs)[i], &s, &c);
-        const float cf = (float)c, sf = (float)s, y0 = x0 * cf - x1 * sf, y1 = x0 * sf + x1 * cf;
-        x[0] = x0 = y0;
-        x[1] = x1 = y1;
+        float c, s;
+        rope_cs(p, a.pos_scale, ((const double*)a.freqs)[i], c, s);
+        rope_rot(x0, x1, c, s, x0, x1);
+        x[0] = x0;
+        x[1] = x1;
       }
-      if (p >= 0 && p < a.ctx) {
-        const i64 o = p * kvdim + head * a.hd + 2 * i;
-        kv_put(a.kc, o, x0, a.kv32);
-        kv_put(a.kc, o + 1, x1, a.kv32);
-      }
+      const i64 o = kv_slot(br.pages, p) * kvdim + head * a.hd + 2 * i;
+      kv_put(a.kc, o, x0, a.kv32);
+      kv_put(a.kc, o + 1, x1, a.kv32);
     } else {
       const i64 l = idx - nq - nk;
-      if (p >= 0 && p < a.ctx) kv_put(a.vc, p * kvdim + l, ((const float*)a.v)[r * kvdim + l], a.kv32);
+      kv_put(a.vc, kv_slot(br.pages, p) * kvdim + l, ((const float*)a.v)[r * kvdim + l], a.kv32);
     }
   }
 }
 
 struct KVStoreArgs {
   u64 k, v;     // [rows][kvdim] float
-  u64 kc, vc;   // the layer's cache [ctx][kvdim] f16 (or float, kv32)
-  i64 rows, kvdim, ctx;
-  u64 pos0;     // int32
+  u64 kc, vc;   // the layer's cache [slots][kvdim] f16 (or float, kv32)
+  i64 rows, kvdim, nseq;
+  u64 bat;      // the batch (common.cuh)
   i64 kv32;
 };
 
@@ -126,10 +118,27 @@ extern "C" __global__ void __launch_bounds__(256) kv_store(const KVStoreArgs a) 
   const i64 d = (i64)blockIdx.x * blockDim.x + threadIdx.x;
   if (d >= a.kvdim) return;
   for (i64 r = blockIdx.y; r < a.rows; r += gridDim.y) {
-    const i64 p = (i64)((const int*)a.pos0)[0] + r;
-    if (p < 0 || p >= a.ctx) continue;
-    kv_put(a.kc, p * a.kvdim + d, ((const float*)a.k)[r * a.kvdim + d], a.kv32);
-    kv_put(a.vc, p * a.kvdim + d, ((const float*)a.v)[r * a.kvdim + d], a.kv32);
+    const BatchRow br = batch_row(a.bat, a.rows, a.nseq, r);
+    const i64 o = kv_slot(br.pages, br.pos) * a.kvdim + d;
+    kv_put(a.kc, o, ((const float*)a.k)[r * a.kvdim + d], a.kv32);
+    kv_put(a.vc, o, ((const float*)a.v)[r * a.kvdim + d], a.kv32);
+  }
+}
+
+struct GatherArgs {
+  u64 src, dst;  // [*][cols] float
+  i64 cols, nrows;
+  u64 idx;       // int32 [nrows]: dst row i = src row idx[i]
+};
+
+// Grid: x over cols, y strides over the rows gathered.
+extern "C" __global__ void __launch_bounds__(256) gather_rows(const GatherArgs a) {
+  pdl_start();
+  const i64 c = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= a.cols) return;
+  for (i64 r = blockIdx.y; r < a.nrows; r += gridDim.y) {
+    const i64 s = ((const int*)a.idx)[r];
+    ((float*)a.dst)[r * a.cols + c] = ((const float*)a.src)[s * a.cols + c];
   }
 }
 
