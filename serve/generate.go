@@ -90,11 +90,6 @@ func finishReason(r *engine.Result) string {
 // choices (seed, seed+1, …) so that n > 1 gives n samples, and each gets
 // its own constraint.
 func (s *Server) requests(st *ready, set *settings, prompt []int32, n, topLogprobs int) ([]engine.Request, *apiError) {
-	if set.format != "" && st.newConstraint == nil {
-		// Hook for structured output: the grammar package plugs in
-		// through Model.NewConstraint.
-		return nil, badRequest("response_format", "response_format %s is not yet supported by this server", set.format)
-	}
 	reqs := make([]engine.Request, n)
 	for i := range reqs {
 		p := set.sampling

@@ -20,6 +20,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"greta/backend/cpu"
 	"greta/engine"
@@ -389,7 +390,9 @@ func TestLimitsAndFaults(t *testing.T) {
 		{"unknown model", "/v1/completions", `{"model":"gpt-9","prompt":"x"}`, 404, "model", "model_not_found"},
 		{"context", "/v1/completions", `{"prompt":"Once upon a time","max_tokens":1000}`, 400, "prompt", "context_length_exceeded"},
 		{"context, chat", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":1000}`, 400, "messages", "context_length_exceeded"},
-		{"structured output hook", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}`, 400, "response_format", ""},
+		{"schema the grammar refuses", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"string","pattern":"a+"}}}}`, 400, "response_format", ""},
+		{"schema missing", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema"}}`, 400, "response_format.json_schema", ""},
+		{"bad format type", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"yaml"}}`, 400, "response_format.type", ""},
 		{"unknown endpoint", "/v1/embeddings", `{}`, 404, "", "not_found"},
 	} {
 		status, _, body := ts.post(t, c.path, c.body)
@@ -779,5 +782,66 @@ func TestShutdownCancelsAfterGrace(t *testing.T) {
 	waitFor(t, "the pool to empty", func() bool { st := e.Stats(); return st.Running == 0 && st.PagesUsed == 0 })
 	if st := e.Stats(); st.GenTokens >= 2000 {
 		t.Fatalf("%d tokens: the request was not cancelled", st.GenTokens)
+	}
+}
+
+// json_schema and json_object through package grammar: every answer of a
+// sampled model parses and validates against its schema.
+func TestJSONSchema(t *testing.T) {
+	ts := start(t, serve.Options{}, engine.Options{Parallel: 8, Context: 1024, Pages: 256})
+	c := ts.client()
+	schemas := []string{
+		`{"type":"object","properties":{"name":{"type":"string","maxLength":12},"age":{"type":"integer"}},"required":["name","age"]}`,
+		`{"type":"array","items":{"type":"string","enum":["red","green","blue"]},"minItems":1,"maxItems":4}`,
+		`{"type":"object","properties":{"ok":{"type":"boolean"},"n":{"type":"number"},"tag":{"const":"x"},"v":{"anyOf":[{"type":"null"},{"type":"integer"}]}},"required":["ok","tag","v"]}`,
+		`{"type":"object","properties":{"pet":{"type":"object","properties":{"kind":{"enum":["dog","cat"]},"legs":{"type":"integer"}},"required":["kind"]}},"required":["pet"]}`,
+	}
+	for i, src := range schemas {
+		var schema map[string]any
+		if err := json.Unmarshal([]byte(src), &schema); err != nil {
+			t.Fatal(err)
+		}
+		doc, err := jsonschema.UnmarshalJSON(strings.NewReader(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		comp := jsonschema.NewCompiler()
+		if err := comp.AddResource("schema.json", doc); err != nil {
+			t.Fatal(err)
+		}
+		sch, err := comp.Compile("schema.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := c.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{Model: "stories260K",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Answer in JSON.")}, MaxTokens: openai.Int(600),
+			Temperature: openai.Float(0.8), Seed: openai.Int(int64(i)), N: openai.Int(3),
+			ResponseFormat: openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &openai.ResponseFormatJSONSchemaParam{
+				JSONSchema: openai.ResponseFormatJSONSchemaJSONSchemaParam{Name: "s", Schema: schema, Strict: openai.Bool(true)}}}})
+		if err != nil {
+			t.Fatalf("schema %d: %v", i, err)
+		}
+		for _, ch := range r.Choices {
+			v, err := jsonschema.UnmarshalJSON(strings.NewReader(ch.Message.Content))
+			if err != nil {
+				t.Fatalf("schema %d choice %d (%s): %q does not parse: %v", i, ch.Index, ch.FinishReason, ch.Message.Content, err)
+			}
+			if err := sch.Validate(v); err != nil {
+				t.Fatalf("schema %d choice %d: %q does not validate: %v", i, ch.Index, ch.Message.Content, err)
+			}
+			if ch.FinishReason != "stop" {
+				t.Fatalf("schema %d choice %d: finish_reason %q", i, ch.Index, ch.FinishReason)
+			}
+		}
+	}
+	r, err := c.Completions.New(context.Background(), openai.CompletionNewParams{Model: "stories260K",
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(story)}, MaxTokens: openai.Int(600), Temperature: openai.Float(0)},
+		option.WithJSONSet("response_format", map[string]any{"type": "json_object"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(r.Choices[0].Text), &obj); err != nil {
+		t.Fatalf("json_object: %q (%s): %v", r.Choices[0].Text, r.Choices[0].FinishReason, err)
 	}
 }

@@ -65,9 +65,9 @@ type Model struct {
 	// Fingerprint is the answers' system_fingerprint: it should change
 	// when the model, the device or the build does.
 	Fingerprint string
-	// NewConstraint, if set, builds the decoding constraint of a
-	// response_format of type json_object (schema nil) or json_schema, one
-	// per choice. Without it such requests get 400 (not yet supported).
+	// NewConstraint builds the decoding constraint of a response_format
+	// of type json_object (schema nil) or json_schema, one per choice
+	// (default: GrammarConstraints of the engine's tokenizer).
 	NewConstraint func(schema json.RawMessage) (engine.Constraint, error)
 }
 
@@ -108,6 +108,9 @@ func New(o Options) *Server {
 func (s *Server) Ready(m Model) {
 	if m.Template == nil {
 		m.Template = template.FromTokenizer(m.Engine.Tokenizer())
+	}
+	if m.NewConstraint == nil {
+		m.NewConstraint = GrammarConstraints(m.Engine.Tokenizer())
 	}
 	s.state.Store(&ready{e: m.Engine, tmpl: m.Template, fp: m.Fingerprint, newConstraint: m.NewConstraint})
 }

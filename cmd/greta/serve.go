@@ -130,9 +130,8 @@ func cmdServe(args []string) error {
 			log.Warn("chat template", "using", tmpl.Name, "why", tmpl.Why)
 		}
 	}
-	// Structured output (response_format) plugs in here through
-	// serve.Model.NewConstraint once package grammar lands; until then
-	// such requests get 400.
+	// Structured output (response_format) is package grammar's, by
+	// default (serve.GrammarConstraints).
 	srv.Ready(serve.Model{Engine: eng, Template: tmpl,
 		Fingerprint: fmt.Sprintf("%s-%s-%s", strings.ReplaceAll(version, " ", "-"), e.backend.Name(), shortHash(*ef.model))})
 	o, st := eng.Options(), eng.Stats()
