@@ -302,6 +302,16 @@ func TestStopSeedLogprobsN(t *testing.T) {
 		t.Fatalf("stop %q: got %q (%s), want %q", stopAt, cut.Choices[0].Text, cut.Choices[0].FinishReason, want)
 	}
 
+	// A frequency penalty changes even a greedy answer.
+	pen, err := c.Completions.New(ctx, openai.CompletionNewParams{Model: "stories260K", Prompt: prompt, MaxTokens: openai.Int(40), Temperature: openai.Float(0),
+		FrequencyPenalty: openai.Float(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pen.Choices[0].Text == text {
+		t.Fatalf("frequency_penalty 2 left the greedy text as it was: %q", text)
+	}
+
 	// The same seed gives the same sample, another seed another one; n
 	// choices are n samples.
 	sampled := func(seed int64, n int64) []string {
