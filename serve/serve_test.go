@@ -100,7 +100,7 @@ func start(t *testing.T, o serve.Options, eo engine.Options) *testServer {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{url: "http://" + ln.Addr().String(), e: e, srv: s, stop: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- s.Serve(ctx, ln, 2*time.Second) }()
+	go func() { ts.done <- s.Serve(ctx, ln, 15*time.Second) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -627,6 +627,8 @@ func TestMetrics(t *testing.T) {
 	ts := start(t, serve.Options{}, engine.Options{})
 	ts.stillServes(t)
 	ts.post(t, "/v1/completions", `{"prompt":"x","temperature":"hot"}`)
+	// The engine publishes its stats after the step that ended the request.
+	waitFor(t, "the engine to publish", func() bool { s := ts.e.Stats(); return s.Running == 0 && s.PagesUsed == 0 })
 	resp, err := http.Get(ts.url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -654,7 +656,7 @@ func TestMetrics(t *testing.T) {
 // connections are refused.
 func TestShutdownLetsRequestsFinish(t *testing.T) {
 	ts := start(t, serve.Options{}, engine.Options{})
-	resp := openStream(t, context.Background(), ts.url+"/v1/completions", `{"prompt":"Once upon a time","max_tokens":60,"ignore_eos":true,"stream":true}`)
+	resp := openStream(t, context.Background(), ts.url+"/v1/completions", `{"prompt":"Once upon a time","max_tokens":30,"ignore_eos":true,"stream":true}`)
 	defer resp.Body.Close()
 	ts.stop()
 	b, err := io.ReadAll(resp.Body)
@@ -670,7 +672,7 @@ func TestShutdownLetsRequestsFinish(t *testing.T) {
 			t.Fatal(err)
 		}
 		ts.done <- nil
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("Serve did not return")
 	}
 	if _, err := http.Get(ts.url + "/health"); err == nil {
