@@ -378,7 +378,7 @@ func TestStopSeedLogprobsN(t *testing.T) {
 
 func TestLimitsAndFaults(t *testing.T) {
 	ts := start(t, serve.Options{MaxBodyBytes: 4096, ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: 400 * time.Millisecond},
-		engine.Options{Parallel: 1, QueueSize: 1})
+		engine.Options{Parallel: 1, QueueSize: 1, Context: 2048, Pages: 256})
 	for _, c := range []struct {
 		what, path, body string
 		status           int
@@ -398,8 +398,8 @@ func TestLimitsAndFaults(t *testing.T) {
 		{"bad n", "/v1/completions", `{"prompt":"x","n":0}`, 400, "n", ""},
 		{"token outside the vocabulary", "/v1/completions", `{"prompt":[1,99999]}`, 400, "", ""},
 		{"unknown model", "/v1/completions", `{"model":"gpt-9","prompt":"x"}`, 404, "model", "model_not_found"},
-		{"context", "/v1/completions", `{"prompt":"Once upon a time","max_tokens":1000}`, 400, "prompt", "context_length_exceeded"},
-		{"context, chat", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":1000}`, 400, "messages", "context_length_exceeded"},
+		{"context", "/v1/completions", `{"prompt":"Once upon a time","max_tokens":5000}`, 400, "prompt", "context_length_exceeded"},
+		{"context, chat", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":5000}`, 400, "messages", "context_length_exceeded"},
 		{"schema the grammar refuses", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"string","pattern":"a+"}}}}`, 400, "response_format", ""},
 		{"schema missing", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema"}}`, 400, "response_format.json_schema", ""},
 		{"bad format type", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"yaml"}}`, 400, "response_format.type", ""},
@@ -418,7 +418,7 @@ func TestLimitsAndFaults(t *testing.T) {
 	// third refused with 429 and Retry-After.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	long := `{"prompt":"Once upon a time","max_tokens":200,"ignore_eos":true,"stream":true}`
+	long := `{"prompt":"Once upon a time","max_tokens":2000,"ignore_eos":true,"stream":true}`
 	first := openStream(t, ctx, ts.url+"/v1/completions", long)
 	defer first.Body.Close()
 	bufio.NewReader(first.Body).ReadString('\n') // it runs
