@@ -57,6 +57,11 @@ check metrics-vllm 'vllm:num_requests_running 0' "$metrics"
 check metrics-cache 'vllm:cache_config_info{block_size="16"' "$metrics"
 check metrics-requests 'greta_http_requests_total{code="200",endpoint="completions"} 1' "$metrics"
 
+lt=$(timeout 120 "$tmp/greta" loadtest --url "$url" --api-key e2e-key --concurrency 1,4 --requests 8 --prompt-tokens 32 \
+  --max-tokens 8 --duration 60s --json 2>&1 || true)
+check loadtest '"errors": 0' "$lt"
+check loadtest-tokens '"output_tokens": 64' "$lt"
+
 kill -TERM "$pid"
 for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$pid" 2>/dev/null; then failed=$((failed + 1)); echo "FAIL sigterm: greta serve still runs 10 s after SIGTERM"
