@@ -857,3 +857,65 @@ func TestJSONSchema(t *testing.T) {
 		t.Fatalf("json_object: %q (%s): %v", r.Choices[0].Text, r.Choices[0].FinishReason, err)
 	}
 }
+
+// Greedy answers do not depend on what else runs: 24 requests at once,
+// streamed and not, equal each served alone.
+func TestConcurrentGreedyEqualsAlone(t *testing.T) {
+	ts := start(t, serve.Options{}, engine.Options{Parallel: 8, Context: 256})
+	c := ts.client()
+	ctx := context.Background()
+	const n = 24
+	prompt := func(i int) openai.CompletionNewParams {
+		return openai.CompletionNewParams{Model: "stories260K", MaxTokens: openai.Int(int64(20 + i%5*8)), Temperature: openai.Float(0),
+			Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(fmt.Sprintf("%s there was a %s named %c", story,
+				[]string{"girl", "boy", "dog", "cat"}[i%4], 'A'+i))}}
+	}
+	alone := make([]string, n)
+	for i := range alone {
+		r, err := c.Completions.New(ctx, prompt(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone[i] = r.Choices[0].Text
+	}
+	together := make([]string, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range together {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%2 == 0 {
+				r, err := c.Completions.New(ctx, prompt(i))
+				if err != nil {
+					errs <- err
+					return
+				}
+				together[i] = r.Choices[0].Text
+				return
+			}
+			st := c.Completions.NewStreaming(ctx, prompt(i))
+			var b strings.Builder
+			for st.Next() {
+				for _, ch := range st.Current().Choices {
+					b.WriteString(ch.Text)
+				}
+			}
+			if err := st.Err(); err != nil {
+				errs <- err
+				return
+			}
+			together[i] = b.String()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i := range alone {
+		if together[i] != alone[i] {
+			t.Errorf("request %d: %q with others, %q alone", i, together[i], alone[i])
+		}
+	}
+}
