@@ -89,6 +89,9 @@ func cmdServe(args []string) error {
 		id = strings.TrimSuffix(filepath.Base(*ef.model), ".gguf")
 	}
 
+	if _, err := os.Stat(*ef.model); err != nil {
+		return err // before listening: a wrong path is one line, not a server that starts and stops
+	}
 	// Listen first, so that /health says 503 while the model loads.
 	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
 	if err != nil {
