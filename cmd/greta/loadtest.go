@@ -89,7 +89,7 @@ func cmdLoadtest(args []string) error {
 	maxTokens := fs.Int("max-tokens", 128, "max_tokens of each request")
 	stream := fs.Bool("stream", true, "stream the answers (TTFT and inter-token latency need it)")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
-	duration := fs.Duration("duration", 5*time.Minute, "time limit of each level: requests still running then count as errors")
+	duration := fs.Duration("duration", 5*time.Minute, "each level starts no request after this long; those running finish (each within --timeout)")
 	model := fs.String("model", "", "model name to send (default: the server's first in /v1/models)")
 	key := fs.String("api-key", "", "bearer key (default: $OPENAI_API_KEY)")
 	endpoint := fs.String("endpoint", "completions", "completions or chat")
@@ -223,22 +223,21 @@ func loadPrompt(c loadConfig, i int) string {
 }
 
 func runLevel(client *http.Client, c loadConfig, conc int) levelReport {
-	ctx, cancel := context.WithTimeout(context.Background(), c.duration)
-	defer cancel()
 	results := make([]loadResult, c.requests)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
+	deadline := start.Add(c.duration)
 	for w := 0; w < min(conc, c.requests); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
+			for time.Now().Before(deadline) {
 				i := int(next.Add(1)) - 1
-				if i >= c.requests || ctx.Err() != nil {
+				if i >= c.requests {
 					return
 				}
-				results[i] = oneRequest(ctx, client, c, i)
+				results[i] = oneRequest(context.Background(), client, c, i)
 			}
 		}()
 	}
@@ -249,7 +248,7 @@ func runLevel(client *http.Client, c loadConfig, conc int) levelReport {
 	prompt := 0
 	for _, r := range results {
 		if r.start.IsZero() {
-			continue // never started: the level's time ran out
+			continue // never started: --duration ran out
 		}
 		rep.Requests++
 		if r.err != nil {
@@ -389,7 +388,7 @@ func oneRequest(ctx context.Context, client *http.Client, c loadConfig, i int) (
 	}
 	if !done {
 		if ctx.Err() != nil {
-			res.err = fmt.Errorf("cut by the time limit: %w", ctx.Err())
+			res.err = fmt.Errorf("cut by --timeout: %w", ctx.Err())
 		} else {
 			res.err = errors.New("the stream ended without data: [DONE]")
 		}
