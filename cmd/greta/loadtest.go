@@ -135,7 +135,7 @@ func cmdLoadtest(args []string) error {
 	var reports []levelReport
 	for _, c := range levels {
 		if !*asJSON {
-			fmt.Fprintf(os.Stderr, "concurrency %d: %d requests ...\n", c, cfg.requests)
+			fmt.Fprintf(os.Stderr, "concurrency %d: up to %d requests, for at most %v ...\n", c, cfg.requests, cfg.duration)
 		}
 		reports = append(reports, runLevel(client, cfg, c))
 	}
@@ -223,7 +223,8 @@ func loadPrompt(c loadConfig, i int) string {
 }
 
 func runLevel(client *http.Client, c loadConfig, conc int) levelReport {
-	results := make([]loadResult, c.requests)
+	var mu sync.Mutex
+	var results []loadResult // in the order they end
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -237,7 +238,10 @@ func runLevel(client *http.Client, c loadConfig, conc int) levelReport {
 				if i >= c.requests {
 					return
 				}
-				results[i] = oneRequest(context.Background(), client, c, i)
+				r := oneRequest(context.Background(), client, c, i)
+				mu.Lock()
+				results = append(results, r)
+				mu.Unlock()
 			}
 		}()
 	}
@@ -247,9 +251,6 @@ func runLevel(client *http.Client, c loadConfig, conc int) levelReport {
 	var ttft, gaps, lat []time.Duration
 	prompt := 0
 	for _, r := range results {
-		if r.start.IsZero() {
-			continue // never started: --duration ran out
-		}
 		rep.Requests++
 		if r.err != nil {
 			rep.Errors++
