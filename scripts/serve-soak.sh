@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Soak: greta serve on MODEL driven by greta loadtest with CONC streaming
-# clients for DURATION; prints the errors and the server's goroutines and
-# RSS (from /metrics) idle after a warm-up and idle after the soak.
-#   scripts/serve-soak.sh [MODEL] [DURATION] [CONC] [extra greta serve flags...]
-# Issue 13's soak is: scripts/serve-soak.sh ../shared/models/<model> 5m 64
+# clients, in ROUNDS rounds of DURATION (env, default 2); prints each
+# round's errors and figures, and the server's goroutines and RSS (from
+# /metrics) when idle after a warm-up and after each round. The KV pool is
+# allocated at start and its pages are touched as they are first used, so
+# RSS may grow up to the pool's size in the first rounds, then stays flat.
+#   [ROUNDS=N] scripts/serve-soak.sh [MODEL] [DURATION] [CONC] [extra greta serve flags...]
+# Issue 13's soak: ROUNDS=5 scripts/serve-soak.sh ../shared/models/<model> 1m 64
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-../shared/models/stories260K.gguf}
@@ -23,11 +26,17 @@ pid=$!
 for _ in $(seq 1200); do grep -q "ready at" "$tmp/out" && break; kill -0 "$pid" || { cat "$tmp/log"; exit 1; }; sleep 0.1; done
 url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$tmp/out")
 cat "$tmp/out"
-gauges() { curl -sS --max-time 10 "$url/metrics" | awk '/^go_goroutines /{g=$2} /^process_resident_memory_bytes /{r=$2} END{printf "goroutines %d, RSS %.1f MiB", g, r/1048576}'; }
+gauges() {
+  curl -sS --max-time 10 "$url/metrics" | awk '/^go_goroutines /{g=$2} /^process_resident_memory_bytes /{r=$2} /^go_memstats_heap_inuse_bytes /{h=$2}
+    /^greta_kv_pages_used /{u=$2} END{printf "goroutines %d, RSS %.1f MiB, Go heap in use %.1f MiB, KV pages used %d", g, r/1048576, h/1048576, u}'
+}
 echo "idle before the warm-up: $(gauges)"
 "$tmp/greta" loadtest --url "$url" --concurrency "$conc" --requests $((conc * 2)) --max-tokens 64 --prompt-tokens 64 --duration 120s >/dev/null 2>&1
 sleep 1
 echo "idle after the warm-up:  $(gauges)"
-"$tmp/greta" loadtest --url "$url" --concurrency "$conc" --requests 100000000 --max-tokens 128 --prompt-tokens 128 --duration "$duration"
-sleep 1
-echo "idle after the soak:     $(gauges)"
+for round in $(seq "${ROUNDS:-2}"); do
+  "$tmp/greta" loadtest --url "$url" --concurrency "$conc" --requests 100000000 --max-tokens 128 --prompt-tokens 128 \
+    --duration "$duration" --seed "$round" 2>/dev/null | tail -n +2
+  sleep 1
+  echo "idle after round $round:    $(gauges)"
+done
