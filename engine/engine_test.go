@@ -175,10 +175,11 @@ func batchInvariance(t *testing.T, path string, b ml.Backend, maxLen int) {
 	}
 	reqs := requests(rand.New(rand.NewPCG(1, 2)), n, maxLen, maxGen, l.m.Config.VocabSize, l.tok.BOS())
 	want := alone(t, l, reqs)
-	// A pool of about a third of what the prompts need at once.
-	var total int
+	// A pool a little larger than the longest sequence: a few run at once,
+	// and their decoding runs out of pages.
+	var longest int
 	for _, r := range reqs {
-		total += len(r.Prompt) + r.MaxTokens
+		longest = max(longest, len(r.Prompt)+r.MaxTokens)
 	}
 	cases := []struct {
 		name string
@@ -186,7 +187,7 @@ func batchInvariance(t *testing.T, path string, b ml.Backend, maxLen int) {
 	}{
 		{"batch64", engine.Options{Parallel: 64, Context: 2048}},
 		{"budget7", engine.Options{Parallel: 64, PrefillBudget: 7, Context: 2048, NoPrefixCache: true}},
-		{"preempt", engine.Options{Parallel: 64, Pages: max(2048, total/3)/ml.PageSize + 8, Context: 2048}},
+		{"preempt", engine.Options{Parallel: 64, Pages: longest/ml.PageSize + 24, Context: 2048}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
