@@ -2,6 +2,8 @@
 
 package cpu
 
+import "simd/archsimd"
+
 // Attention's products for head size 64, in attention_amd64.s (written by
 // asmgen; AVX-512F).
 
@@ -32,11 +34,12 @@ func attnGroup64(out, q, kt, v []float32, stride, n int, scale float32, scores [
 		for ; i+16 <= n; i += 16 {
 			ldx(s, i).Mul(inv).Store((*[16]float32)(s[i : i+16]))
 		}
-		for ; i < n; i++ {
-			s[i] /= sum
+		if i < n { // the tail divides, as the scalar twin
+			archsimd.LoadFloat32x16SlicePart(s[i:]).Div(bcast(sum)).StoreSlicePart(s[i:])
 		}
 	}
 	for h := 0; h < nh; h += 4 {
 		attnValues4x64(&out[h*hd], &scores[h*n16], 4*n16, &v[0], 4*stride, n)
 	}
+	archsimd.ClearAVXUpperBits()
 }
