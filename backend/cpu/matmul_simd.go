@@ -33,6 +33,7 @@ func init() {
 	k.f32[gguf.Q6_K] = dotQ6_KF32SIMD
 	k.q832[gguf.Q8_0] = dotQ8_0Q8SIMD
 	k.q832[gguf.Q4_0] = dotQ4_0Q8SIMD
+	k.q832x4[gguf.Q8_0] = dotQ8_0Q8x4SIMD
 	k.q8K[gguf.Q4_K] = dotQ4_KQ8SIMD
 	k.q8K[gguf.Q5_K] = dotQ5_KQ8SIMD
 	k.q8K[gguf.Q6_K] = dotQ6_KQ8SIMD
@@ -430,6 +431,49 @@ func dotQ8_0Q8SIMD(row []byte, a []act32) float32 {
 		}
 	}
 	return hsum16(a0.Add(a1))
+}
+
+// q8blk adds block a's share of dotQ8_0Q8SIMD to acc: w holds the weights
+// sign-extended, dw the weight scale in every lane.
+func q8blk(w archsimd.Int16x32, dw f32x16, a *act32, acc f32x16) f32x16 {
+	p := w.DotProductPairs(archsimd.LoadInt8x32(&a.qs).ExtendToInt16()).ConvertToFloat32()
+	return p.MulAdd(dw.Mul(bcastp(&a.d)), acc)
+}
+
+func dotQ8_0Q8x4SIMD(y *[4]float32, row []byte, a []act32, nb int) {
+	a = a[:4*nb]
+	row = row[:34*nb]
+	a0, a1, a2, a3 := a[:nb], a[nb:2*nb], a[2*nb:3*nb], a[3*nb:]
+	// e for the even blocks, o for the odd ones, as dotQ8_0Q8SIMD's a0, a1.
+	var e0, e1, e2, e3, o0, o1, o2, o3 f32x16
+	i := 0
+	for ; i+2 <= nb; i += 2 {
+		b := row[i*34 : i*34+68]
+		w := archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[2]))).ExtendToInt16()
+		dw := f16v(b, 0)
+		e0 = q8blk(w, dw, &a0[i], e0)
+		e1 = q8blk(w, dw, &a1[i], e1)
+		e2 = q8blk(w, dw, &a2[i], e2)
+		e3 = q8blk(w, dw, &a3[i], e3)
+		w = archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[36]))).ExtendToInt16()
+		dw = f16v(b, 34)
+		o0 = q8blk(w, dw, &a0[i+1], o0)
+		o1 = q8blk(w, dw, &a1[i+1], o1)
+		o2 = q8blk(w, dw, &a2[i+1], o2)
+		o3 = q8blk(w, dw, &a3[i+1], o3)
+	}
+	if i < nb {
+		b := row[i*34 : i*34+34]
+		w := archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[2]))).ExtendToInt16()
+		dw := f16v(b, 0)
+		e0 = q8blk(w, dw, &a0[i], e0)
+		e1 = q8blk(w, dw, &a1[i], e1)
+		e2 = q8blk(w, dw, &a2[i], e2)
+		e3 = q8blk(w, dw, &a3[i], e3)
+	}
+	bits := func(e, o f32x16) uint64 { return uint64(hsum16v(e.Add(o)).AsUint32x4().GetElem(0)) }
+	lo, hi := clearUpper(bits(e0, o0)|bits(e1, o1)<<32, bits(e2, o2)|bits(e3, o3)<<32)
+	*(*[2]uint64)(unsafe.Pointer(y)) = [2]uint64{lo, hi}
 }
 
 func dotQ4_0Q8SIMD(row []byte, a []act32) float32 {
