@@ -43,7 +43,7 @@ type kernels struct {
 	// q832x4, where set, is q832 for four vectors at once (a holds them one
 	// after the other, nb blocks each), each sum bit for bit what q832
 	// returns for it: the batch path shares the weight loads.
-	q832x4 [gguf.BF16 + 1]func(y *[4]float32, row []byte, a []act32, nb int)
+	q832x4 [gguf.BF16 + 1]func(row []byte, a []act32, nb int) (y0, y1, y2, y3 float32)
 	// q15K returns Σ w·(d·q) with 15-bit activations (K-quants).
 	q15K [gguf.BF16 + 1]func(row []byte, a []actK15) float32
 	// q15Rows, where set, computes y[i] = Σ w·(d·q) for the len(y) rows

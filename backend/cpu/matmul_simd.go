@@ -440,7 +440,7 @@ func q8blk(w archsimd.Int16x32, dw f32x16, a *act32, acc f32x16) f32x16 {
 	return p.MulAdd(dw.Mul(bcastp(&a.d)), acc)
 }
 
-func dotQ8_0Q8x4SIMD(y *[4]float32, row []byte, a []act32, nb int) {
+func dotQ8_0Q8x4SIMD(row []byte, a []act32, nb int) (y0, y1, y2, y3 float32) {
 	a = a[:4*nb]
 	row = row[:34*nb]
 	a0, a1, a2, a3 := a[:nb], a[nb:2*nb], a[2*nb:3*nb], a[3*nb:]
@@ -473,7 +473,8 @@ func dotQ8_0Q8x4SIMD(y *[4]float32, row []byte, a []act32, nb int) {
 	}
 	bits := func(e, o f32x16) uint64 { return uint64(hsum16v(e.Add(o)).AsUint32x4().GetElem(0)) }
 	lo, hi := clearUpper(bits(e0, o0)|bits(e1, o1)<<32, bits(e2, o2)|bits(e3, o3)<<32)
-	*(*[2]uint64)(unsafe.Pointer(y)) = [2]uint64{lo, hi}
+	f := math.Float32frombits
+	return f(uint32(lo)), f(uint32(lo >> 32)), f(uint32(hi)), f(uint32(hi >> 32))
 }
 
 func dotQ4_0Q8SIMD(row []byte, a []act32) float32 {

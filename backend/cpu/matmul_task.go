@@ -204,9 +204,7 @@ func (s *matmulState) Do(wk, lo, hi int) {
 				row := data[r*rb : (r+1)*rb]
 				j := j0
 				for ; dot4 != nil && j+4 <= j1; j += 4 {
-					var o [4]float32
-					dot4(&o, row, s.act32[j*nb:(j+4)*nb], nb)
-					s.y[j*rows+r], s.y[(j+1)*rows+r], s.y[(j+2)*rows+r], s.y[(j+3)*rows+r] = o[0], o[1], o[2], o[3]
+					s.y[j*rows+r], s.y[(j+1)*rows+r], s.y[(j+2)*rows+r], s.y[(j+3)*rows+r] = dot4(row, s.act32[j*nb:(j+4)*nb], nb)
 				}
 				for ; j < j1; j++ {
 					s.y[j*rows+r] = dot(row, s.act32[j*nb:(j+1)*nb])

@@ -32,7 +32,7 @@ func TestQ832x4Agrees(t *testing.T) {
 			a := make([]act32, 4*nb)
 			k.quantize32(a, x)
 			var y [4]float32
-			dot4(&y, m.Data, a, nb)
+			y[0], y[1], y[2], y[3] = dot4(m.Data, a, nb)
 			for j := range 4 {
 				want := k.q832[typ](m.Data, a[j*nb:(j+1)*nb])
 				if math.Float32bits(y[j]) != math.Float32bits(want) {
