@@ -59,25 +59,32 @@ func TestNoLegacySSE(t *testing.T) {
 		t.Fatal(err)
 	}
 	funcs := parseObjdump(out, syms)
-	var bad []string
+	var bad, asm []string
 	seen := 0
 	for name, k := range kernels {
 		ins, ok := funcs[name]
 		if k.asm {
 			// Assembly is entered with the state as it is and must leave it
 			// clean.
-			ins, ok = funcs[name+".abi0"]
+			if a, found := funcs[name+".abi0"]; found {
+				ins, ok = a, true
+			}
 			k.vecIn = true
 		}
 		if !ok {
 			continue // inlined everywhere or not linked
 		}
 		seen++
+		if k.asm {
+			asm = append(asm, name)
+		}
 		bad = append(bad, checkSSE(name, ins, k, kernels)...)
 	}
 	if seen < 20 {
 		t.Fatalf("found only %d of the %d SIMD functions in the disassembly; is the symbol prefix right?", seen, len(kernels))
 	}
+	sort.Strings(asm)
+	t.Logf("checked %d functions, %d of them assembly (%s)", seen, len(asm), strings.Join(asm, " "))
 	sort.Strings(bad)
 	if len(bad) > 0 {
 		t.Errorf("%d legacy-SSE hazards in SIMD kernels:\n%s", len(bad), strings.Join(bad, "\n"))
