@@ -267,18 +267,27 @@ func dotBF16SIMD(row []byte, x, _ []float32) float32 {
 	return s
 }
 
+// q8f32blk adds the share of the Q8_0 block at b[off:] against x[32i:] to
+// acc.
+func q8f32blk(b []byte, off int, x []float32, i int, acc f32x16) f32x16 {
+	q0 := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[off+2]))).ExtendToInt32().ConvertToFloat32()
+	q1 := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[off+18]))).ExtendToInt32().ConvertToFloat32()
+	p := q1.MulAdd(ldx(x, 32*i+16), q0.Mul(ldx(x, 32*i)))
+	return p.MulAdd(f16v(b, off), acc)
+}
+
+// dotQ8_0F32SIMD sums the even blocks into a0 and the odd ones into a1.
 func dotQ8_0F32SIMD(row []byte, x, _ []float32) float32 {
 	var a0, a1 f32x16
-	for i := 0; i < len(x)/32; i++ {
-		b := row[i*34 : i*34+34]
-		q0 := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[2]))).ExtendToInt32().ConvertToFloat32()
-		q1 := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[18]))).ExtendToInt32().ConvertToFloat32()
-		p := q1.MulAdd(ldx(x, 32*i+16), q0.Mul(ldx(x, 32*i)))
-		if i&1 == 0 {
-			a0 = p.MulAdd(f16v(b, 0), a0)
-		} else {
-			a1 = p.MulAdd(f16v(b, 0), a1)
-		}
+	nb := len(x) / 32
+	i := 0
+	for ; i+2 <= nb; i += 2 {
+		b := row[i*34 : i*34+68]
+		a0 = q8f32blk(b, 0, x, i, a0)
+		a1 = q8f32blk(b, 34, x, i+1, a1)
+	}
+	if i < nb {
+		a0 = q8f32blk(row[i*34:i*34+34], 0, x, i, a0)
 	}
 	return hsum16(a0.Add(a1))
 }
@@ -417,18 +426,19 @@ func dotQ6_KF32SIMD(row []byte, x, _ []float32) float32 {
 
 // ---- 8-bit activations ----
 
+// dotQ8_0Q8SIMD sums the even blocks into a0 and the odd ones into a1.
 func dotQ8_0Q8SIMD(row []byte, a []act32) float32 {
 	var a0, a1 f32x16
-	for i := range a {
+	nb := len(a)
+	i := 0
+	for ; i+2 <= nb; i += 2 {
+		b := row[i*34 : i*34+68]
+		a0 = q8blk(archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[2]))).ExtendToInt16(), f16v(b, 0), &a[i], a0)
+		a1 = q8blk(archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[36]))).ExtendToInt16(), f16v(b, 34), &a[i+1], a1)
+	}
+	if i < nb {
 		b := row[i*34 : i*34+34]
-		w := archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[2]))).ExtendToInt16()
-		q := archsimd.LoadInt8x32(&a[i].qs).ExtendToInt16()
-		p := w.DotProductPairs(q).ConvertToFloat32()
-		if i&1 == 0 {
-			a0 = p.MulAdd(f16v(b, 0).Mul(bcastp(&a[i].d)), a0)
-		} else {
-			a1 = p.MulAdd(f16v(b, 0).Mul(bcastp(&a[i].d)), a1)
-		}
+		a0 = q8blk(archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[2]))).ExtendToInt16(), f16v(b, 0), &a[i], a0)
 	}
 	return hsum16(a0.Add(a1))
 }
