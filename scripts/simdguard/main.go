@@ -12,7 +12,7 @@
 // 19 kernels 1.0-30x slower than pure Go at b67deb1; today the slowest
 // ratio is about 0.35.
 //
-//	go run ./scripts/simdguard [-rounds 5] [-benchtime 10ms] [-limit 1]
+//	go run ./scripts/simdguard [-rounds 5] [-benchtime 10ms] [-limit 1] [-v]
 package main
 
 import (
@@ -37,14 +37,15 @@ func main() {
 	rounds := flag.Int("rounds", 5, "benchmark rounds (separate processes)")
 	benchtime := flag.String("benchtime", "10ms", "go test -benchtime of each kernel in a round")
 	limit := flag.Float64("limit", 1, "largest median time ratio simd/generic allowed")
+	verbose := flag.Bool("v", false, "print every kernel's median ratio")
 	flag.Parse()
-	if err := run(*rounds, *benchtime, *limit); err != nil {
+	if err := run(*rounds, *benchtime, *limit, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "simdguard:", err)
 		os.Exit(1)
 	}
 }
 
-func run(rounds int, benchtime string, limit float64) error {
+func run(rounds int, benchtime string, limit float64, verbose bool) error {
 	start := time.Now()
 	dir, err := os.MkdirTemp("", "simdguard")
 	if err != nil {
@@ -107,6 +108,9 @@ func run(rounds int, benchtime string, limit float64) error {
 	sort.Slice(rs, func(i, j int) bool { return rs[i].median > rs[j].median })
 	var bad []string
 	for _, r := range rs {
+		if verbose {
+			fmt.Printf("%-24s %.3f\n", r.name, r.median)
+		}
 		if r.median > limit {
 			bad = append(bad, fmt.Sprintf("  %-24s simd/generic median %.2f (rounds: %s)", r.name, r.median, fmtAll(r.all)))
 		}
