@@ -2,6 +2,8 @@
 
 package cpu
 
+import "simd/archsimd"
+
 // Attention's products for head size 64, in attention_amd64.s (written by
 // asmgen; AVX-512F).
 
@@ -40,8 +42,8 @@ func attnGroup64(out, q, kc, vc []float32, kp, vp []int, stride, n int, scale fl
 		for ; i+16 <= n; i += 16 {
 			ldx(s, i).Mul(inv).Store((*[16]float32)(s[i : i+16]))
 		}
-		for ; i < n; i++ {
-			s[i] /= sum
+		if i < n { // the tail divides, as the scalar twin
+			archsimd.LoadFloat32x16SlicePart(s[i:]).Div(bcast(sum)).StoreSlicePart(s[i:])
 		}
 	}
 	var part [4 * hd]float32
@@ -53,4 +55,5 @@ func attnGroup64(out, q, kc, vc []float32, kp, vp []int, stride, n int, scale fl
 			addSIMD(o, part[:])
 		}
 	}
+	archsimd.ClearAVXUpperBits()
 }
