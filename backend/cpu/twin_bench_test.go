@@ -116,9 +116,14 @@ func kernelTwins() []twin {
 		for _, nh := range []int{8, 2} {
 			const hd = 64
 			n16 := (n + 15) / 16 * 16
-			q, kt, v := randomVec(r, nh*hd), randomVec(r, n16*hd), randomVec(r, n*hd)
+			q, kt, v := randomVec(r, nh*hd), randomVec(r, n16*hd), randomVec(r, n16*hd)
 			out, sc := make([]float32, nh*hd), make([]float32, nh*n16)
-			addV(fmt.Sprintf("attnGroup/n%d/h%d", n, nh), func(k *vecKernels) { k.attnGroup(out, q, kt, v, hd, n, hd, 0.125, sc) })
+			// Pages in pool order: logical page j is page j.
+			kp, vp := make([]int, n16/16), make([]int, n16/16)
+			for j := range kp {
+				kp[j], vp[j] = j*16*hd, j*16*hd
+			}
+			addV(fmt.Sprintf("attnGroup/n%d/h%d", n, nh), func(k *vecKernels) { k.attnGroup(out, q, kt, v, kp, vp, hd, n, hd, 0.125, sc) })
 		}
 	}
 	_ = sink
