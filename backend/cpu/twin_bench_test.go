@@ -117,7 +117,7 @@ func kernelTwins() []twin {
 			const hd = 64
 			n16 := (n + 15) / 16 * 16
 			q, kt, v := randomVec(r, nh*hd), randomVec(r, n16*hd), randomVec(r, n16*hd)
-			out, sc := make([]float32, nh*hd), make([]float32, nh*n16)
+			out, sc := make([]float32, nh*hd), make([]float32, nh*n16+attnScratch)
 			// Pages in pool order: logical page j is page j.
 			kp, vp := make([]int, n16/16), make([]int, n16/16)
 			for j := range kp {

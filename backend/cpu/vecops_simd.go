@@ -284,14 +284,14 @@ func attnGroupSIMD(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, sc
 			s[i] *= inv
 		}
 	}
-	var part [maxGenericHead]float32
+	part := scores[nh*n16 : nh*n16+hd] // scratch past the scores (attnScratch)
 	for h := range nh {
 		o := out[h*hd : (h+1)*hd]
-		clear(o)
-		for j := range np {
+		attnValuesSIMD(o, scores[h*n16:h*n16+min(16, n)], 1, vc[vp[0]:], stride)
+		for j := 1; j < np; j++ {
 			m := min(16, n-16*j)
-			attnValuesSIMD(part[:hd], scores[h*n16+16*j:h*n16+16*j+m], 1, vc[vp[j]:], stride)
-			addSIMD(o, part[:hd])
+			attnValuesSIMD(part, scores[h*n16+16*j:h*n16+16*j+m], 1, vc[vp[j]:], stride)
+			addSIMD(o, part)
 		}
 	}
 }
