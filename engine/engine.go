@@ -302,14 +302,17 @@ func (e *Engine) Submit(ctx context.Context, r Request) (<-chan Event, error) {
 		e.mu.Unlock()
 		return nil, fmt.Errorf("%w: %d requests are waiting (the limit is %d); try again later", ErrQueueFull, e.stats.Waiting+len(e.pending), e.o.QueueSize)
 	}
+	// The scheduler sets s.out to nil when s finishes, which may be before
+	// Submit returns: take the outbox while s is still ours alone.
+	out := s.out
 	e.pending = append(e.pending, s)
-	go s.out.forward(ctx)
+	go out.forward(ctx)
 	e.mu.Unlock()
 	select {
 	case e.wake <- struct{}{}:
 	default:
 	}
-	return s.out.ch, nil
+	return out.ch, nil
 }
 
 // Close ends every request in flight (with StopError and ErrClosed) and

@@ -45,10 +45,9 @@ func newSeq(ctx context.Context, e *Engine, r Request) *seq {
 	s := &seq{ctx: ctx, req: r, out: newOutbox(ctx), nPrompt: len(r.Prompt), submitted: time.Now()}
 	s.toks = append(make([]int32, 0, len(r.Prompt)+max(r.MaxTokens, 0)), r.Prompt...)
 	s.sampler = sample.New(r.Sampling, e.vocab)
-	s.greedy = r.Sampling.Greedy || r.Sampling.Temp <= 0
-	if r.Sampling.RepeatPenalty != 0 && r.Sampling.RepeatPenalty != 1 {
-		s.greedy = false
-	}
+	// Penalties change the logits before the argmax: only the sampler
+	// applies them.
+	s.greedy = (r.Sampling.Greedy || r.Sampling.Temp <= 0) && !r.Sampling.Penalized()
 	s.dec = e.tok.NewStreamDecoder()
 	s.stop = generate.NewStopMatcher(r.Stop)
 	return s

@@ -20,8 +20,20 @@ type Params struct {
 	TopP          float64
 	MinP          float64
 	RepeatPenalty float64
-	RepeatLastN   int // how many recent tokens the penalty looks at
-	Seed          uint64
+	RepeatLastN   int // how many recent tokens the penalties look at
+	// PresencePenalty is subtracted from the logit of every token among
+	// the last RepeatLastN, FrequencyPenalty once per occurrence there
+	// (OpenAI's presence_penalty and frequency_penalty, applied over
+	// llama.cpp's window as llama-server does). 0: off.
+	PresencePenalty  float64
+	FrequencyPenalty float64
+	Seed             uint64
+}
+
+// Penalized reports whether any penalty is on: then even greedy decoding
+// must go through Sample, which applies them before the argmax.
+func (p Params) Penalized() bool {
+	return (p.RepeatPenalty != 0 && p.RepeatPenalty != 1) || p.PresencePenalty != 0 || p.FrequencyPenalty != 0
 }
 
 // Defaults are llama.cpp's defaults.
@@ -42,12 +54,12 @@ type Sampler struct {
 	p     Params
 	rng   *rand.Rand
 	cands []Candidate
-	seen  map[int32]bool
+	seen  map[int32]int
 }
 
 // New returns a sampler for a vocabulary of n tokens.
 func New(p Params, n int) *Sampler {
-	return &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x5851F42D4C957F2D)), cands: make([]Candidate, n), seen: map[int32]bool{}}
+	return &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x5851F42D4C957F2D)), cands: make([]Candidate, n), seen: map[int32]int{}}
 }
 
 // Greedy returns the index of the largest logit (the first on ties).
@@ -65,7 +77,7 @@ func Greedy(logits []float32) int32 {
 // generated), for the repetition penalty.
 func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 	p := s.p
-	penalize := p.RepeatPenalty != 0 && p.RepeatPenalty != 1
+	penalize := p.Penalized()
 	if (p.Greedy || p.Temp <= 0) && !penalize {
 		return Greedy(logits)
 	}
@@ -74,20 +86,28 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 		c[i] = Candidate{ID: int32(i), Logit: v}
 	}
 	if penalize {
-		// llama.cpp: divide positive logits by the penalty, multiply
-		// negative ones, once per distinct recent token.
+		// llama.cpp's penalties sampler: per distinct recent token, divide
+		// a positive logit by the repeat penalty (multiply a negative
+		// one), then subtract count·frequency + presence.
 		clear(s.seen)
 		from := max(0, len(history)-p.RepeatLastN)
 		for _, t := range history[from:] {
-			if s.seen[t] || int(t) >= len(c) {
-				continue
+			if t >= 0 && int(t) < len(c) {
+				s.seen[t]++
 			}
-			s.seen[t] = true
-			if c[t].Logit > 0 {
-				c[t].Logit /= float32(p.RepeatPenalty)
+		}
+		rp := p.RepeatPenalty
+		if rp == 0 {
+			rp = 1
+		}
+		for t, n := range s.seen {
+			l := c[t].Logit
+			if l > 0 {
+				l /= float32(rp)
 			} else {
-				c[t].Logit *= float32(p.RepeatPenalty)
+				l *= float32(rp)
 			}
+			c[t].Logit = l - float32(float64(n)*p.FrequencyPenalty+p.PresencePenalty)
 		}
 	}
 	if p.Greedy || p.Temp <= 0 {

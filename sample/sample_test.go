@@ -105,3 +105,36 @@ func TestSampleTopMatchesSample(t *testing.T) {
 		}
 	}
 }
+
+// Presence and frequency penalties subtract from the logits of recent
+// tokens (presence once, frequency per occurrence), so that greedy picks
+// the best token after them, and the window is RepeatLastN.
+func TestPresenceFrequencyPenalties(t *testing.T) {
+	l := []float32{0, 5, 4.5, 3, -1}
+	hist := []int32{1, 1, 2}
+	for _, c := range []struct {
+		p    Params
+		want int32
+	}{
+		{Params{Greedy: true}, 1},
+		{Params{Greedy: true, RepeatLastN: 64, PresencePenalty: 0.4}, 1},                   // 4.6 vs 4.1
+		{Params{Greedy: true, RepeatLastN: 64, PresencePenalty: 0.6}, 1},                   // 4.4, 3.9 vs 3
+		{Params{Greedy: true, RepeatLastN: 64, FrequencyPenalty: 0.6}, 2},                  // 3.8, 3.9 vs 3: counts matter
+		{Params{Greedy: true, RepeatLastN: 1, FrequencyPenalty: 2}, 1},                     // only token 2 is in the window
+		{Params{Greedy: true, RepeatLastN: 64, FrequencyPenalty: -1}, 1},                   // negative: favours repeats
+		{Params{Greedy: true, RepeatLastN: 64, RepeatPenalty: 2, PresencePenalty: 0.1}, 3}, // 2.4, 2.15 vs 3
+	} {
+		if !c.p.Penalized() && c.p.PresencePenalty != 0 {
+			t.Fatal("Penalized is false with a penalty on")
+		}
+		if got := New(c.p, len(l)).Sample(l, hist); got != c.want {
+			t.Errorf("%+v: got %d, want %d", c.p, got, c.want)
+		}
+	}
+	if err := (Params{PresencePenalty: 2.5}).Validate(); err == nil {
+		t.Error("presence_penalty 2.5 passed Validate")
+	}
+	if err := (Params{FrequencyPenalty: -2}).Validate(); err != nil {
+		t.Errorf("frequency_penalty -2: %v", err)
+	}
+}

@@ -37,6 +37,7 @@ const (
 //	min_p          0 .. 1 (0: off)
 //	repeat_penalty finite, ≥ 0 (0 and 1: off)
 //	repeat_last_n  0 .. 2^24
+//	presence_penalty, frequency_penalty  -2 .. 2 (0: off)
 func (p Params) Validate() error {
 	finite := func(field string, v, lo, hi float64, want string) error {
 		if math.IsNaN(v) || math.IsInf(v, 0) || v < lo || v > hi {
@@ -53,6 +54,8 @@ func (p Params) Validate() error {
 		{"top_p", p.TopP, 0, 1, "a number in [0, 1] (1: off)"},
 		{"min_p", p.MinP, 0, 1, "a number in [0, 1] (0: off)"},
 		{"repeat_penalty", p.RepeatPenalty, 0, math.MaxFloat64, "a finite number ≥ 0 (1: off)"},
+		{"presence_penalty", p.PresencePenalty, -2, 2, "a number in [-2, 2] (0: off)"},
+		{"frequency_penalty", p.FrequencyPenalty, -2, 2, "a number in [-2, 2] (0: off)"},
 	} {
 		if err := finite(c.field, c.v, c.lo, c.hi, c.want); err != nil {
 			return err

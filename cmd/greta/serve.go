@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	gengine "greta/engine"
+	"greta/serve"
+	"greta/tokenizer/template"
+)
+
+func init() {
+	register("serve", "an OpenAI-compatible HTTP server: chat, completions, metrics", cmdServe)
+}
+
+func cmdServe(args []string) error {
+	fs := newFlags("serve", "--model M [--host H] [--port P] [--parallel N] [flags]")
+	ef := addEngineFlags(fs, false)
+	host := fs.String("host", "127.0.0.1", "address to listen on (0.0.0.0: every interface)")
+	port := fs.Int("port", 8080, "TCP port (0: any free one, printed in the ready line)")
+	parallel := fs.Int("parallel", 8, "sequences generated at once (slots)")
+	kvBudget := fs.String("kv-budget", "", "KV cache size, e.g. 512MiB or 2GiB (default: enough for --parallel sequences of --ctx tokens, at most 1 GiB)")
+	queue := fs.Int("queue", 256, "requests waiting beyond the running ones; more get 429")
+	apiKey := fs.String("api-key", "", "require Authorization: Bearer KEY (default: $GRETA_API_KEY, else none)")
+	alias := fs.String("alias", "", "the model's id in the API (default: the file's name without .gguf)")
+	logFormat := fs.String("log-format", "text", "log lines: text or json")
+	grace := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long requests in flight may run on before they are cancelled")
+	maxBody := fs.String("max-body", "8MiB", "largest request body; more gets 413")
+	chatTmpl := fs.String("chat-template", "", "a built-in chat format by name (llama3, llama2, zephyr, chatml) instead of the model's template")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := ef.check(fs); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("unexpected arguments %q", strings.Join(fs.Args(), " "))
+	}
+	if *port < 0 || *port > 65535 {
+		return usageError("--port %d: want 0 to 65535", *port)
+	}
+	if *parallel < 1 || *parallel > 4096 {
+		return usageError("--parallel %d: want 1 to 4096", *parallel)
+	}
+	if *queue < 1 {
+		return usageError("--queue %d: want at least 1", *queue)
+	}
+	var budget int64
+	if *kvBudget != "" {
+		b, err := parseBytes(*kvBudget)
+		if err != nil {
+			return usageError("--kv-budget: %v", err)
+		}
+		budget = b
+	}
+	bodyLimit, err := parseBytes(*maxBody)
+	if err != nil || bodyLimit < 1 {
+		return usageError("--max-body %q: want a size such as 8MiB", *maxBody)
+	}
+	if *grace < 0 {
+		return usageError("--shutdown-timeout %v: want a duration ≥ 0", *grace)
+	}
+	var h slog.Handler
+	switch *logFormat {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, nil)
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, nil)
+	default:
+		return usageError("--log-format %q: want text or json", *logFormat)
+	}
+	log := slog.New(h)
+	key := *apiKey
+	if key == "" {
+		key = os.Getenv("GRETA_API_KEY")
+	}
+	id := *alias
+	if id == "" {
+		id = strings.TrimSuffix(filepath.Base(*ef.model), ".gguf")
+	}
+
+	if _, err := os.Stat(*ef.model); err != nil {
+		return err // before listening: a wrong path is one line, not a server that starts and stops
+	}
+	// Listen first, so that /health says 503 while the model loads.
+	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
+	if err != nil {
+		return err
+	}
+	srv := serve.New(serve.Options{ModelID: id, APIKey: key, MaxBodyBytes: bodyLimit, Logger: log})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln, *grace) }()
+	url := "http://" + ln.Addr().String()
+	log.Info("loading the model", "model", *ef.model, "listening", url)
+
+	e, err := ef.load()
+	if err != nil {
+		stop()
+		<-served
+		return err
+	}
+	defer e.closeInto(&err)
+	eng, err := gengine.New(e.model, e.tok, gengine.Options{Parallel: *parallel, Context: e.ctx, KVBudget: budget,
+		CacheType: *ef.cache, PrefillBudget: *ef.batch, QueueSize: *queue})
+	if err != nil {
+		stop()
+		<-served
+		return err
+	}
+	defer eng.Close()
+	var tmpl *template.Template
+	if *chatTmpl != "" {
+		if tmpl, err = template.ByName(e.tok, *chatTmpl); err != nil {
+			stop()
+			<-served
+			return usageError("--chat-template: %v", err)
+		}
+	} else {
+		tmpl = template.FromTokenizer(e.tok)
+		if tmpl.Fallback {
+			log.Warn("chat template", "using", tmpl.Name, "why", tmpl.Why)
+		}
+	}
+	// Structured output (response_format) is package grammar's, by
+	// default (serve.GrammarConstraints).
+	srv.Ready(serve.Model{Engine: eng, Template: tmpl,
+		Fingerprint: fmt.Sprintf("%s-%s-%s", strings.ReplaceAll(version, " ", "-"), e.backend.Name(), shortHash(*ef.model))})
+	o, st := eng.Options(), eng.Stats()
+	fmt.Fprintf(stdout, "greta serve: ready at %s (model %s, device %s, context %d, %d parallel slots, KV %d pages × %d = %d tokens, chat template %s, loaded in %.1fs)\n",
+		url, id, e.backend.Name(), o.Context, o.Parallel, st.Pages, st.PageSize, st.Pages*st.PageSize, tmpl.Name, e.loadDur.Seconds())
+	if f, ok := stdout.w.(*os.File); ok {
+		f.Sync()
+	}
+	if err := <-served; err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// parseBytes reads a size: a plain byte count or one with a unit (K, M,
+// G, T with an optional iB or B; powers of 1024).
+func parseBytes(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	upper := strings.ToUpper(t)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"TIB", 1 << 40}, {"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
+		{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(upper, u.suffix) {
+			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.m
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v < 0 || v*float64(mult) > 1<<62 {
+		return 0, fmt.Errorf("%q is not a size (e.g. 512MiB, 2GiB or a byte count)", s)
+	}
+	return int64(v * float64(mult)), nil
+}
+
+// shortHash is a short stable hash of s, for system_fingerprint.
+func shortHash(s string) string {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * 16777619
+	}
+	return fmt.Sprintf("%08x", h)
+}

@@ -1,0 +1,158 @@
+package template
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"greta/gguf"
+	"greta/internal/testmodels"
+	"greta/tokenizer"
+)
+
+// Meta's Llama 3 Instruct template, as in Meta-Llama-3-8B-Instruct.
+const llama3 = `{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>
+
+'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>
+
+' }}{% endif %}`
+
+// ChatML as Qwen 2.5 and many fine-tunes write it (without a default
+// system prompt).
+const chatml = `{% for message in messages %}{{'<|im_start|>' + message['role'] + '
+' + message['content'] + '<|im_end|>' + '
+'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant
+' }}{% endif %}`
+
+var conversation = []Message{
+	{Role: "system", Content: "You are terse."},
+	{Role: "user", Content: "Hi there"},
+	{Role: "assistant", Content: "Hello."},
+	{Role: "user", Content: "What is 2+2?"},
+}
+
+func toTok(ms []Message) []tokenizer.Message {
+	out := make([]tokenizer.Message, len(ms))
+	for i, m := range ms {
+		out[i] = tokenizer.Message{Role: m.Role, Content: m.Content}
+	}
+	return out
+}
+
+// The Jinja rendering of a family's template is the built-in format's
+// text, BOS left out.
+func TestJinjaMatchesBuiltin(t *testing.T) {
+	for _, c := range []struct{ name, src string }{{"llama3", llama3}, {"chatml", chatml}} {
+		tm, err := Compile(c.src, "<|begin_of_text|>", "<|eot_id|>")
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		ct, err := tokenizer.NewChatTemplate(c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, gen := range []bool{false, true} {
+			got, err := tm.Apply(conversation, gen)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			if want := ct.Apply(toTok(conversation), gen); got != want {
+				t.Errorf("%s (generation prompt %v):\n got %q\nwant %q", c.name, gen, got, want)
+			}
+		}
+	}
+}
+
+// Publishers' templates for four families render a conversation with
+// their markers in place and the generation prompt at the end.
+func TestPublishedTemplates(t *testing.T) {
+	for _, c := range []struct {
+		file, bos, eos string
+		want           []string
+		end            string
+	}{
+		{"Llama-3.2-1B-Instruct-GGUF.jinja", "<|begin_of_text|>", "<|eot_id|>",
+			[]string{"<|start_header_id|>system<|end_header_id|>", "You are terse.", "<|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>"},
+			"<|start_header_id|>assistant<|end_header_id|>\n\n"},
+		{"Qwen3-8B-Q8_0.jinja", "", "<|im_end|>",
+			[]string{"<|im_start|>system\nYou are terse.<|im_end|>", "<|im_start|>user\nWhat is 2+2?<|im_end|>"},
+			"<|im_start|>assistant\n"},
+		{"gemma-4-26B-A4B-it-UD-Q8_K_XL.jinja", "<bos>", "<eos>",
+			[]string{"You are terse.", "What is 2+2?"}, ""},
+		{"Ministral-3-14B-Instruct-2512-Q4_0.jinja", "<s>", "</s>",
+			[]string{"[SYSTEM_PROMPT]You are terse.[/SYSTEM_PROMPT]", "[INST]What is 2+2?[/INST]"}, ""},
+	} {
+		src, err := os.ReadFile(filepath.Join("testdata", c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tm, err := Compile(string(src), c.bos, c.eos)
+		if err != nil {
+			t.Errorf("%s: %v", c.file, err)
+			continue
+		}
+		got, err := tm.Apply(conversation, true)
+		if err != nil {
+			t.Errorf("%s: %v", c.file, err)
+			continue
+		}
+		if c.bos != "" && strings.HasPrefix(got, c.bos) {
+			t.Errorf("%s: the output starts with BOS %q", c.file, c.bos)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: %q is not in\n%s", c.file, w, got)
+			}
+		}
+		if !strings.HasSuffix(got, c.end) {
+			t.Errorf("%s: does not end with %q:\n%s", c.file, c.end, got)
+		}
+	}
+}
+
+// A template's own refusal is an error of Apply, not a panic or a silent
+// prompt.
+func TestRaiseException(t *testing.T) {
+	src := `{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{{ m.content }}{% endfor %}`
+	tm, err := Compile(src, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tm.Apply(conversation, true); err == nil || !strings.Contains(err.Error(), "System role not supported") {
+		t.Fatalf("got %v, want the template's exception", err)
+	}
+	if _, err := Compile("{% for %}", "", ""); err == nil {
+		t.Fatal("a broken template compiled")
+	}
+}
+
+// A file without a template gets the built-in chatml format, marked as a
+// fallback; one whose template the engine refuses gets a built-in one too,
+// saying why.
+func TestFromTokenizerFallback(t *testing.T) {
+	dir := testmodels.SharedDir(t, 2)
+	f, err := gguf.Open(filepath.Join(dir, "models", "stories260K.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tok, err := tokenizer.FromGGUF(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := FromTokenizer(tok)
+	if tm.Name != "chatml" || !tm.Fallback || tm.Why == "" {
+		t.Fatalf("got %+v, want the chatml fallback with a reason", tm)
+	}
+	got, err := tm.Apply([]Message{{Role: "user", Content: "hi"}}, true)
+	if err != nil || got != "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if _, err := ByName(tok, "llama3"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ByName(tok, "nope"); err == nil {
+		t.Fatal("an unknown name was accepted")
+	}
+}
