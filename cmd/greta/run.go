@@ -177,7 +177,7 @@ func runRun(args []string, stdin io.Reader, out io.Writer) (err error) {
 		return err
 	}
 	if *g.verbose {
-		fmt.Fprintln(os.Stderr, poolLine(e, en, *ef.cache))
+		fmt.Fprintln(os.Stderr, poolLine(e, en))
 	}
 	req, err := engineRequest(en, tokens, o, *pf.kvBudget != "")
 	if err != nil {
