@@ -120,7 +120,7 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int,
 	}
 	t := &b.attn
 	n16 := (maxN + 15) / 16 * 16
-	if need := a.NHeads / a.NKVHeads * n16; len(t.scores) < b.pool.Threads() || len(t.scores[0]) < need || len(t.pages[0]) < 2*n16/16 {
+	if need := a.NHeads/a.NKVHeads*n16 + attnScratch; len(t.scores) < b.pool.Threads() || len(t.scores[0]) < need || len(t.pages[0]) < 2*n16/16 {
 		t.scores = make([][]float32, b.pool.Threads())
 		t.pages = make([][]int, b.pool.Threads())
 		for i := range t.scores {
@@ -136,13 +136,14 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int,
 // share one KV head, over n positions held in pages: out[h] =
 // Σ_p softmax(s_h)[p]·v[p] with s_h[p] = scale·q_h·k[p]. The key block of
 // logical page j (16 positions transposed) is kc[kp[j]:], and its value
-// rows are vc[vp[j] + slot·stride:]; scores is scratch of len(q)/hd·n16.
+// rows are vc[vp[j] + slot·stride:]; scores is scratch of
+// len(q)/hd·n16 + attnScratch.
 // Values are summed page by page in logical order (each page's products
 // summed, then added to the total), so the result depends on the positions
 // alone, never on where the pages sit in the pool.
 func attnGroupGeneric(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, scale float32, scores []float32) {
 	n16 := (n + 15) / 16 * 16
-	var part [maxGenericHead]float32
+	part := scores[len(q)/hd*n16 : len(q)/hd*n16+hd] // scratch past the scores (attnScratch)
 	for h := range len(q) / hd {
 		s := scores[h*n16 : (h+1)*n16]
 		for j := range n16 / 16 {
@@ -154,10 +155,10 @@ func attnGroupGeneric(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int,
 		}
 		sum := expSumGeneric(s[:n], maxS)
 		o := out[h*hd : (h+1)*hd]
-		clear(o)
-		for j := range n16 / 16 {
+		attnValuesGeneric(o, s[:min(16, n)], 1/sum, vc[vp[0]:], stride)
+		for j := 1; j < n16/16; j++ {
 			m := min(16, n-16*j)
-			attnValuesGeneric(part[:hd], s[16*j:16*j+m], 1/sum, vc[vp[j]:], stride)
+			attnValuesGeneric(part, s[16*j:16*j+m], 1/sum, vc[vp[j]:], stride)
 			for i := range o {
 				o[i] += part[i]
 			}
@@ -165,8 +166,10 @@ func attnGroupGeneric(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int,
 	}
 }
 
-// maxGenericHead is the largest head size attnGroupGeneric takes.
-const maxGenericHead = 512
+// attnScratch is the scratch attnGroup needs past its scores: the partial
+// sums of one page's values for up to 4 heads of up to 128 values, or one
+// head of up to 512.
+const attnScratch = 512
 
 // attnScoresGeneric sets s[p] = scale·Σ_d q[d]·k[p][d] for the len(s)
 // positions (a multiple of 16) of the transposed key blocks kt.

@@ -2,6 +2,8 @@
 
 package cpu
 
+import "simd/archsimd"
+
 // Attention's products for head size 64, in attention_amd64.s (written by
 // asmgen; AVX-512F).
 
@@ -19,7 +21,7 @@ func attnGroup64(out, q, kc, vc []float32, kp, vp []int, stride, n int, scale fl
 	nh := len(q) / hd
 	n16 := (n + 15) / 16 * 16
 	np := n16 / 16
-	_ = scores[nh*n16-1]
+	_ = scores[nh*n16+4*hd-1]
 	_ = out[nh*hd-1]
 	_ = kp[np-1]
 	_ = vp[np-1]
@@ -40,17 +42,18 @@ func attnGroup64(out, q, kc, vc []float32, kp, vp []int, stride, n int, scale fl
 		for ; i+16 <= n; i += 16 {
 			ldx(s, i).Mul(inv).Store((*[16]float32)(s[i : i+16]))
 		}
-		for ; i < n; i++ {
-			s[i] /= sum
+		if i < n { // the tail divides, as the scalar twin
+			archsimd.LoadFloat32x16SlicePart(s[i:]).Div(bcast(sum)).StoreSlicePart(s[i:])
 		}
 	}
-	var part [4 * hd]float32
+	part := scores[nh*n16 : nh*n16+4*hd] // scratch past the scores (attnScratch)
 	for h := 0; h < nh; h += 4 {
 		o := out[h*hd : (h+4)*hd]
-		clear(o)
-		for j := range np {
+		attnValues4x64(&o[0], &scores[h*n16], 4*n16, &vc[vp[0]], 4*stride, min(16, n))
+		for j := 1; j < np; j++ {
 			attnValues4x64(&part[0], &scores[h*n16+16*j], 4*n16, &vc[vp[j]], 4*stride, min(16, n-16*j))
-			addSIMD(o, part[:])
+			addSIMD(o, part)
 		}
 	}
+	archsimd.ClearAVXUpperBits()
 }

@@ -86,33 +86,37 @@ func repackVSIMD(t gguf.Type, dst []rpV, row []byte) {
 		for i := range dst {
 			b := row[i*ts : (i+1)*ts]
 			r := &dst[i]
-			r.d = f16At(b, 0)
+			setF16(&r.d, b, 0)
 			sc, m := scalesK4(b[offS:])
 			var z archsimd.Uint64x2
 			z.SetElem(0, sc).AsUint8x16().ExtendToUint32().AsInt32x16().Store(&r.sc) // sc[8:] = 0
-			scalesF32(m).Mul(archsimd.BroadcastFloat32x8(f16At(b, 2))).Store(&r.m)
+			scalesF32(m).Mul(f16v8(b, 2)).Store(&r.m)
 			unpackK45SIMD(&r.q, b, offQ, t == gguf.Q5_K)
 		}
+		archsimd.ClearAVXUpperBits()
 	case gguf.Q6_K:
 		m15 := archsimd.BroadcastUint8x32(15)
 		m3 := archsimd.BroadcastUint8x32(3)
 		m12 := archsimd.BroadcastUint8x32(12)
 		m48 := archsimd.BroadcastUint8x32(48)
+		c2, c4 := cnt16y(2), cnt16y(4)
 		for i := range dst {
 			b := row[i*210 : (i+1)*210]
 			r := &dst[i]
-			r.d = f16At(b, quant.Q6_KOffD)
+			setF16(&r.d, b, quant.Q6_KOffD)
 			archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[quant.Q6_KOffScales]))).ExtendToInt32().Store(&r.sc)
-			r.m = [8]float32{}
+			var zero f32x8 // (a vector store: zeroing the array would be a legacy MOVUPS)
+			zero.Store(&r.m)
 			for h := range 2 {
 				ql0 := ld32u8(b, quant.Q6_KOffQl+64*h)
 				ql1 := ld32u8(b, quant.Q6_KOffQl+64*h+32)
 				qh := ld32u8(b, quant.Q6_KOffQh+32*h)
-				ql0.And(m15).Or(qh.And(m3).AsUint16x16().ShiftAllLeft(4).AsUint8x32()).Store((*[32]uint8)(r.q[128*h : 128*h+32]))
-				ql1.And(m15).Or(qh.And(m12).AsUint16x16().ShiftAllLeft(2).AsUint8x32()).Store((*[32]uint8)(r.q[128*h+32 : 128*h+64]))
-				ql0.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15).Or(qh.And(m48)).Store((*[32]uint8)(r.q[128*h+64 : 128*h+96]))
-				ql1.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15).Or(qh.AsUint16x16().ShiftAllRight(2).AsUint8x32().And(m48)).Store((*[32]uint8)(r.q[128*h+96 : 128*h+128]))
+				ql0.And(m15).Or(qh.And(m3).AsUint16x16().ShiftLeft(c4).AsUint8x32()).Store((*[32]uint8)(r.q[128*h : 128*h+32]))
+				ql1.And(m15).Or(qh.And(m12).AsUint16x16().ShiftLeft(c2).AsUint8x32()).Store((*[32]uint8)(r.q[128*h+32 : 128*h+64]))
+				ql0.AsUint16x16().ShiftRight(c4).AsUint8x32().And(m15).Or(qh.And(m48)).Store((*[32]uint8)(r.q[128*h+64 : 128*h+96]))
+				ql1.AsUint16x16().ShiftRight(c4).AsUint8x32().And(m15).Or(qh.AsUint16x16().ShiftRight(c2).AsUint8x32().And(m48)).Store((*[32]uint8)(r.q[128*h+96 : 128*h+128]))
 			}
 		}
+		archsimd.ClearAVXUpperBits()
 	}
 }

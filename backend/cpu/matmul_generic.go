@@ -40,6 +40,10 @@ type kernels struct {
 	// q8K and q832 return Σ w·(d·q) over one row with quantized activations.
 	q8K  [gguf.BF16 + 1]func(row []byte, a []actK) float32
 	q832 [gguf.BF16 + 1]func(row []byte, a []act32) float32
+	// q832x4, where set, is q832 for four vectors at once (a holds them one
+	// after the other, nb blocks each), each sum bit for bit what q832
+	// returns for it: the batch path shares the weight loads.
+	q832x4 [gguf.BF16 + 1]func(row []byte, a []act32, nb int) (y0, y1, y2, y3 float32)
 	// q15K returns Σ w·(d·q) with 15-bit activations (K-quants).
 	q15K [gguf.BF16 + 1]func(row []byte, a []actK15) float32
 	// q15Rows, where set, computes y[i] = Σ w·(d·q) for the len(y) rows

@@ -16,6 +16,7 @@ import (
 func quantizeK15SIMD(dst []actK15, x []float32, k4 bool) {
 	am := absMask()
 	c127 := archsimd.BroadcastInt32x16(127)
+	c7 := cnt32(7)
 	for i := range len(x) / quant.QK_K {
 		xb := x[i*quant.QK_K : (i+1)*quant.QK_K]
 		a := &dst[i]
@@ -34,24 +35,30 @@ func quantizeK15SIMD(dst []actK15, x []float32, k4 bool) {
 			id = q15Max / amax
 		}
 		vid := bcast(id)
-		var s16 [16]float32
 		for j := 0; j < 256; j += 16 {
 			q := ldx(xb, j).Mul(vid).RoundToEvenScaled(0).ConvertToInt32()
 			p := j
 			if k4 {
 				p = int(k4Pos[j])
 			}
-			q.ShiftAllRight(7).SaturateToInt8().Store((*[16]int8)(a.hi[p : p+16]))
+			q.ShiftRight(c7).SaturateToInt8().Store((*[16]int8)(a.hi[p : p+16]))
 			q.And(c127).SaturateToInt8().Store((*[16]int8)(a.lo[p : p+16]))
-			s16[j/16] = hsum16(q.ConvertToFloat32()) // ≤ 16·16383: exact
+			// Σq of each run of 16 (≤ 16·16383), kept in ms16 as an int32
+			// until the scalar code below: a local array would be zeroed
+			// with legacy SSE.
+			*(*int32)(unsafe.Pointer(&a.ms16[j/16])) = hsumI(q)
+		}
+		archsimd.ClearAVXUpperBits()
+		// The sums and their pairs are exact in float32 (< 2^24).
+		s16 := (*[16]int32)(unsafe.Pointer(&a.ms16))
+		for j := range 8 {
+			a.ms[j] = a.d * float32(s16[2*j]+s16[2*j+1])
 		}
 		for j := range 16 {
-			a.ms16[j] = a.d * s16[j]
-		}
-		for j := range 8 {
-			a.ms[j] = a.d * (s16[2*j] + s16[2*j+1])
+			a.ms16[j] = a.d * float32(s16[j])
 		}
 	}
+	archsimd.ClearAVXUpperBits() // (for an x of no blocks)
 }
 
 func ld15(p *[256]int8, off int) archsimd.Int8x64 {
@@ -62,6 +69,7 @@ func dotQ4_KQ15SIMD(row []byte, a []actK15) float32 {
 	var facc f32x16
 	var macc f32x8
 	m15 := archsimd.BroadcastUint8x64(15)
+	c4 := cnt16(4)
 	for i := range a {
 		b := row[i*144 : i*144+144]
 		ab := &a[i]
@@ -74,7 +82,7 @@ func dotQ4_KQ15SIMD(row []byte, a []actK15) float32 {
 		s := scv.PermuteOrZeroGrouped(k4ScaleIdx[0]).AsInt16x32()
 		ph := w.DotProductPairsSaturated(ld15(&ab.hi, 0)).DotProductPairs(s)
 		pl := w.DotProductPairsSaturated(ld15(&ab.lo, 0)).DotProductPairs(s)
-		w = A.AsUint16x32().ShiftAllRight(4).AsUint8x64().And(m15)
+		w = A.AsUint16x32().ShiftRight(c4).AsUint8x64().And(m15)
 		s = scv.PermuteOrZeroGrouped(k4ScaleIdx[1]).AsInt16x32()
 		ph = ph.Add(w.DotProductPairsSaturated(ld15(&ab.hi, 64)).DotProductPairs(s))
 		pl = pl.Add(w.DotProductPairsSaturated(ld15(&ab.lo, 64)).DotProductPairs(s))
@@ -82,16 +90,16 @@ func dotQ4_KQ15SIMD(row []byte, a []actK15) float32 {
 		s = scv.PermuteOrZeroGrouped(k4ScaleIdx[2]).AsInt16x32()
 		ph = ph.Add(w.DotProductPairsSaturated(ld15(&ab.hi, 128)).DotProductPairs(s))
 		pl = pl.Add(w.DotProductPairsSaturated(ld15(&ab.lo, 128)).DotProductPairs(s))
-		w = B.AsUint16x32().ShiftAllRight(4).AsUint8x64().And(m15)
+		w = B.AsUint16x32().ShiftRight(c4).AsUint8x64().And(m15)
 		s = scv.PermuteOrZeroGrouped(k4ScaleIdx[3]).AsInt16x32()
 		ph = ph.Add(w.DotProductPairsSaturated(ld15(&ab.hi, 192)).DotProductPairs(s))
 		pl = pl.Add(w.DotProductPairsSaturated(ld15(&ab.lo, 192)).DotProductPairs(s))
-		d := f16At(b, 0) * ab.d
-		facc = ph.ConvertToFloat32().MulAdd(bcast(128*d), facc)
-		facc = pl.ConvertToFloat32().MulAdd(bcast(d), facc)
-		macc = scalesF32(m).Mul(archsimd.BroadcastFloat32x8(f16At(b, 2))).MulAdd(archsimd.LoadFloat32x8(&ab.ms), macc)
+		d := f16v(b, 0).Mul(bcastp(&ab.d))
+		facc = ph.ConvertToFloat32().MulAdd(d.Mul(bcast(128)), facc)
+		facc = pl.ConvertToFloat32().MulAdd(d, facc)
+		macc = scalesF32(m).Mul(f16v8(b, 2)).MulAdd(archsimd.LoadFloat32x8(&ab.ms), macc)
 	}
-	return hsum16(facc) - hsum8(macc)
+	return ret(hsum16v(facc).Sub(hsum8v(macc)))
 }
 
 func dotQ5_KQ15SIMD(row []byte, a []actK15) float32 {
@@ -100,6 +108,7 @@ func dotQ5_KQ15SIMD(row []byte, a []actK15) float32 {
 	m15 := archsimd.BroadcastUint8x64(15)
 	b1 := archsimd.BroadcastUint8x64(1)
 	b2 := archsimd.BroadcastUint8x64(2)
+	c2, c3, c4, c6 := cnt16y(2), cnt16(3), cnt16(4), cnt16y(6)
 	for i := range a {
 		b := row[i*176 : i*176+176]
 		ab := &a[i]
@@ -108,32 +117,32 @@ func dotQ5_KQ15SIMD(row []byte, a []actK15) float32 {
 		scv := z.SetElem(0, sc).Broadcast1To8().AsUint8x64()
 		qh := ld32u8(b, quant.Q5_KOffQh).AsUint16x16()
 		var hA, hB archsimd.Uint8x64
-		hA = hA.SetLo(qh.AsUint8x32()).SetHi(qh.ShiftAllRight(2).AsUint8x32())
-		hB = hB.SetLo(qh.ShiftAllRight(4).AsUint8x32()).SetHi(qh.ShiftAllRight(6).AsUint8x32())
+		hA = hA.SetLo(qh.AsUint8x32()).SetHi(qh.ShiftRight(c2).AsUint8x32())
+		hB = hB.SetLo(qh.ShiftRight(c4.GetLo()).AsUint8x32()).SetHi(qh.ShiftRight(c6).AsUint8x32())
 		A := ld64u8(b, quant.Q5_KOffQs)
 		B := ld64u8(b, quant.Q5_KOffQs+64)
-		w := A.And(m15).Or(hA.And(b1).AsUint16x32().ShiftAllLeft(4).AsUint8x64())
+		w := A.And(m15).Or(hA.And(b1).AsUint16x32().ShiftLeft(c4).AsUint8x64())
 		s := scv.PermuteOrZeroGrouped(k4ScaleIdx[0]).AsInt16x32()
 		ph := w.DotProductPairsSaturated(ld15(&ab.hi, 0)).DotProductPairs(s)
 		pl := w.DotProductPairsSaturated(ld15(&ab.lo, 0)).DotProductPairs(s)
-		w = A.AsUint16x32().ShiftAllRight(4).AsUint8x64().And(m15).Or(hA.And(b2).AsUint16x32().ShiftAllLeft(3).AsUint8x64())
+		w = A.AsUint16x32().ShiftRight(c4).AsUint8x64().And(m15).Or(hA.And(b2).AsUint16x32().ShiftLeft(c3).AsUint8x64())
 		s = scv.PermuteOrZeroGrouped(k4ScaleIdx[1]).AsInt16x32()
 		ph = ph.Add(w.DotProductPairsSaturated(ld15(&ab.hi, 64)).DotProductPairs(s))
 		pl = pl.Add(w.DotProductPairsSaturated(ld15(&ab.lo, 64)).DotProductPairs(s))
-		w = B.And(m15).Or(hB.And(b1).AsUint16x32().ShiftAllLeft(4).AsUint8x64())
+		w = B.And(m15).Or(hB.And(b1).AsUint16x32().ShiftLeft(c4).AsUint8x64())
 		s = scv.PermuteOrZeroGrouped(k4ScaleIdx[2]).AsInt16x32()
 		ph = ph.Add(w.DotProductPairsSaturated(ld15(&ab.hi, 128)).DotProductPairs(s))
 		pl = pl.Add(w.DotProductPairsSaturated(ld15(&ab.lo, 128)).DotProductPairs(s))
-		w = B.AsUint16x32().ShiftAllRight(4).AsUint8x64().And(m15).Or(hB.And(b2).AsUint16x32().ShiftAllLeft(3).AsUint8x64())
+		w = B.AsUint16x32().ShiftRight(c4).AsUint8x64().And(m15).Or(hB.And(b2).AsUint16x32().ShiftLeft(c3).AsUint8x64())
 		s = scv.PermuteOrZeroGrouped(k4ScaleIdx[3]).AsInt16x32()
 		ph = ph.Add(w.DotProductPairsSaturated(ld15(&ab.hi, 192)).DotProductPairs(s))
 		pl = pl.Add(w.DotProductPairsSaturated(ld15(&ab.lo, 192)).DotProductPairs(s))
-		d := f16At(b, 0) * ab.d
-		facc = ph.ConvertToFloat32().MulAdd(bcast(128*d), facc)
-		facc = pl.ConvertToFloat32().MulAdd(bcast(d), facc)
-		macc = scalesF32(m).Mul(archsimd.BroadcastFloat32x8(f16At(b, 2))).MulAdd(archsimd.LoadFloat32x8(&ab.ms), macc)
+		d := f16v(b, 0).Mul(bcastp(&ab.d))
+		facc = ph.ConvertToFloat32().MulAdd(d.Mul(bcast(128)), facc)
+		facc = pl.ConvertToFloat32().MulAdd(d, facc)
+		macc = scalesF32(m).Mul(f16v8(b, 2)).MulAdd(archsimd.LoadFloat32x8(&ab.ms), macc)
 	}
-	return hsum16(facc) - hsum8(macc)
+	return ret(hsum16v(facc).Sub(hsum8v(macc)))
 }
 
 func ld15y(p *[256]int8, off int) archsimd.Int8x32 {
@@ -146,43 +155,44 @@ func dotQ6_KQ15SIMD(row []byte, a []actK15) float32 {
 	m3 := archsimd.BroadcastUint8x32(3)
 	m12 := archsimd.BroadcastUint8x32(12)
 	m48 := archsimd.BroadcastUint8x32(48)
+	c2, c4 := cnt16y(2), cnt16y(4)
 	for i := range a {
 		b := row[i*210 : i*210+210]
 		ab := &a[i]
 		s8 := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[quant.Q6_KOffScales])))
 		S := s8.ExtendToInt16()
+		d := f16v(b, quant.Q6_KOffD)
+		// Weights are q−32: subtract 32·d·Σ sc·(d_a·Σq of each run of 16).
+		cacc = s8.ExtendToInt32().ConvertToFloat32().Mul(d.Mul(bcast(32))).MulAdd(archsimd.LoadFloat32x16(&ab.ms16), cacc)
 		var ph, pl i32x8
 		for h := 0; h < 2; h++ {
 			ql0 := ld32u8(b, quant.Q6_KOffQl+64*h)
 			ql1 := ld32u8(b, quant.Q6_KOffQl+64*h+32)
 			qh := ld32u8(b, quant.Q6_KOffQh+32*h)
 			idx := &q6ScaleIdx[h]
-			w := ql0.And(m15).Or(qh.And(m3).AsUint16x16().ShiftAllLeft(4).AsUint8x32())
+			w := ql0.And(m15).Or(qh.And(m3).AsUint16x16().ShiftLeft(c4).AsUint8x32())
 			s := S.Permute(idx[0])
 			ph = ph.Add(w.DotProductPairsSaturated(ld15y(&ab.hi, 128*h)).DotProductPairs(s))
 			pl = pl.Add(w.DotProductPairsSaturated(ld15y(&ab.lo, 128*h)).DotProductPairs(s))
-			w = ql1.And(m15).Or(qh.And(m12).AsUint16x16().ShiftAllLeft(2).AsUint8x32())
+			w = ql1.And(m15).Or(qh.And(m12).AsUint16x16().ShiftLeft(c2).AsUint8x32())
 			s = S.Permute(idx[1])
 			ph = ph.Add(w.DotProductPairsSaturated(ld15y(&ab.hi, 128*h+32)).DotProductPairs(s))
 			pl = pl.Add(w.DotProductPairsSaturated(ld15y(&ab.lo, 128*h+32)).DotProductPairs(s))
-			w = ql0.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15).Or(qh.And(m48))
+			w = ql0.AsUint16x16().ShiftRight(c4).AsUint8x32().And(m15).Or(qh.And(m48))
 			s = S.Permute(idx[2])
 			ph = ph.Add(w.DotProductPairsSaturated(ld15y(&ab.hi, 128*h+64)).DotProductPairs(s))
 			pl = pl.Add(w.DotProductPairsSaturated(ld15y(&ab.lo, 128*h+64)).DotProductPairs(s))
-			w = ql1.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15).Or(qh.AsUint16x16().ShiftAllRight(2).AsUint8x32().And(m48))
+			w = ql1.AsUint16x16().ShiftRight(c4).AsUint8x32().And(m15).Or(qh.AsUint16x16().ShiftRight(c2).AsUint8x32().And(m48))
 			s = S.Permute(idx[3])
 			ph = ph.Add(w.DotProductPairsSaturated(ld15y(&ab.hi, 128*h+96)).DotProductPairs(s))
 			pl = pl.Add(w.DotProductPairsSaturated(ld15y(&ab.lo, 128*h+96)).DotProductPairs(s))
 		}
-		d := f16At(b, quant.Q6_KOffD)
-		dd := d * ab.d
+		dd := d.GetLo().Mul(bcast8p(&ab.d))
 		var f f32x16
-		f = f.SetLo(ph.ConvertToFloat32().Mul(archsimd.BroadcastFloat32x8(128 * dd))).SetHi(pl.ConvertToFloat32().Mul(archsimd.BroadcastFloat32x8(dd)))
+		f = f.SetLo(ph.ConvertToFloat32().Mul(dd.Mul(archsimd.BroadcastFloat32x8(128)))).SetHi(pl.ConvertToFloat32().Mul(dd))
 		facc = facc.Add(f)
-		// Weights are q−32: subtract 32·d·Σ sc·(d_a·Σq of each run of 16).
-		cacc = s8.ExtendToInt32().ConvertToFloat32().Mul(bcast(32*d)).MulAdd(archsimd.LoadFloat32x16(&ab.ms16), cacc)
 	}
-	return hsum16(facc) - hsum16(cacc)
+	return ret(hsum16v(facc).Sub(hsum16v(cacc)))
 }
 
 func dotRpK15SIMD(rp []rpK, a []actK15) float32 {
@@ -196,10 +206,10 @@ func dotRpK15SIMD(rp []rpK, a []actK15) float32 {
 			ph = ph.Add(w.DotProductPairsSaturated(ld15(&ab.hi, 64*k)).DotProductPairs(s))
 			pl = pl.Add(w.DotProductPairsSaturated(ld15(&ab.lo, 64*k)).DotProductPairs(s))
 		}
-		d := r.d * ab.d
-		facc = ph.ConvertToFloat32().MulAdd(bcast(128*d), facc)
-		facc = pl.ConvertToFloat32().MulAdd(bcast(d), facc)
+		d := bcastp(&r.d).Mul(bcastp(&ab.d))
+		facc = ph.ConvertToFloat32().MulAdd(d.Mul(bcast(128)), facc)
+		facc = pl.ConvertToFloat32().MulAdd(d, facc)
 		cacc = archsimd.LoadFloat32x16(&r.corr).MulAdd(archsimd.LoadFloat32x16(&ab.ms16), cacc)
 	}
-	return hsum16(facc) - hsum16(cacc)
+	return ret(hsum16v(facc).Sub(hsum16v(cacc)))
 }

@@ -42,37 +42,41 @@ func repackK4SIMD(t gguf.Type, dst []rpK, row []byte) {
 	if t == gguf.Q5_K {
 		ts, offS, offQ = 176, quant.Q5_KOffScales, quant.Q5_KOffQs
 	}
-	var c [8]float32
+	dup := archsimd.LoadUint32x16(&dupIdx)
 	for i := range dst {
 		b := row[i*ts : (i+1)*ts]
 		r := &dst[i]
-		r.d = f16At(b, 0)
+		setF16(&r.d, b, 0)
 		sc, m := scalesK4(b[offS:])
 		var z archsimd.Uint64x2
 		scv := z.SetElem(0, sc).Broadcast1To8().AsUint8x64()
 		for k := range 4 {
 			scv.PermuteOrZeroGrouped(natScaleIdx[k]).Store((*[64]uint8)(unsafe.Pointer(&r.sc[32*k])))
 		}
-		scalesF32(m).Mul(archsimd.BroadcastFloat32x8(f16At(b, 2))).Store(&c)
-		for j, v := range c {
-			r.corr[2*j], r.corr[2*j+1] = v, v
-		}
+		var c f32x16
+		c.SetLo(scalesF32(m).Mul(f16v8(b, 2))).Permute(dup).Store(&r.corr)
 		unpackK45SIMD(&r.q, b, offQ, t == gguf.Q5_K)
 	}
+	archsimd.ClearAVXUpperBits()
 }
+
+// dupIdx doubles each of the first eight lanes: corr[2j] = corr[2j+1] =
+// the min correction of sub-block j.
+var dupIdx = [16]uint32{0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7}
 
 func repackQ6SIMD(dst []rpK, row []byte) {
 	m15 := archsimd.BroadcastUint8x32(15)
 	m3 := archsimd.BroadcastUint8x32(3)
 	m12 := archsimd.BroadcastUint8x32(12)
 	m48 := archsimd.BroadcastUint8x32(48)
+	c2, c4 := cnt16y(2), cnt16y(4)
 	for i := range dst {
 		b := row[i*210 : (i+1)*210]
 		r := &dst[i]
-		r.d = f16At(b, quant.Q6_KOffD)
+		setF16(&r.d, b, quant.Q6_KOffD)
 		s8 := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[quant.Q6_KOffScales])))
 		S := s8.ExtendToInt16()
-		s8.ExtendToInt32().ConvertToFloat32().Mul(bcast(32 * r.d)).Store(&r.corr)
+		s8.ExtendToInt32().ConvertToFloat32().Mul(f16v(b, quant.Q6_KOffD).Mul(bcast(32))).Store(&r.corr)
 		for h := range 2 {
 			for k := range 4 {
 				S.Permute(q6ScaleIdx[h][k]).Store((*[16]int16)(r.sc[16*(4*h+k) : 16*(4*h+k)+16]))
@@ -80,12 +84,13 @@ func repackQ6SIMD(dst []rpK, row []byte) {
 			ql0 := ld32u8(b, quant.Q6_KOffQl+64*h)
 			ql1 := ld32u8(b, quant.Q6_KOffQl+64*h+32)
 			qh := ld32u8(b, quant.Q6_KOffQh+32*h)
-			ql0.And(m15).Or(qh.And(m3).AsUint16x16().ShiftAllLeft(4).AsUint8x32()).Store((*[32]uint8)(r.q[128*h : 128*h+32]))
-			ql1.And(m15).Or(qh.And(m12).AsUint16x16().ShiftAllLeft(2).AsUint8x32()).Store((*[32]uint8)(r.q[128*h+32 : 128*h+64]))
-			ql0.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15).Or(qh.And(m48)).Store((*[32]uint8)(r.q[128*h+64 : 128*h+96]))
-			ql1.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15).Or(qh.AsUint16x16().ShiftAllRight(2).AsUint8x32().And(m48)).Store((*[32]uint8)(r.q[128*h+96 : 128*h+128]))
+			ql0.And(m15).Or(qh.And(m3).AsUint16x16().ShiftLeft(c4).AsUint8x32()).Store((*[32]uint8)(r.q[128*h : 128*h+32]))
+			ql1.And(m15).Or(qh.And(m12).AsUint16x16().ShiftLeft(c2).AsUint8x32()).Store((*[32]uint8)(r.q[128*h+32 : 128*h+64]))
+			ql0.AsUint16x16().ShiftRight(c4).AsUint8x32().And(m15).Or(qh.And(m48)).Store((*[32]uint8)(r.q[128*h+64 : 128*h+96]))
+			ql1.AsUint16x16().ShiftRight(c4).AsUint8x32().And(m15).Or(qh.AsUint16x16().ShiftRight(c2).AsUint8x32().And(m48)).Store((*[32]uint8)(r.q[128*h+96 : 128*h+128]))
 		}
 	}
+	archsimd.ClearAVXUpperBits()
 }
 
 func ldsc(r *rpK, k int) archsimd.Int16x32 {
@@ -105,10 +110,10 @@ func dotRpKSIMD(rp []rpK, a []actK) float32 {
 		p1 := ldq(r, 1).DotProductPairsSaturated(ldact(ab, 64)).DotProductPairs(ldsc(r, 1))
 		p2 := ldq(r, 2).DotProductPairsSaturated(ldact(ab, 128)).DotProductPairs(ldsc(r, 2))
 		p3 := ldq(r, 3).DotProductPairsSaturated(ldact(ab, 192)).DotProductPairs(ldsc(r, 3))
-		facc = p0.Add(p1).Add(p2.Add(p3)).ConvertToFloat32().MulAdd(bcast(r.d*ab.d), facc)
+		facc = p0.Add(p1).Add(p2.Add(p3)).ConvertToFloat32().MulAdd(bcastp(&r.d).Mul(bcastp(&ab.d)), facc)
 		cacc = archsimd.LoadFloat32x16(&r.corr).MulAdd(archsimd.LoadFloat32x16(&ab.ms16), cacc)
 	}
-	return hsum16(facc) - hsum16(cacc)
+	return ret(hsum16v(facc).Sub(hsum16v(cacc)))
 }
 
 // dotRpK2SIMD is dotRpKSIMD for two vectors at once, sharing the loads of
@@ -131,19 +136,21 @@ func dotRpK2SIMD(rp []rpK, a, b []actK) (float32, float32) {
 		w3, s3 := ldq(r, 3), ldsc(r, 3)
 		pa = pa.Add(w3.DotProductPairsSaturated(ldact(x, 192)).DotProductPairs(s3))
 		pb = pb.Add(w3.DotProductPairsSaturated(ldact(y, 192)).DotProductPairs(s3))
-		fa = pa.ConvertToFloat32().MulAdd(bcast(r.d*x.d), fa)
-		fb = pb.ConvertToFloat32().MulAdd(bcast(r.d*y.d), fb)
+		rd := bcastp(&r.d)
+		fa = pa.ConvertToFloat32().MulAdd(rd.Mul(bcastp(&x.d)), fa)
+		fb = pb.ConvertToFloat32().MulAdd(rd.Mul(bcastp(&y.d)), fb)
 		corr := archsimd.LoadFloat32x16(&r.corr)
 		ca = corr.MulAdd(archsimd.LoadFloat32x16(&x.ms16), ca)
 		cb = corr.MulAdd(archsimd.LoadFloat32x16(&y.ms16), cb)
 	}
-	return hsum16(fa) - hsum16(ca), hsum16(fb) - hsum16(cb)
+	return ret2(hsum16v(fa).Sub(hsum16v(ca)), hsum16v(fb).Sub(hsum16v(cb)))
 }
 
 // unpackK45SIMD is unpackK45 with 32-byte vectors.
 func unpackK45SIMD(q *[256]uint8, b []byte, offQ int, q5 bool) {
 	m15 := archsimd.BroadcastUint8x32(15)
 	b1 := archsimd.BroadcastUint8x32(1)
+	c4 := cnt16y(4)
 	var qh archsimd.Uint8x32
 	if q5 {
 		qh = ld32u8(b, quant.Q5_KOffQh)
@@ -151,12 +158,15 @@ func unpackK45SIMD(q *[256]uint8, b []byte, offQ int, q5 bool) {
 	for g := range 4 {
 		v := ld32u8(b, offQ+32*g)
 		lo := v.And(m15)
-		hi := v.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15)
+		hi := v.AsUint16x16().ShiftRight(c4).AsUint8x32().And(m15)
 		if q5 {
-			lo = lo.Or(qh.AsUint16x16().ShiftAllRight(uint64(2 * g)).AsUint8x32().And(b1).AsUint16x16().ShiftAllLeft(4).AsUint8x32())
-			hi = hi.Or(qh.AsUint16x16().ShiftAllRight(uint64(2*g + 1)).AsUint8x32().And(b1).AsUint16x16().ShiftAllLeft(4).AsUint8x32())
+			// Bits 2g and 2g+1 of each qh byte, moved to bit 4.
+			g2 := cnt16y(uint16(2 * g))
+			lo = lo.Or(qh.AsUint16x16().ShiftRight(g2).AsUint8x32().And(b1).AsUint16x16().ShiftLeft(c4).AsUint8x32())
+			hi = hi.Or(qh.AsUint16x16().ShiftRight(g2.Add(cnt16y(1))).AsUint8x32().And(b1).AsUint16x16().ShiftLeft(c4).AsUint8x32())
 		}
 		lo.Store((*[32]uint8)(q[64*g : 64*g+32]))
 		hi.Store((*[32]uint8)(q[64*g+32 : 64*g+64]))
 	}
+	archsimd.ClearAVXUpperBits()
 }

@@ -33,6 +33,7 @@ func init() {
 	k.f32[gguf.Q6_K] = dotQ6_KF32SIMD
 	k.q832[gguf.Q8_0] = dotQ8_0Q8SIMD
 	k.q832[gguf.Q4_0] = dotQ4_0Q8SIMD
+	k.q832x4[gguf.Q8_0] = dotQ8_0Q8x4SIMD
 	k.q8K[gguf.Q4_K] = dotQ4_KQ8SIMD
 	k.q8K[gguf.Q5_K] = dotQ5_KQ8SIMD
 	k.q8K[gguf.Q6_K] = dotQ6_KQ8SIMD
@@ -56,20 +57,117 @@ func init() {
 type (
 	f32x16 = archsimd.Float32x16
 	f32x8  = archsimd.Float32x8
+	f32x4  = archsimd.Float32x4
 	i32x16 = archsimd.Int32x16
 	i32x8  = archsimd.Int32x8
 )
 
-func hsum16(v f32x16) float32 { return hsum8(v.GetLo().Add(v.GetHi())) }
+// No legacy SSE in vector code. Intel CPUs stall on every legacy-SSE
+// (non-VEX) instruction run while the upper halves of the vector registers
+// are dirty, and the Go compiler emits legacy SSE for all scalar float code,
+// for a float32 result and for the count of ShiftAllLeft/ShiftAllRight
+// (golang/go#80835). So these kernels
+//   - shift by vectors of counts (ShiftLeft/ShiftRight with a broadcast
+//     count), never by a scalar;
+//   - take float32 scales into vectors as bits (bcastp, f16v: an integer
+//     load and VPBROADCASTD, where a float32 load is a MOVSS) and multiply
+//     them as vectors, which rounds exactly as the scalar product did;
+//   - reduce to lane 0 of a vector (hsum16v, hsum8v) and leave through
+//     ret/ret2, which run VZEROUPPER (archsimd.ClearAVXUpperBits) and only
+//     then make a float32 of it;
+//   - run VZEROUPPER before any scalar tail or call into scalar code.
+// The compiler schedules ClearAVXUpperBits as early in its block as its
+// memory order allows, ahead of pure vector arithmetic (which it then runs
+// after it, on spilled copies), and it spills float32 and 128-bit values
+// live across it with legacy MOVSS/MOVUPS. So ClearAVXUpperBits is either
+// the first thing after a loop with no float32 or 128-bit value live across
+// it, or in clearUpper, which takes and returns integer bits. Arrays are not
+// zeroed in vector code either (the compiler zeroes with MOVUPS): lanes are
+// picked with permutes (laneIdx) instead.
+// TestNoLegacySSE checks every function of the *_simd.go files for this in
+// the disassembly.
 
-func hsum8(v f32x8) float32 {
+// hsum16v and hsum8v leave the sum of v's lanes in lane 0.
+func hsum16v(v f32x16) f32x4 { return hsum8v(v.GetLo().Add(v.GetHi())) }
+
+func hsum8v(v f32x8) f32x4 {
 	s := v.GetLo().Add(v.GetHi())
 	s = s.AddPairs(s)
-	s = s.AddPairs(s)
-	return s.GetElem(0)
+	return s.AddPairs(s)
 }
 
+// clearUpper runs VZEROUPPER and returns its arguments: a call orders it
+// after the vector code that computed them, and before the scalar code that
+// uses the results.
+//
+//go:noinline
+func clearUpper(a, b uint64) (uint64, uint64) {
+	archsimd.ClearAVXUpperBits()
+	return a, b
+}
+
+// ret returns lane 0 of v as a scalar, with the upper state cleared.
+func ret(v f32x4) float32 {
+	b, _ := clearUpper(uint64(v.AsUint32x4().GetElem(0)), 0)
+	return math.Float32frombits(uint32(b))
+}
+
+// ret2 is ret for lane 0 of two vectors.
+func ret2(v, w f32x4) (float32, float32) {
+	b, c := clearUpper(uint64(v.AsUint32x4().GetElem(0)), uint64(w.AsUint32x4().GetElem(0)))
+	return math.Float32frombits(uint32(b)), math.Float32frombits(uint32(c))
+}
+
+// laneIdx[k] picks lane k into every lane (with Permute).
+var laneIdx = func() (r [16][16]uint32) {
+	for k := range r {
+		for j := range r[k] {
+			r[k][j] = uint32(k)
+		}
+	}
+	return r
+}()
+
+// lane broadcasts lane k of v.
+func lane(v f32x16, k int) f32x16 { return v.Permute(archsimd.LoadUint32x16(&laneIdx[k])) }
+
+// hsum16 and hsum8 return the sum of v's lanes with the upper state
+// cleared (the end of a kernel).
+func hsum16(v f32x16) float32 { return ret(hsum16v(v)) }
+func hsum8(v f32x8) float32   { return ret(hsum8v(v)) }
+
 func bcast(f float32) f32x16 { return archsimd.BroadcastFloat32x16(f) }
+
+// bcastp and bcast8p broadcast *p, loaded as bits.
+func bcastp(p *float32) f32x16 {
+	return archsimd.BroadcastUint32x16(*(*uint32)(unsafe.Pointer(p))).AsFloat32x16()
+}
+func bcast8p(p *float32) f32x8 {
+	return archsimd.BroadcastUint32x8(*(*uint32)(unsafe.Pointer(p))).AsFloat32x8()
+}
+
+// f16Bits is f16Table as bits; f16v and f16v8 broadcast the binary16 scale
+// at b[off:].
+var f16Bits = (*[1 << 16]uint32)(unsafe.Pointer(f16Table))
+
+func f16v(b []byte, off int) f32x16 {
+	return archsimd.BroadcastUint32x16(f16Bits[binary.LittleEndian.Uint16(b[off:])]).AsFloat32x16()
+}
+func f16v8(b []byte, off int) f32x8 {
+	return archsimd.BroadcastUint32x8(f16Bits[binary.LittleEndian.Uint16(b[off:])]).AsFloat32x8()
+}
+
+// setF16 stores the binary16 value at b[off:] into *p as bits.
+func setF16(p *float32, b []byte, off int) {
+	*(*uint32)(unsafe.Pointer(p)) = f16Bits[binary.LittleEndian.Uint16(b[off:])]
+}
+
+// Shift counts as vectors.
+func cnt32(n int32) i32x16              { return archsimd.BroadcastInt32x16(n) }
+func cnt16(n uint16) archsimd.Uint16x32 { return archsimd.BroadcastUint16x32(n) }
+func cnt16y(n uint16) archsimd.Uint16x16 {
+	return archsimd.BroadcastUint16x16(n)
+}
 
 // Loads from byte slices at an offset; the caller has bounds-checked the
 // enclosing block.
@@ -108,7 +206,7 @@ func dotF32SIMD(row []byte, x, _ []float32) float32 {
 	for ; i+16 <= n; i += 16 {
 		a0 = ldx(w, i).MulAdd(ldx(x, i), a0)
 	}
-	s := hsum16(a0.Add(a1).Add(a2.Add(a3)))
+	s := ret(hsum16v(a0.Add(a1).Add(a2.Add(a3))))
 	for ; i < n; i++ {
 		s += w[i] * x[i]
 	}
@@ -120,11 +218,11 @@ func dotF32SIMD(row []byte, x, _ []float32) float32 {
 // finite value (subnormals included); exponent 31 becomes Inf/NaN.
 func f16x16(b []byte, off int) f32x16 {
 	h := archsimd.LoadUint16x16((*[16]uint16)(unsafe.Pointer(&b[off : off+32][0]))).ExtendToUint32().AsInt32x16()
-	em := h.And(archsimd.BroadcastInt32x16(0x7fff)).ShiftAllLeft(13)
+	em := h.And(archsimd.BroadcastInt32x16(0x7fff)).ShiftLeft(cnt32(13))
 	f := em.AsFloat32x16().Mul(bcast(0x1p112))
 	inf := em.Or(archsimd.BroadcastInt32x16(0x7f800000)).AsFloat32x16()
 	f = inf.Merge(f, em.GreaterEqual(archsimd.BroadcastInt32x16(0x0f800000)))
-	sign := h.And(archsimd.BroadcastInt32x16(0x8000)).ShiftAllLeft(16)
+	sign := h.And(archsimd.BroadcastInt32x16(0x8000)).ShiftLeft(cnt32(16))
 	return f.AsInt32x16().Or(sign).AsFloat32x16()
 }
 
@@ -139,7 +237,7 @@ func dotF16SIMD(row []byte, x, _ []float32) float32 {
 	for ; i+16 <= n; i += 16 {
 		a0 = f16x16(row, 2*i).MulAdd(ldx(x, i), a0)
 	}
-	s := hsum16(a0.Add(a1))
+	s := ret(hsum16v(a0.Add(a1)))
 	for ; i < n; i++ {
 		s += f16At(row, 2*i) * x[i]
 	}
@@ -148,7 +246,7 @@ func dotF16SIMD(row []byte, x, _ []float32) float32 {
 
 func bf16x16(b []byte, off int) f32x16 {
 	h := archsimd.LoadUint16x16((*[16]uint16)(unsafe.Pointer(&b[off : off+32][0]))).ExtendToUint32()
-	return h.AsInt32x16().ShiftAllLeft(16).AsFloat32x16()
+	return h.AsInt32x16().ShiftLeft(cnt32(16)).AsFloat32x16()
 }
 
 func dotBF16SIMD(row []byte, x, _ []float32) float32 {
@@ -162,25 +260,34 @@ func dotBF16SIMD(row []byte, x, _ []float32) float32 {
 	for ; i+16 <= n; i += 16 {
 		a0 = bf16x16(row, 2*i).MulAdd(ldx(x, i), a0)
 	}
-	s := hsum16(a0.Add(a1))
+	s := ret(hsum16v(a0.Add(a1)))
 	for ; i < n; i++ {
 		s += math.Float32frombits(uint32(binary.LittleEndian.Uint16(row[2*i:]))<<16) * x[i]
 	}
 	return s
 }
 
+// q8f32blk adds the share of the Q8_0 block at b[off:] against x[32i:] to
+// acc.
+func q8f32blk(b []byte, off int, x []float32, i int, acc f32x16) f32x16 {
+	q0 := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[off+2]))).ExtendToInt32().ConvertToFloat32()
+	q1 := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[off+18]))).ExtendToInt32().ConvertToFloat32()
+	p := q1.MulAdd(ldx(x, 32*i+16), q0.Mul(ldx(x, 32*i)))
+	return p.MulAdd(f16v(b, off), acc)
+}
+
+// dotQ8_0F32SIMD sums the even blocks into a0 and the odd ones into a1.
 func dotQ8_0F32SIMD(row []byte, x, _ []float32) float32 {
 	var a0, a1 f32x16
-	for i := 0; i < len(x)/32; i++ {
-		b := row[i*34 : i*34+34]
-		q0 := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[2]))).ExtendToInt32().ConvertToFloat32()
-		q1 := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[18]))).ExtendToInt32().ConvertToFloat32()
-		p := q1.MulAdd(ldx(x, 32*i+16), q0.Mul(ldx(x, 32*i)))
-		if i&1 == 0 {
-			a0 = p.MulAdd(bcast(f16At(b, 0)), a0)
-		} else {
-			a1 = p.MulAdd(bcast(f16At(b, 0)), a1)
-		}
+	nb := len(x) / 32
+	i := 0
+	for ; i+2 <= nb; i += 2 {
+		b := row[i*34 : i*34+68]
+		a0 = q8f32blk(b, 0, x, i, a0)
+		a1 = q8f32blk(b, 34, x, i+1, a1)
+	}
+	if i < nb {
+		a0 = q8f32blk(row[i*34:i*34+34], 0, x, i, a0)
 	}
 	return hsum16(a0.Add(a1))
 }
@@ -189,16 +296,17 @@ func dotQ4_0F32SIMD(row []byte, x, _ []float32) float32 {
 	var a0, a1 f32x16
 	m15 := archsimd.BroadcastInt32x16(15)
 	c8 := archsimd.BroadcastInt32x16(8)
+	c4 := cnt32(4)
 	for i := 0; i < len(x)/32; i++ {
 		b := row[i*18 : i*18+18]
 		v := u8to32(b, 2)
 		lo := v.And(m15).Sub(c8).ConvertToFloat32()
-		hi := v.ShiftAllRight(4).Sub(c8).ConvertToFloat32()
+		hi := v.ShiftRight(c4).Sub(c8).ConvertToFloat32()
 		p := hi.MulAdd(ldx(x, 32*i+16), lo.Mul(ldx(x, 32*i)))
 		if i&1 == 0 {
-			a0 = p.MulAdd(bcast(f16At(b, 0)), a0)
+			a0 = p.MulAdd(f16v(b, 0), a0)
 		} else {
-			a1 = p.MulAdd(bcast(f16At(b, 0)), a1)
+			a1 = p.MulAdd(f16v(b, 0), a1)
 		}
 	}
 	return hsum16(a0.Add(a1))
@@ -214,50 +322,52 @@ func scalesF32(v uint64) f32x8 {
 // q4kGroup accumulates group g of a Q4_K block against x[64g:64g+64]:
 // nibbles of qs[32g:32g+32]; low ones (sub-block 2g) into a0 scaled by s0,
 // high ones (sub-block 2g+1) into a1 scaled by s1.
-func q4kGroup(a0, a1 f32x16, b []byte, off int, xb []float32, s0, s1 float32, m15 i32x16) (f32x16, f32x16) {
+func q4kGroup(a0, a1 f32x16, b []byte, off int, xb []float32, s0, s1 f32x16, m15, c4 i32x16) (f32x16, f32x16) {
 	v0 := u8to32(b, off)
 	v1 := u8to32(b, off+16)
 	l0 := v0.And(m15).ConvertToFloat32()
 	l1 := v1.And(m15).ConvertToFloat32()
-	h0 := v0.ShiftAllRight(4).ConvertToFloat32()
-	h1 := v1.ShiftAllRight(4).ConvertToFloat32()
+	h0 := v0.ShiftRight(c4).ConvertToFloat32()
+	h1 := v1.ShiftRight(c4).ConvertToFloat32()
 	pl := l1.MulAdd(ldx(xb, 16), l0.Mul(ldx(xb, 0)))
 	ph := h1.MulAdd(ldx(xb, 48), h0.Mul(ldx(xb, 32)))
-	return pl.MulAdd(bcast(s0), a0), ph.MulAdd(bcast(s1), a1)
+	return pl.MulAdd(s0, a0), ph.MulAdd(s1, a1)
 }
 
 func dotQ4_KF32SIMD(row []byte, x, xs []float32) float32 {
 	var a0, a1 f32x16
 	var macc f32x8
 	m15 := archsimd.BroadcastInt32x16(15)
-	var s [8]float32
+	c4 := cnt32(4)
 	for i := 0; i < len(x)/256; i++ {
 		b := row[i*144 : i*144+144]
 		xb := x[i*256 : i*256+256]
-		d, dmin := f16At(b, 0), f16At(b, 2)
 		sc, m := scalesK4(b[quant.Q4_KOffScales:])
-		scalesF32(sc).Mul(archsimd.BroadcastFloat32x8(d)).Store(&s)
-		macc = scalesF32(m).Mul(archsimd.BroadcastFloat32x8(dmin)).MulAdd(archsimd.LoadFloat32x8((*[8]float32)(xs[8*i:8*i+8])), macc)
-		a0, a1 = q4kGroup(a0, a1, b, 16, xb[0:64], s[0], s[1], m15)
-		a0, a1 = q4kGroup(a0, a1, b, 48, xb[64:128], s[2], s[3], m15)
-		a0, a1 = q4kGroup(a0, a1, b, 80, xb[128:192], s[4], s[5], m15)
-		a0, a1 = q4kGroup(a0, a1, b, 112, xb[192:256], s[6], s[7], m15)
+		var s f32x16
+		s = s.SetLo(scalesF32(sc).Mul(f16v8(b, 0)))
+		macc = scalesF32(m).Mul(f16v8(b, 2)).MulAdd(archsimd.LoadFloat32x8((*[8]float32)(xs[8*i:8*i+8])), macc)
+		a0, a1 = q4kGroup(a0, a1, b, 16, xb[0:64], lane(s, 0), lane(s, 1), m15, c4)
+		a0, a1 = q4kGroup(a0, a1, b, 48, xb[64:128], lane(s, 2), lane(s, 3), m15, c4)
+		a0, a1 = q4kGroup(a0, a1, b, 80, xb[128:192], lane(s, 4), lane(s, 5), m15, c4)
+		a0, a1 = q4kGroup(a0, a1, b, 112, xb[192:256], lane(s, 6), lane(s, 7), m15, c4)
 	}
-	return hsum16(a0.Add(a1)) - hsum8(macc)
+	return ret(hsum16v(a0.Add(a1)).Sub(hsum8v(macc)))
 }
 
 // q5kGroup is q4kGroup plus the fifth bits: bit 2g (low) and 2g+1 (high)
-// of the qh bytes h0, h1 (zero-extended), moved to bit 4 by shl.
-func q5kGroup(a0, a1 f32x16, b []byte, off int, h0, h1 i32x16, g uint, xb []float32, s0, s1 float32, m15, m16 i32x16) (f32x16, f32x16) {
+// of the qh bytes h0, h1 (zero-extended), moved to bit 4 by shl; g2 holds
+// 2g in every lane.
+func q5kGroup(a0, a1 f32x16, b []byte, off int, h0, h1, g2 i32x16, xb []float32, s0, s1 f32x16, m15, m16 i32x16) (f32x16, f32x16) {
+	c3, c4 := cnt32(3), cnt32(4)
 	v0 := u8to32(b, off)
 	v1 := u8to32(b, off+16)
-	l0 := v0.And(m15).Or(h0.ShiftAllLeft(4).ShiftAllRight(uint64(2 * g)).And(m16)).ConvertToFloat32()
-	l1 := v1.And(m15).Or(h1.ShiftAllLeft(4).ShiftAllRight(uint64(2 * g)).And(m16)).ConvertToFloat32()
-	u0 := v0.ShiftAllRight(4).Or(h0.ShiftAllLeft(3).ShiftAllRight(uint64(2 * g)).And(m16)).ConvertToFloat32()
-	u1 := v1.ShiftAllRight(4).Or(h1.ShiftAllLeft(3).ShiftAllRight(uint64(2 * g)).And(m16)).ConvertToFloat32()
+	l0 := v0.And(m15).Or(h0.ShiftLeft(c4).ShiftRight(g2).And(m16)).ConvertToFloat32()
+	l1 := v1.And(m15).Or(h1.ShiftLeft(c4).ShiftRight(g2).And(m16)).ConvertToFloat32()
+	u0 := v0.ShiftRight(c4).Or(h0.ShiftLeft(c3).ShiftRight(g2).And(m16)).ConvertToFloat32()
+	u1 := v1.ShiftRight(c4).Or(h1.ShiftLeft(c3).ShiftRight(g2).And(m16)).ConvertToFloat32()
 	pl := l1.MulAdd(ldx(xb, 16), l0.Mul(ldx(xb, 0)))
 	ph := u1.MulAdd(ldx(xb, 48), u0.Mul(ldx(xb, 32)))
-	return pl.MulAdd(bcast(s0), a0), ph.MulAdd(bcast(s1), a1)
+	return pl.MulAdd(s0, a0), ph.MulAdd(s1, a1)
 }
 
 func dotQ5_KF32SIMD(row []byte, x, xs []float32) float32 {
@@ -265,23 +375,22 @@ func dotQ5_KF32SIMD(row []byte, x, xs []float32) float32 {
 	var macc f32x8
 	m15 := archsimd.BroadcastInt32x16(15)
 	m16 := archsimd.BroadcastInt32x16(16)
-	var s [8]float32
 	for i := 0; i < len(x)/256; i++ {
 		b := row[i*176 : i*176+176]
 		xb := x[i*256 : i*256+256]
-		d, dmin := f16At(b, 0), f16At(b, 2)
 		sc, m := scalesK4(b[quant.Q5_KOffScales:])
-		scalesF32(sc).Mul(archsimd.BroadcastFloat32x8(d)).Store(&s)
-		macc = scalesF32(m).Mul(archsimd.BroadcastFloat32x8(dmin)).MulAdd(archsimd.LoadFloat32x8((*[8]float32)(xs[8*i:8*i+8])), macc)
+		var s f32x16
+		s = s.SetLo(scalesF32(sc).Mul(f16v8(b, 0)))
+		macc = scalesF32(m).Mul(f16v8(b, 2)).MulAdd(archsimd.LoadFloat32x8((*[8]float32)(xs[8*i:8*i+8])), macc)
 		h0 := u8to32(b, quant.Q5_KOffQh)
 		h1 := u8to32(b, quant.Q5_KOffQh+16)
 		const qs = quant.Q5_KOffQs
-		a0, a1 = q5kGroup(a0, a1, b, qs, h0, h1, 0, xb[0:64], s[0], s[1], m15, m16)
-		a0, a1 = q5kGroup(a0, a1, b, qs+32, h0, h1, 1, xb[64:128], s[2], s[3], m15, m16)
-		a0, a1 = q5kGroup(a0, a1, b, qs+64, h0, h1, 2, xb[128:192], s[4], s[5], m15, m16)
-		a0, a1 = q5kGroup(a0, a1, b, qs+96, h0, h1, 3, xb[192:256], s[6], s[7], m15, m16)
+		a0, a1 = q5kGroup(a0, a1, b, qs, h0, h1, cnt32(0), xb[0:64], lane(s, 0), lane(s, 1), m15, m16)
+		a0, a1 = q5kGroup(a0, a1, b, qs+32, h0, h1, cnt32(2), xb[64:128], lane(s, 2), lane(s, 3), m15, m16)
+		a0, a1 = q5kGroup(a0, a1, b, qs+64, h0, h1, cnt32(4), xb[128:192], lane(s, 4), lane(s, 5), m15, m16)
+		a0, a1 = q5kGroup(a0, a1, b, qs+96, h0, h1, cnt32(6), xb[192:256], lane(s, 6), lane(s, 7), m15, m16)
 	}
-	return hsum16(a0.Add(a1)) - hsum8(macc)
+	return ret(hsum16v(a0.Add(a1)).Sub(hsum8v(macc)))
 }
 
 func dotQ6_KF32SIMD(row []byte, x, _ []float32) float32 {
@@ -290,25 +399,25 @@ func dotQ6_KF32SIMD(row []byte, x, _ []float32) float32 {
 	m3 := archsimd.BroadcastInt32x16(3)
 	m48 := archsimd.BroadcastInt32x16(0x30)
 	c32 := archsimd.BroadcastInt32x16(32)
+	c2, c4 := cnt32(2), cnt32(4)
 	for i := 0; i < len(x)/256; i++ {
 		b := row[i*210 : i*210+210]
-		d := f16At(b, quant.Q6_KOffD)
-		sc := b[quant.Q6_KOffScales : quant.Q6_KOffScales+16]
+		sc := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[quant.Q6_KOffScales]))).ExtendToInt32().ConvertToFloat32().Mul(f16v(b, quant.Q6_KOffD)) // d·scale of each sub-block
 		for h := 0; h < 2; h++ {
 			xh := x[256*i+128*h : 256*i+128*h+128]
 			for c := 0; c < 2; c++ { // values l = 16c..16c+15 of each quarter: sub-blocks 8h+c+2k
 				ql0 := u8to32(b, quant.Q6_KOffQl+64*h+16*c)
 				ql1 := u8to32(b, quant.Q6_KOffQl+64*h+32+16*c)
 				qh := u8to32(b, quant.Q6_KOffQh+32*h+16*c)
-				q1 := ql0.And(m15).Or(qh.And(m3).ShiftAllLeft(4)).Sub(c32).ConvertToFloat32()
-				q2 := ql1.And(m15).Or(qh.ShiftAllLeft(2).And(m48)).Sub(c32).ConvertToFloat32()
-				q3 := ql0.ShiftAllRight(4).Or(qh.And(m48)).Sub(c32).ConvertToFloat32()
-				q4 := ql1.ShiftAllRight(4).Or(qh.ShiftAllRight(2).And(m48)).Sub(c32).ConvertToFloat32()
+				q1 := ql0.And(m15).Or(qh.And(m3).ShiftLeft(c4)).Sub(c32).ConvertToFloat32()
+				q2 := ql1.And(m15).Or(qh.ShiftLeft(c2).And(m48)).Sub(c32).ConvertToFloat32()
+				q3 := ql0.ShiftRight(c4).Or(qh.And(m48)).Sub(c32).ConvertToFloat32()
+				q4 := ql1.ShiftRight(c4).Or(qh.ShiftRight(c2).And(m48)).Sub(c32).ConvertToFloat32()
 				is := 8*h + c
-				a0 = q1.Mul(ldx(xh, 16*c)).MulAdd(bcast(d*float32(int8(sc[is]))), a0)
-				a1 = q2.Mul(ldx(xh, 32+16*c)).MulAdd(bcast(d*float32(int8(sc[is+2]))), a1)
-				a2 = q3.Mul(ldx(xh, 64+16*c)).MulAdd(bcast(d*float32(int8(sc[is+4]))), a2)
-				a3 = q4.Mul(ldx(xh, 96+16*c)).MulAdd(bcast(d*float32(int8(sc[is+6]))), a3)
+				a0 = q1.Mul(ldx(xh, 16*c)).MulAdd(lane(sc, is), a0)
+				a1 = q2.Mul(ldx(xh, 32+16*c)).MulAdd(lane(sc, is+2), a1)
+				a2 = q3.Mul(ldx(xh, 64+16*c)).MulAdd(lane(sc, is+4), a2)
+				a3 = q4.Mul(ldx(xh, 96+16*c)).MulAdd(lane(sc, is+6), a3)
 			}
 		}
 	}
@@ -317,38 +426,83 @@ func dotQ6_KF32SIMD(row []byte, x, _ []float32) float32 {
 
 // ---- 8-bit activations ----
 
+// dotQ8_0Q8SIMD sums the even blocks into a0 and the odd ones into a1.
 func dotQ8_0Q8SIMD(row []byte, a []act32) float32 {
 	var a0, a1 f32x16
-	for i := range a {
+	nb := len(a)
+	i := 0
+	for ; i+2 <= nb; i += 2 {
+		b := row[i*34 : i*34+68]
+		a0 = q8blk(archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[2]))).ExtendToInt16(), f16v(b, 0), &a[i], a0)
+		a1 = q8blk(archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[36]))).ExtendToInt16(), f16v(b, 34), &a[i+1], a1)
+	}
+	if i < nb {
 		b := row[i*34 : i*34+34]
-		w := archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[2]))).ExtendToInt16()
-		q := archsimd.LoadInt8x32(&a[i].qs).ExtendToInt16()
-		p := w.DotProductPairs(q).ConvertToFloat32()
-		if i&1 == 0 {
-			a0 = p.MulAdd(bcast(f16At(b, 0)*a[i].d), a0)
-		} else {
-			a1 = p.MulAdd(bcast(f16At(b, 0)*a[i].d), a1)
-		}
+		a0 = q8blk(archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[2]))).ExtendToInt16(), f16v(b, 0), &a[i], a0)
 	}
 	return hsum16(a0.Add(a1))
 }
 
+// q8blk adds block a's share of dotQ8_0Q8SIMD to acc: w holds the weights
+// sign-extended, dw the weight scale in every lane.
+func q8blk(w archsimd.Int16x32, dw f32x16, a *act32, acc f32x16) f32x16 {
+	p := w.DotProductPairs(archsimd.LoadInt8x32(&a.qs).ExtendToInt16()).ConvertToFloat32()
+	return p.MulAdd(dw.Mul(bcastp(&a.d)), acc)
+}
+
+func dotQ8_0Q8x4SIMD(row []byte, a []act32, nb int) (y0, y1, y2, y3 float32) {
+	a = a[:4*nb]
+	row = row[:34*nb]
+	a0, a1, a2, a3 := a[:nb], a[nb:2*nb], a[2*nb:3*nb], a[3*nb:]
+	// e for the even blocks, o for the odd ones, as dotQ8_0Q8SIMD's a0, a1.
+	var e0, e1, e2, e3, o0, o1, o2, o3 f32x16
+	i := 0
+	for ; i+2 <= nb; i += 2 {
+		b := row[i*34 : i*34+68]
+		w := archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[2]))).ExtendToInt16()
+		dw := f16v(b, 0)
+		e0 = q8blk(w, dw, &a0[i], e0)
+		e1 = q8blk(w, dw, &a1[i], e1)
+		e2 = q8blk(w, dw, &a2[i], e2)
+		e3 = q8blk(w, dw, &a3[i], e3)
+		w = archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[36]))).ExtendToInt16()
+		dw = f16v(b, 34)
+		o0 = q8blk(w, dw, &a0[i+1], o0)
+		o1 = q8blk(w, dw, &a1[i+1], o1)
+		o2 = q8blk(w, dw, &a2[i+1], o2)
+		o3 = q8blk(w, dw, &a3[i+1], o3)
+	}
+	if i < nb {
+		b := row[i*34 : i*34+34]
+		w := archsimd.LoadInt8x32((*[32]int8)(unsafe.Pointer(&b[2]))).ExtendToInt16()
+		dw := f16v(b, 0)
+		e0 = q8blk(w, dw, &a0[i], e0)
+		e1 = q8blk(w, dw, &a1[i], e1)
+		e2 = q8blk(w, dw, &a2[i], e2)
+		e3 = q8blk(w, dw, &a3[i], e3)
+	}
+	bits := func(e, o f32x16) uint64 { return uint64(hsum16v(e.Add(o)).AsUint32x4().GetElem(0)) }
+	lo, hi := clearUpper(bits(e0, o0)|bits(e1, o1)<<32, bits(e2, o2)|bits(e3, o3)<<32)
+	f := math.Float32frombits
+	return f(uint32(lo)), f(uint32(lo >> 32)), f(uint32(hi)), f(uint32(hi >> 32))
+}
+
 func dotQ4_0Q8SIMD(row []byte, a []act32) float32 {
-	var acc f32x8
-	var corr float32
+	var acc, corr f32x8 // corr: Σ s·sum in every lane
 	m15 := archsimd.BroadcastUint8x16(15)
 	ones := archsimd.BroadcastInt16x16(1)
+	c4 := archsimd.BroadcastUint16x8(4)
 	for i := range a {
 		b := row[i*18 : i*18+18]
 		v := ld16u8(b, 2)
 		var w archsimd.Uint8x32
-		w = w.SetLo(v.And(m15)).SetHi(v.AsUint16x8().ShiftAllRight(4).AsUint8x16().And(m15))
+		w = w.SetLo(v.And(m15)).SetHi(v.AsUint16x8().ShiftRight(c4).AsUint8x16().And(m15))
 		p := w.DotProductPairsSaturated(archsimd.LoadInt8x32(&a[i].qs)).DotProductPairs(ones).ConvertToFloat32()
-		s := f16At(b, 0) * a[i].d
-		acc = p.MulAdd(archsimd.BroadcastFloat32x8(s), acc)
-		corr += s * float32(a[i].sum)
+		s := f16v8(b, 0).Mul(bcast8p(&a[i].d))
+		acc = p.MulAdd(s, acc)
+		corr = corr.Add(s.Mul(archsimd.BroadcastInt32x8(a[i].sum).ConvertToFloat32()))
 	}
-	return hsum8(acc) - 8*corr
+	return ret(hsum8v(acc).Sub(corr.GetLo().Mul(archsimd.BroadcastFloat32x4(8))))
 }
 
 // k4ScaleIdx are the byte shuffles (within each 128-bit lane) that turn
@@ -377,6 +531,7 @@ func dotQ4_KQ8SIMD(row []byte, a []actK) float32 {
 	var facc f32x16
 	var macc f32x8
 	m15 := archsimd.BroadcastUint8x64(15)
+	c4 := cnt16(4)
 	i0, i1, i2, i3 := k4ScaleIdx[0], k4ScaleIdx[1], k4ScaleIdx[2], k4ScaleIdx[3]
 	for i := range a {
 		b := row[i*144 : i*144+144]
@@ -387,18 +542,18 @@ func dotQ4_KQ8SIMD(row []byte, a []actK) float32 {
 		A := ld64u8(b, quant.Q4_KOffQs)
 		B := ld64u8(b, quant.Q4_KOffQs+64)
 		la := A.And(m15)
-		ha := A.AsUint16x32().ShiftAllRight(4).AsUint8x64().And(m15)
+		ha := A.AsUint16x32().ShiftRight(c4).AsUint8x64().And(m15)
 		lb := B.And(m15)
-		hb := B.AsUint16x32().ShiftAllRight(4).AsUint8x64().And(m15)
+		hb := B.AsUint16x32().ShiftRight(c4).AsUint8x64().And(m15)
 		p0 := la.DotProductPairsSaturated(ldact(ab, 0)).DotProductPairs(scv.PermuteOrZeroGrouped(i0).AsInt16x32())
 		p1 := ha.DotProductPairsSaturated(ldact(ab, 64)).DotProductPairs(scv.PermuteOrZeroGrouped(i1).AsInt16x32())
 		p2 := lb.DotProductPairsSaturated(ldact(ab, 128)).DotProductPairs(scv.PermuteOrZeroGrouped(i2).AsInt16x32())
 		p3 := hb.DotProductPairsSaturated(ldact(ab, 192)).DotProductPairs(scv.PermuteOrZeroGrouped(i3).AsInt16x32())
 		sum := p0.Add(p1).Add(p2.Add(p3))
-		facc = sum.ConvertToFloat32().MulAdd(bcast(f16At(b, 0)*ab.d), facc)
-		macc = scalesF32(m).Mul(archsimd.BroadcastFloat32x8(f16At(b, 2))).MulAdd(archsimd.LoadFloat32x8(&ab.ms), macc)
+		facc = sum.ConvertToFloat32().MulAdd(f16v(b, 0).Mul(bcastp(&ab.d)), facc)
+		macc = scalesF32(m).Mul(f16v8(b, 2)).MulAdd(archsimd.LoadFloat32x8(&ab.ms), macc)
 	}
-	return hsum16(facc) - hsum8(macc)
+	return ret(hsum16v(facc).Sub(hsum8v(macc)))
 }
 
 func dotQ5_KQ8SIMD(row []byte, a []actK) float32 {
@@ -407,6 +562,7 @@ func dotQ5_KQ8SIMD(row []byte, a []actK) float32 {
 	m15 := archsimd.BroadcastUint8x64(15)
 	b1 := archsimd.BroadcastUint8x64(1)
 	b2 := archsimd.BroadcastUint8x64(2)
+	c2, c3, c4, c6 := cnt16y(2), cnt16(3), cnt16(4), cnt16y(6)
 	i0, i1, i2, i3 := k4ScaleIdx[0], k4ScaleIdx[1], k4ScaleIdx[2], k4ScaleIdx[3]
 	for i := range a {
 		b := row[i*176 : i*176+176]
@@ -420,23 +576,23 @@ func dotQ5_KQ8SIMD(row []byte, a []actK) float32 {
 		// side so that bits 0 and 1 of each byte are the ones needed.
 		qh := ld32u8(b, quant.Q5_KOffQh).AsUint16x16()
 		var hA, hB archsimd.Uint8x64
-		hA = hA.SetLo(qh.AsUint8x32()).SetHi(qh.ShiftAllRight(2).AsUint8x32())
-		hB = hB.SetLo(qh.ShiftAllRight(4).AsUint8x32()).SetHi(qh.ShiftAllRight(6).AsUint8x32())
+		hA = hA.SetLo(qh.AsUint8x32()).SetHi(qh.ShiftRight(c2).AsUint8x32())
+		hB = hB.SetLo(qh.ShiftRight(c4.GetLo()).AsUint8x32()).SetHi(qh.ShiftRight(c6).AsUint8x32())
 		A := ld64u8(b, quant.Q5_KOffQs)
 		B := ld64u8(b, quant.Q5_KOffQs+64)
-		la := A.And(m15).Or(hA.And(b1).AsUint16x32().ShiftAllLeft(4).AsUint8x64())
-		ha := A.AsUint16x32().ShiftAllRight(4).AsUint8x64().And(m15).Or(hA.And(b2).AsUint16x32().ShiftAllLeft(3).AsUint8x64())
-		lb := B.And(m15).Or(hB.And(b1).AsUint16x32().ShiftAllLeft(4).AsUint8x64())
-		hb := B.AsUint16x32().ShiftAllRight(4).AsUint8x64().And(m15).Or(hB.And(b2).AsUint16x32().ShiftAllLeft(3).AsUint8x64())
+		la := A.And(m15).Or(hA.And(b1).AsUint16x32().ShiftLeft(c4).AsUint8x64())
+		ha := A.AsUint16x32().ShiftRight(c4).AsUint8x64().And(m15).Or(hA.And(b2).AsUint16x32().ShiftLeft(c3).AsUint8x64())
+		lb := B.And(m15).Or(hB.And(b1).AsUint16x32().ShiftLeft(c4).AsUint8x64())
+		hb := B.AsUint16x32().ShiftRight(c4).AsUint8x64().And(m15).Or(hB.And(b2).AsUint16x32().ShiftLeft(c3).AsUint8x64())
 		p0 := la.DotProductPairsSaturated(ldact(ab, 0)).DotProductPairs(scv.PermuteOrZeroGrouped(i0).AsInt16x32())
 		p1 := ha.DotProductPairsSaturated(ldact(ab, 64)).DotProductPairs(scv.PermuteOrZeroGrouped(i1).AsInt16x32())
 		p2 := lb.DotProductPairsSaturated(ldact(ab, 128)).DotProductPairs(scv.PermuteOrZeroGrouped(i2).AsInt16x32())
 		p3 := hb.DotProductPairsSaturated(ldact(ab, 192)).DotProductPairs(scv.PermuteOrZeroGrouped(i3).AsInt16x32())
 		sum := p0.Add(p1).Add(p2.Add(p3))
-		facc = sum.ConvertToFloat32().MulAdd(bcast(f16At(b, 0)*ab.d), facc)
-		macc = scalesF32(m).Mul(archsimd.BroadcastFloat32x8(f16At(b, 2))).MulAdd(archsimd.LoadFloat32x8(&ab.ms), macc)
+		facc = sum.ConvertToFloat32().MulAdd(f16v(b, 0).Mul(bcastp(&ab.d)), facc)
+		macc = scalesF32(m).Mul(f16v8(b, 2)).MulAdd(archsimd.LoadFloat32x8(&ab.ms), macc)
 	}
-	return hsum16(facc) - hsum8(macc)
+	return ret(hsum16v(facc).Sub(hsum8v(macc)))
 }
 
 // q6ScaleIdx[h][k] picks, from the 16 sign-extended scales of a Q6_K block,
@@ -465,28 +621,30 @@ func dotQ6_KQ8SIMD(row []byte, a []actK) float32 {
 	m3 := archsimd.BroadcastUint8x32(3)
 	m12 := archsimd.BroadcastUint8x32(12)
 	m48 := archsimd.BroadcastUint8x32(48)
+	c2, c4 := cnt16y(2), cnt16y(4)
+	c5 := archsimd.BroadcastInt32x8(5)
 	for i := range a {
 		b := row[i*210 : i*210+210]
 		ab := &a[i]
 		S := archsimd.LoadInt8x16((*[16]int8)(unsafe.Pointer(&b[quant.Q6_KOffScales]))).ExtendToInt16()
 		// Weights are q−32: start from −32·Σ sc·(Σa of each 16).
-		isum := S.DotProductPairs(archsimd.LoadInt16x16(&ab.bs16)).ShiftAllLeft(5)
+		isum := S.DotProductPairs(archsimd.LoadInt16x16(&ab.bs16)).ShiftLeft(c5)
 		var acc i32x8
 		for h := 0; h < 2; h++ {
 			ql0 := ld32u8(b, quant.Q6_KOffQl+64*h)
 			ql1 := ld32u8(b, quant.Q6_KOffQl+64*h+32)
 			qh := ld32u8(b, quant.Q6_KOffQh+32*h)
-			q0 := ql0.And(m15).Or(qh.And(m3).AsUint16x16().ShiftAllLeft(4).AsUint8x32())
-			q1 := ql1.And(m15).Or(qh.And(m12).AsUint16x16().ShiftAllLeft(2).AsUint8x32())
-			q2 := ql0.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15).Or(qh.And(m48))
-			q3 := ql1.AsUint16x16().ShiftAllRight(4).AsUint8x32().And(m15).Or(qh.AsUint16x16().ShiftAllRight(2).AsUint8x32().And(m48))
+			q0 := ql0.And(m15).Or(qh.And(m3).AsUint16x16().ShiftLeft(c4).AsUint8x32())
+			q1 := ql1.And(m15).Or(qh.And(m12).AsUint16x16().ShiftLeft(c2).AsUint8x32())
+			q2 := ql0.AsUint16x16().ShiftRight(c4).AsUint8x32().And(m15).Or(qh.And(m48))
+			q3 := ql1.AsUint16x16().ShiftRight(c4).AsUint8x32().And(m15).Or(qh.AsUint16x16().ShiftRight(c2).AsUint8x32().And(m48))
 			idx := &q6ScaleIdx[h]
 			acc = acc.Add(q0.DotProductPairsSaturated(ldact32(ab, 128*h)).DotProductPairs(S.Permute(idx[0])))
 			acc = acc.Add(q1.DotProductPairsSaturated(ldact32(ab, 128*h+32)).DotProductPairs(S.Permute(idx[1])))
 			acc = acc.Add(q2.DotProductPairsSaturated(ldact32(ab, 128*h+64)).DotProductPairs(S.Permute(idx[2])))
 			acc = acc.Add(q3.DotProductPairsSaturated(ldact32(ab, 128*h+96)).DotProductPairs(S.Permute(idx[3])))
 		}
-		facc = acc.Sub(isum).ConvertToFloat32().MulAdd(archsimd.BroadcastFloat32x8(f16At(b, quant.Q6_KOffD)*ab.d), facc)
+		facc = acc.Sub(isum).ConvertToFloat32().MulAdd(f16v8(b, quant.Q6_KOffD).Mul(bcast8p(&ab.d)), facc)
 	}
 	return hsum8(facc)
 }
@@ -495,12 +653,22 @@ func dotQ6_KQ8SIMD(row []byte, a []actK) float32 {
 
 func absMask() i32x16 { return archsimd.BroadcastInt32x16(0x7fffffff) }
 
+// hmax16 is the largest lane of v, with the upper state cleared.
 func hmax16(v f32x16) float32 {
 	m := v.GetLo().Max(v.GetHi())
-	n := m.GetLo().Max(m.GetHi())
-	var t [4]float32
-	n.Store(&t)
-	return max(max(t[0], t[1]), max(t[2], t[3]))
+	n := m.GetLo().Max(m.GetHi()).AsUint64x2()
+	a, b := clearUpper(n.GetElem(0), n.GetElem(1))
+	f := func(x uint64) float32 { return math.Float32frombits(uint32(x)) }
+	return max(max(f(a), f(a>>32)), max(f(b), f(b>>32)))
+}
+
+// hsumI is the sum of v's lanes.
+func hsumI(v i32x16) int32 {
+	s := v.GetLo().Add(v.GetHi())
+	t := s.GetLo().Add(s.GetHi())
+	t = t.AddPairs(t)
+	t = t.AddPairs(t)
+	return t.GetElem(0)
 }
 
 // quantizeKSIMD is quantizeKGeneric with vectors; it writes the same bytes.
@@ -520,14 +688,16 @@ func quantizeKSIMD(dst []actK, x []float32, k4 bool) {
 		}
 		// ggml scales by −127/max where max is the first value of largest
 		// magnitude; find it.
-		var mx float32
+		at := 0
 		va := bcast(amax)
 		for j := 0; j < 256; j += 16 {
 			if bits := ldx(xb, j).AsInt32x16().And(am).AsFloat32x16().Equal(va).ToBits(); bits != 0 {
-				mx = xb[j+trailingZeros16(bits)]
+				at = j + trailingZeros16(bits)
 				break
 			}
 		}
+		archsimd.ClearAVXUpperBits()
+		mx := xb[at]
 		iscale := -127 / mx
 		a.d = 1 / iscale
 		vs := bcast(iscale)
@@ -539,6 +709,7 @@ func quantizeKSIMD(dst []actK, x []float32, k4 bool) {
 			}
 			q.Store((*[16]int8)(a.qs[pos : pos+16]))
 		}
+		archsimd.ClearAVXUpperBits()
 		for j := range 16 {
 			p := j * 16
 			if k4 {
@@ -557,6 +728,7 @@ func quantizeKSIMD(dst []actK, x []float32, k4 bool) {
 			a.ms16[j] = a.d * float32(a.bs16[j])
 		}
 	}
+	archsimd.ClearAVXUpperBits() // (for an x of no blocks)
 }
 
 func trailingZeros16(b uint16) int {
@@ -589,18 +761,14 @@ func quantize32SIMD(dst []act32, x []float32) {
 		q1 := x1.Mul(vid).RoundToEvenScaled(0).ConvertToInt32()
 		q0.SaturateToInt8().Store((*[16]int8)(a.qs[0:16]))
 		q1.SaturateToInt8().Store((*[16]int8)(a.qs[16:32]))
-		var t [16]int32
-		q0.Add(q1).Store(&t)
-		var s int32
-		for _, v := range t {
-			s += v
-		}
-		a.sum = s
+		a.sum = hsumI(q0.Add(q1))
 	}
+	archsimd.ClearAVXUpperBits()
 }
 
 func sums32SIMD(xs, x []float32) {
 	for i := range xs {
-		xs[i] = hsum16(ldx(x, 32*i).Add(ldx(x, 32*i+16)))
+		*(*uint32)(unsafe.Pointer(&xs[i])) = hsum16v(ldx(x, 32*i).Add(ldx(x, 32*i+16))).AsUint32x4().GetElem(0)
 	}
+	archsimd.ClearAVXUpperBits()
 }

@@ -210,13 +210,17 @@ func (s *matmulState) Do(wk, lo, hi int) {
 	case s.vn:
 		s.doVNNI(wk, lo, hi)
 	case s.q8 && s.k32:
-		dot := s.k.q832[s.w.Type]
+		dot, dot4 := s.k.q832[s.w.Type], s.k.q832x4[s.w.Type]
 		nb := cols / 32
 		for j0 := 0; j0 < s.n; j0 += chunkVecs {
 			j1 := min(j0+chunkVecs, s.n)
 			for r := r0; r < r1; r++ {
 				row := data[r*rb : (r+1)*rb]
-				for j := j0; j < j1; j++ {
+				j := j0
+				for ; dot4 != nil && j+4 <= j1; j += 4 {
+					s.y[j*rows+r], s.y[(j+1)*rows+r], s.y[(j+2)*rows+r], s.y[(j+3)*rows+r] = dot4(row, s.act32[j*nb:(j+4)*nb], nb)
+				}
+				for ; j < j1; j++ {
 					s.y[j*rows+r] = dot(row, s.act32[j*nb:(j+1)*nb])
 				}
 			}

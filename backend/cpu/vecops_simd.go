@@ -40,7 +40,7 @@ func dotSIMD(a, b []float32) float32 {
 	for ; i+16 <= n; i += 16 {
 		a0 = ldx(a, i).MulAdd(ldx(b, i), a0)
 	}
-	s := hsum16(a0.Add(a1))
+	s := ret(hsum16v(a0.Add(a1)))
 	for ; i < n; i++ {
 		s += a[i] * b[i]
 	}
@@ -55,9 +55,10 @@ func axpySIMD(dst []float32, alpha float32, x []float32) {
 	for ; i+16 <= n; i += 16 {
 		va.MulAdd(ldx(x, i), ldx(dst, i)).Store((*[16]float32)(dst[i : i+16]))
 	}
-	for ; i < n; i++ {
-		dst[i] += alpha * x[i]
+	if i < n { // the tail: multiply, then add, as the scalar twin
+		va.Mul(archsimd.LoadFloat32x16SlicePart(x[i:])).Add(archsimd.LoadFloat32x16SlicePart(dst[i:])).StoreSlicePart(dst[i:])
 	}
+	archsimd.ClearAVXUpperBits()
 }
 
 // expV is expf on 16 lanes: the same range reduction (rounding n to even
@@ -81,7 +82,7 @@ func expV(x f32x16) f32x16 {
 	p = p.MulAdd(r, bcast(0.5))
 	p = p.MulAdd(r, bcast(1))
 	p = p.MulAdd(r, bcast(1))
-	e := n.ConvertToInt32().Add(archsimd.BroadcastInt32x16(127)).ShiftAllLeft(23).AsFloat32x16()
+	e := n.ConvertToInt32().Add(archsimd.BroadcastInt32x16(127)).ShiftLeft(cnt32(23)).AsFloat32x16()
 	p = p.Mul(e)
 	var z f32x16
 	p = z.Merge(p, lo)
@@ -99,14 +100,10 @@ func expSumSIMD(x []float32, m float32) float32 {
 		acc = acc.Add(e)
 	}
 	if i < n { // the tail, padded with −Inf (exp = 0)
-		var t [16]float32
-		for j := range t {
-			t[j] = float32(math.Inf(-1))
-		}
-		copy(t[:], x[i:])
-		e := expV(archsimd.LoadFloat32x16(&t).Sub(vm))
-		e.Store(&t)
-		copy(x[i:], t[:])
+		live := archsimd.Mask32x16FromBits(0xffff >> (16 - (n - i)))
+		t := archsimd.LoadFloat32x16SlicePart(x[i:]).Merge(bcast(float32(math.Inf(-1))), live)
+		e := expV(t.Sub(vm))
+		e.StoreSlicePart(x[i:])
 		acc = acc.Add(e)
 	}
 	return hsum16(acc)
@@ -124,14 +121,11 @@ func swigluSIMD(g, u []float32) {
 		v.Div(one.Add(e)).Mul(ldx(u, i)).Store((*[16]float32)(g[i : i+16]))
 	}
 	if i < n { // the tail, through the same vector code
-		var tg, tu [16]float32
-		copy(tg[:], g[i:])
-		copy(tu[:], u[i:])
-		v := archsimd.LoadFloat32x16(&tg)
+		v := archsimd.LoadFloat32x16SlicePart(g[i:])
 		e := expV(z.Sub(v))
-		v.Div(one.Add(e)).Mul(archsimd.LoadFloat32x16(&tu)).Store(&tg)
-		copy(g[i:], tg[:])
+		v.Div(one.Add(e)).Mul(archsimd.LoadFloat32x16SlicePart(u[i:])).StoreSlicePart(g[i:])
 	}
+	archsimd.ClearAVXUpperBits()
 }
 
 func sumSqSIMD(x []float32) float64 {
@@ -145,13 +139,21 @@ func sumSqSIMD(x []float32) float64 {
 		a0 = l.MulAdd(l, a0)
 		a1 = h.MulAdd(h, a1)
 	}
-	var t [8]float64
-	a0.Add(a1).Store(&t)
-	s := ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))
+	// ((t0+t1) + (t2+t3)) + ((t4+t5) + (t6+t7)) over the lanes t of a0+a1.
+	t := a0.Add(a1)
+	p := t.GetLo().AddPairsGrouped(t.GetHi()) // t0+t1, t4+t5, t2+t3, t6+t7
+	q := p.GetLo().Add(p.GetHi())
+	s := ret64(q.AddPairs(q))
 	for ; i < n; i++ {
 		s += float64(x[i]) * float64(x[i])
 	}
 	return s
+}
+
+// ret64 is ret for a float64.
+func ret64(v archsimd.Float64x2) float64 {
+	b, _ := clearUpper(v.AsUint64x2().GetElem(0), 0)
+	return math.Float64frombits(b)
 }
 
 func scaleMulSIMD(out, x []float32, s float32, w []float32) {
@@ -162,9 +164,10 @@ func scaleMulSIMD(out, x []float32, s float32, w []float32) {
 	for ; i+16 <= n; i += 16 {
 		ldx(x, i).Mul(vs).Mul(ldx(w, i)).Store((*[16]float32)(out[i : i+16]))
 	}
-	for ; i < n; i++ {
-		out[i] = x[i] * s * w[i]
+	if i < n {
+		archsimd.LoadFloat32x16SlicePart(x[i:]).Mul(vs).Mul(archsimd.LoadFloat32x16SlicePart(w[i:])).StoreSlicePart(out[i:])
 	}
+	archsimd.ClearAVXUpperBits()
 }
 
 func addSIMD(dst, x []float32) {
@@ -174,9 +177,10 @@ func addSIMD(dst, x []float32) {
 	for ; i+16 <= n; i += 16 {
 		ldx(dst, i).Add(ldx(x, i)).Store((*[16]float32)(dst[i : i+16]))
 	}
-	for ; i < n; i++ {
-		dst[i] += x[i]
+	if i < n {
+		archsimd.LoadFloat32x16SlicePart(dst[i:]).Add(archsimd.LoadFloat32x16SlicePart(x[i:])).StoreSlicePart(dst[i:])
 	}
+	archsimd.ClearAVXUpperBits()
 }
 
 func attnScoresSIMD(s, q, kt []float32, scale float32) {
@@ -190,8 +194,8 @@ func attnScoresSIMD(s, q, kt []float32, scale float32) {
 		k2 := kt[(b+2)*hd*16 : (b+3)*hd*16]
 		k3 := kt[(b+3)*hd*16 : (b+4)*hd*16]
 		var a0, a1, a2, a3 f32x16
-		for d, qd := range q {
-			vq := bcast(qd)
+		for d := range q {
+			vq := bcastp(&q[d])
 			a0 = ldx(k0, d*16).MulAdd(vq, a0)
 			a1 = ldx(k1, d*16).MulAdd(vq, a1)
 			a2 = ldx(k2, d*16).MulAdd(vq, a2)
@@ -207,16 +211,17 @@ func attnScoresSIMD(s, q, kt []float32, scale float32) {
 		var a0, a1, a2, a3 f32x16
 		d := 0
 		for ; d+4 <= hd; d += 4 {
-			a0 = ldx(k, d*16).MulAdd(bcast(q[d]), a0)
-			a1 = ldx(k, d*16+16).MulAdd(bcast(q[d+1]), a1)
-			a2 = ldx(k, d*16+32).MulAdd(bcast(q[d+2]), a2)
-			a3 = ldx(k, d*16+48).MulAdd(bcast(q[d+3]), a3)
+			a0 = ldx(k, d*16).MulAdd(bcastp(&q[d]), a0)
+			a1 = ldx(k, d*16+16).MulAdd(bcastp(&q[d+1]), a1)
+			a2 = ldx(k, d*16+32).MulAdd(bcastp(&q[d+2]), a2)
+			a3 = ldx(k, d*16+48).MulAdd(bcastp(&q[d+3]), a3)
 		}
 		for ; d < hd; d++ {
-			a0 = ldx(k, d*16).MulAdd(bcast(q[d]), a0)
+			a0 = ldx(k, d*16).MulAdd(bcastp(&q[d]), a0)
 		}
 		a0.Add(a1).Add(a2.Add(a3)).Mul(vs).Store((*[16]float32)(s[b*16:]))
 	}
+	archsimd.ClearAVXUpperBits()
 }
 
 func attnValuesSIMD(out, w []float32, inv float32, v []float32, stride int) {
@@ -229,8 +234,8 @@ func attnValuesSIMD(out, w []float32, inv float32, v []float32, stride int) {
 	c := 0
 	for ; c+64 <= hd; c += 64 {
 		var a0, a1, a2, a3 f32x16
-		for p, wp := range w {
-			vw := bcast(wp)
+		for p := range w {
+			vw := bcastp(&w[p])
 			o := p*stride + c
 			a0 = ldx(v, o).MulAdd(vw, a0)
 			a1 = ldx(v, o+16).MulAdd(vw, a1)
@@ -244,11 +249,12 @@ func attnValuesSIMD(out, w []float32, inv float32, v []float32, stride int) {
 	}
 	for ; c < hd; c += 16 {
 		var a0 f32x16
-		for p, wp := range w {
-			a0 = ldx(v, p*stride+c).MulAdd(bcast(wp), a0)
+		for p := range w {
+			a0 = ldx(v, p*stride+c).MulAdd(bcastp(&w[p]), a0)
 		}
 		a0.Mul(vi).Store((*[16]float32)(out[c:]))
 	}
+	archsimd.ClearAVXUpperBits()
 }
 
 // attnGroupSIMD is attnGroupGeneric with vectors; for head size 64 and 8k
@@ -278,14 +284,14 @@ func attnGroupSIMD(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, sc
 			s[i] *= inv
 		}
 	}
-	var part [maxGenericHead]float32
+	part := scores[nh*n16 : nh*n16+hd] // scratch past the scores (attnScratch)
 	for h := range nh {
 		o := out[h*hd : (h+1)*hd]
-		clear(o)
-		for j := range np {
+		attnValuesSIMD(o, scores[h*n16:h*n16+min(16, n)], 1, vc[vp[0]:], stride)
+		for j := 1; j < np; j++ {
 			m := min(16, n-16*j)
-			attnValuesSIMD(part[:hd], scores[h*n16+16*j:h*n16+16*j+m], 1, vc[vp[j]:], stride)
-			addSIMD(o, part[:hd])
+			attnValuesSIMD(part, scores[h*n16+16*j:h*n16+16*j+m], 1, vc[vp[j]:], stride)
+			addSIMD(o, part)
 		}
 	}
 }

@@ -154,7 +154,7 @@ func TestAttnGroup(t *testing.T) {
 				kt := randomVec(r, n16*c.hd)
 				v := randomVec(r, n16*stride)
 				out := randomVec(r, c.nh*c.hd)
-				scores := make([]float32, c.nh*n16)
+				scores := make([]float32, c.nh*n16+attnScratch)
 				perm := r.Perm(n16 / 16) // logical page j is physical page perm[j]
 				kp, vp := make([]int, len(perm)), make([]int, len(perm))
 				for j, pg := range perm {

@@ -499,3 +499,11 @@ func debugf(format string, a ...any) {
 		fmt.Fprintf(os.Stderr, "cuda: "+format+"\n", a...)
 	}
 }
+
+// MemInfo returns the device's free and total memory in bytes (for sizing
+// the KV pool from a fraction of what is free).
+func (b *Backend) MemInfo() (free, total uint64) {
+	b.enter()
+	defer b.exit()
+	return b.d.MemInfo()
+}

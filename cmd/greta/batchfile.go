@@ -182,7 +182,7 @@ func runBatchFile(fs *flag.FlagSet, ef *engineFlags, pf *poolFlags, g *genFlags,
 		return err
 	}
 	if *g.verbose {
-		fmt.Fprintln(os.Stderr, poolLine(e, en, *ef.cache))
+		fmt.Fprintln(os.Stderr, poolLine(e, en))
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())

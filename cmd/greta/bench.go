@@ -227,7 +227,7 @@ func benchLoaded(fs *flag.FlagSet, ef *engineFlags, pf *poolFlags, e *engine, ma
 	if err != nil {
 		return nil, "", err
 	}
-	info := poolLine(e, en, *ef.cache)
+	info := poolLine(e, en)
 	if !batched {
 		res, err := benchEngine(e, en, ps, ns, ds, reps)
 		return res, info, err

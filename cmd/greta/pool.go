@@ -100,6 +100,16 @@ func parseKVBudget(s string) (bytes int64, frac float64, err error) {
 	return int64(b), 0, nil
 }
 
+// kvCacheType is the cache type the engine is asked for: --cache-type on
+// CUDA; the other backends hold their own type whatever the flag says (as
+// before the engine).
+func kvCacheType(e *engine, flag string) string {
+	if e.backend.Name() != "cuda" {
+		return ""
+	}
+	return flag
+}
+
 // kvBytesPerToken is what one position costs in the engine's pool: keys
 // and values of every layer, in the cache's value type (as the engine
 // sizes it).
@@ -160,9 +170,9 @@ type poolSpec struct {
 // engineOptions turns the pool flags and the loaded model into the
 // engine's options.
 func (p *poolFlags) engineOptions(fs *flag.FlagSet, ef *engineFlags, e *engine, ps poolSpec) (eng.Options, error) {
-	o := eng.Options{Parallel: ps.parallel, Context: ps.context, CacheType: *ef.cache,
+	o := eng.Options{Parallel: ps.parallel, Context: ps.context, CacheType: kvCacheType(e, *ef.cache),
 		PrefillBudget: p.budget(fs, *ef.batch), NoPrefixCache: *p.noPrefix, QueueSize: max(256, ps.parallel+1)}
-	per := kvBytesPerToken(e, *ef.cache)
+	per := kvBytesPerToken(e, o.CacheType)
 	bytes, frac, err := parseKVBudget(*p.kvBudget)
 	if err != nil {
 		return o, usageError("--kv-budget: %v", err)
@@ -203,9 +213,10 @@ func startEngine(e *engine, o eng.Options) (*eng.Engine, error) {
 }
 
 // poolLine says how the engine is set up: the line printed at load.
-func poolLine(e *engine, en *eng.Engine, cacheType string) string {
+func poolLine(e *engine, en *eng.Engine) string {
 	st := en.Stats()
 	o := en.Options()
+	cacheType := o.CacheType
 	return fmt.Sprintf("[%s] KV pool %d tokens (%d pages of %d, %s), context %d, parallel %d, prefill budget %d",
 		e.backend.Name(), st.Pages*st.PageSize, st.Pages, st.PageSize, humanBytes(int64(st.Pages*st.PageSize)*kvBytesPerToken(e, cacheType)),
 		o.Context, o.Parallel, o.PrefillBudget)

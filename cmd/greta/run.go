@@ -119,7 +119,7 @@ func runRun(args []string, stdin io.Reader, out io.Writer) (err error) {
 	g := addGenFlags(fs, 128)
 	chat := fs.Bool("chat", false, "wrap the prompt in the model's chat template as a user turn")
 	asJSON := fs.Bool("json", false, "print one JSON object at the end instead of streaming text")
-	batchFile := fs.String("batch-file", "", `run every prompt of a JSONL file (-: standard input), one object a line: {"prompt": "...", "max_tokens": 32, "seed": 7, "temperature": 0, "stop": [...], "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"}; missing fields take the flags' values; one JSON line out per prompt, in input order`)
+	batchFile := fs.String("batch-file", "", `run every prompt of a JSONL file (-: standard input), one object a line: {"prompt": "...", "max_tokens": 32, "seed": 7, "temperature": 0, "stop": [...], "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"}; missing fields take the flags' values; blank lines are skipped; one JSON line out per prompt, in input order, with "index"`)
 	pf := addPoolFlags(fs, true, "sequences run at once with --batch-file (0: every line, at most 256)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -177,7 +177,7 @@ func runRun(args []string, stdin io.Reader, out io.Writer) (err error) {
 		return err
 	}
 	if *g.verbose {
-		fmt.Fprintln(os.Stderr, poolLine(e, en, *ef.cache))
+		fmt.Fprintln(os.Stderr, poolLine(e, en))
 	}
 	req, err := engineRequest(en, tokens, o, *pf.kvBudget != "")
 	if err != nil {
