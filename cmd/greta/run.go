@@ -21,6 +21,7 @@ import (
 	"greta/ml"
 	"greta/sample"
 	"greta/tokenizer"
+	"greta/tokenizer/template"
 )
 
 func init() {
@@ -212,16 +213,18 @@ func runRun(args []string, stdin io.Reader, out io.Writer) (err error) {
 func promptTokens(e *engine, g *genFlags, text string, chat bool) ([]int32, error) {
 	addSpecial := true
 	if chat || *g.chatTemplate != "" {
-		ct, err := g.template(e.tok)
+		ct, err := g.chatFormat(e.tok)
 		if err != nil {
 			return nil, err
 		}
-		var msgs []tokenizer.Message
+		var msgs []template.Message
 		if *g.system != "" {
-			msgs = append(msgs, tokenizer.Message{Role: "system", Content: *g.system})
+			msgs = append(msgs, template.Message{Role: "system", Content: *g.system})
 		}
-		msgs = append(msgs, tokenizer.Message{Role: "user", Content: text})
-		text = ct.Apply(msgs, true)
+		msgs = append(msgs, template.Message{Role: "user", Content: text})
+		if text, err = ct.Apply(msgs, true); err != nil {
+			return nil, err
+		}
 		// A template that writes BOS itself must not get a second one.
 		if bos := e.tok.BOS(); bos >= 0 && strings.HasPrefix(text, e.tok.Piece(bos)) {
 			addSpecial = false
