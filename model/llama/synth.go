@@ -35,6 +35,7 @@ var Presets = map[string]SynthOptions{
 	"tinyllama-1.1b": {Dim: 2048, Layers: 22, Heads: 32, KVHeads: 4, FFN: 5632, Context: 2048, RopeBase: 10000, NormEps: 1e-5, Vocab: 32000},
 	"llama2-7b":      {Dim: 4096, Layers: 32, Heads: 32, KVHeads: 32, FFN: 11008, Context: 4096, RopeBase: 10000, NormEps: 1e-5, Vocab: 32000},
 	"llama3-8b":      {Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, FFN: 14336, Context: 8192, RopeBase: 500000, NormEps: 1e-5, Vocab: 128256},
+	"llama3-70b":     {Dim: 8192, Layers: 80, Heads: 64, KVHeads: 8, FFN: 28672, Context: 8192, RopeBase: 500000, NormEps: 1e-5, Vocab: 128256},
 }
 
 // llama.cpp's general.file_type ids for the synth types.
