@@ -388,7 +388,10 @@ func TestAttentionBatchTime(t *testing.T) {
 		for i := range v {
 			v[i] = noise[(o+i)%len(noise)]
 		}
-		if err := g.d.MemcpyHtoD(x.(*Tensor).ptr, f32Bytes(v)); err != nil {
+		g.enter()
+		err := g.d.MemcpyHtoD(x.(*Tensor).ptr, f32Bytes(v))
+		g.exit()
+		if err != nil {
 			t.Fatal(err)
 		}
 		return x
