@@ -85,6 +85,8 @@ var pagedAttnCases = []attnCase{
 	{32, 4, 64},  // TinyLlama: attn_dec, eight
 	{8, 8, 64},   // attn_dec, one
 	{16, 8, 128}, // attn_dec, two
+	{28, 4, 128}, // seven (fa_* with the f16 cache; attn_gen with f32)
+	{32, 2, 64},  // sixteen: fa_dec's whole tile
 	{12, 4, 96},  // attn_gen: odd head size
 	{6, 1, 16},   // attn_gen: six query heads a KV head
 }

@@ -157,8 +157,8 @@ func TestAttentionDecodeTime(t *testing.T) {
 	}
 	g := device(t)
 	g.Graphs = false
-	defer func() { g.Graphs = true }()
-	const nh, nkv, hd, ctx = 32, 8, 128, 8192
+	defer func() { g.Graphs, g.FA = true, true }()
+	const nh, nkv, hd, ctx = 32, 8, 128, 16384
 	a := &ml.Attn{NHeads: nh, NKVHeads: nkv, HeadDim: hd, Scale: 1 / math.Sqrt(hd)}
 	cache, err := g.NewKVCache(ml.KVSpec{Layers: 1, KVDim: nkv * hd, Pages: (ctx + ml.PageSize - 1) / ml.PageSize})
 	if err != nil {
@@ -184,7 +184,13 @@ func TestAttentionDecodeTime(t *testing.T) {
 	g.enter()
 	start, stop := mustEvent(t, g), mustEvent(t, g)
 	g.exit()
-	for _, pos := range []int{0, 63, 127, 511, 1023, 4095, 8191} {
+	for _, c := range []struct {
+		fa  bool
+		pos int
+	}{{true, 0}, {true, 63}, {true, 127}, {true, 511}, {true, 1023}, {true, 4095}, {true, 8191}, {true, 16383},
+		{false, 0}, {false, 63}, {false, 127}, {false, 511}, {false, 1023}, {false, 4095}, {false, 8191}, {false, 16383}} {
+		pos := c.pos
+		g.FA = c.fa
 		var best float64
 		for rep := 0; rep < 5; rep++ {
 			g.enter()
@@ -209,6 +215,6 @@ func TestAttentionDecodeTime(t *testing.T) {
 				best = us
 			}
 		}
-		fmt.Printf("BENCH attn_dec 32/8x128 pos %5d %6.1f us\n", pos, best)
+		fmt.Printf("BENCH attn decode 32/8x128 (fa %v) pos %5d %6.1f us\n", c.fa, pos, best)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"unsafe"
 
@@ -64,6 +65,14 @@ type Backend struct {
 	batToff    []int32
 	batCap     int  // int32s of the dyn buffer that hold the batch
 	batDirty   bool // batBuild is not on the device yet
+
+	FA        bool // attention over the f16 cache on the tensor cores (kernels/flash.cu); GRETA_CUDA_FA=0 keeps the scalar kernels
+	FASplit   int  // chunks an fa_dec block takes (GRETA_CUDA_FA_SPLIT; 0: from the shape)
+	faTilesOf *ml.Batch
+	faTilesG  int
+	faTiles   []int32
+	faSingle  bool
+	faMaxPos  int
 
 	KVF32     bool // KV caches made from now on hold float32 (GRETA_CUDA_KV=f32, greta --cache-type f32), not f16
 	PDL       bool // programmatic dependent launch (sm_90 and cuLaunchKernelEx); GRETA_CUDA_PDL=0 turns it off
@@ -176,6 +185,8 @@ func Open(ordinal int) (*Backend, error) {
 	b.UseBLAS = envFlag("GRETA_CUDA_CUBLAS", false)
 	b.MVB, b.GUB = os.Getenv("GRETA_CUDA_MVB"), os.Getenv("GRETA_CUDA_GUB")
 	b.Profile = envFlag("GRETA_CUDA_PROFILE", false)
+	b.FA = envFlag("GRETA_CUDA_FA", true)
+	b.FASplit, _ = strconv.Atoi(os.Getenv("GRETA_CUDA_FA_SPLIT"))
 	if b.dev, err = d.Device(ordinal); err != nil {
 		return nil, err
 	}
@@ -228,6 +239,8 @@ func Open(ordinal int) (*Backend, error) {
 		switch {
 		case strings.HasPrefix(name, "attn_dec_"):
 			lim = min(b.maxSmem, attnDecSmem(maxHeadDim, 8))
+		case strings.HasPrefix(name, "fa_pre_"), strings.HasPrefix(name, "fa_dec_"):
+			lim = min(b.maxSmem, max(faPreSmem(128), faDecSmem(128)))
 		case strings.HasPrefix(name, "mvs_"), strings.HasPrefix(name, "gus_"), strings.HasPrefix(name, "mvn_"), strings.HasPrefix(name, "gun_"):
 			lim = b.mvsLimit()
 		}

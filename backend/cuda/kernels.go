@@ -13,7 +13,7 @@ import (
 //go:embed kernels/*.cuh kernels/*.cu
 var kernelFS embed.FS
 
-var kernelFiles = []string{"common.cuh", "formats.cuh", "matvec.cu", "ops.cu", "attention.cu", "topk.cu"}
+var kernelFiles = []string{"common.cuh", "formats.cuh", "matvec.cu", "ops.cu", "attention.cu", "flash.cu", "topk.cu"}
 
 // kernelSource returns the whole program.
 func kernelSource() string {
@@ -57,6 +57,9 @@ func kernelNames() []string {
 		for _, g := range []int{1, 2, 4, 8} {
 			names = append(names, attnDecName(epl, g))
 		}
+	}
+	for _, hd := range faHeadDims {
+		names = append(names, faPreName(hd), faDecName(hd))
 	}
 	return names
 }
@@ -130,6 +133,31 @@ func attnDecName(epl, g int) string { return fmt.Sprintf("attn_dec_%d_%d", epl, 
 func attnDecSmem(hd, g int) int { return 4 * attdWarps * g * (hd + 2) }
 
 const attdWarps = 16 // ATTD_WARPS
+
+// The tensor-core attention of the f16 cache (kernels/flash.cu): fa_pre
+// for prompt tiles, fa_dec for one row a sequence, head sizes faHeadDims,
+// up to faMaxGroup query heads a KV head.
+var faHeadDims = []int{64, 128}
+
+const (
+	faThreads   = 128 // FA_THREADS
+	faBN        = 64  // FA_BN: keys a tile
+	faBM        = 64  // M rows (position, query head) of an fa_pre block
+	faMaxGroup  = 16  // the M rows of fa_dec's one tile
+	faDecStages = 3   // FA_DEC_STAGES
+)
+
+func faPreName(hd int) string { return fmt.Sprintf("fa_pre_%d", hd) }
+func faDecName(hd int) string { return fmt.Sprintf("fa_dec_%d", hd) }
+
+// faPreSmem: two stages of K and V tiles (rows of hd+8 halfs), then each
+// lane's running output (4 warps × 16 rows × hd floats).
+func faPreSmem(hd int) int { return 2*2*faBN*(hd+8)*2 + 4*16*hd*4 }
+
+// faDecSmem: faDecStages stages of K and V tiles, the tile's p (16 rows of
+// 72 halfs), group maxima and sums (2 × 4 warps × 16 floats), the rope's
+// angles (hd floats).
+func faDecSmem(hd int) int { return faDecStages*2*faBN*(hd+8)*2 + 16*72*2 + 2*4*16*4 + hd*4 }
 
 // variantRW parses "r2u4w8b1" into rows a warp and warps a block.
 func variantRW(v string) (r, w int) {

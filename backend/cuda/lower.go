@@ -79,14 +79,30 @@ func (o *op) usesBLAS(b *Backend) bool {
 // the cache can have. The split only spreads work: a row's result is the
 // same for any nz (kernels/attention.cu).
 type attnPlan struct {
-	name          string // attn_dec_* or attn_gen
-	per           int    // blocks a row along y: KV heads (attn_dec) or heads (attn_gen)
+	name          string // attn_dec_*, attn_gen or fa_dec_*
+	per           int    // blocks a row along y: KV heads (attn_dec, fa_dec) or heads (attn_gen)
 	nz, maxch     int
 	threads, smem int
+	split         int // fa_dec: chunks a block
 }
 
 func (b *Backend) planAttn(o *op) attnPlan {
 	a := o.attn
+	if o.fa {
+		// fa_dec: blocks of split chunks (fixed for the launch; a row's
+		// bits do not depend on it), about 16 a multiprocessor when every
+		// row reaches faCh chunks; the partials' stride is faCh.
+		p := attnPlan{name: faDecName(a.HeadDim), per: a.NKVHeads, threads: faThreads, smem: faDecSmem(a.HeadDim), maxch: o.faCh, nz: 1, split: o.faCh}
+		if o.faSingle {
+			p.split = b.FASplit
+			if p.split <= 0 {
+				p.split = ceilDiv(o.rows*a.NKVHeads*o.faCh, 16*b.sms)
+			}
+			p.split = max(min(p.split, o.faCh), ceilDiv(o.faCh, maxGridY))
+			p.nz = ceilDiv(o.faCh, p.split)
+		}
+		return p
+	}
 	p := attnPlan{maxch: ceilDiv(o.cache.ctx, attnChunk)}
 	if name, ok := b.attnDec(o); ok {
 		p.name, p.per, p.threads, p.smem = name, a.NKVHeads, attdWarps*32, attnDecSmem(a.HeadDim, a.NHeads/a.NKVHeads)
@@ -443,6 +459,10 @@ func (b *Backend) lowerAttn(o *op) {
 		b.launch("kv_store", [3]int{ceilDiv(kvdim, 256), min(o.rows, maxGridY), 1}, 256, 0,
 			args{}.p(o.k.ptr).p(o.v.ptr).p(kc).p(vc).i(o.rows).i(kvdim).i(b.batSeqs).p(b.batPtr()).i(c.kv32()), what)
 	}
+	if o.fa {
+		b.lowerFA(o, kc, vc, what)
+		return
+	}
 	p := b.planAttn(o)
 	part, cnt := b.attnScratch(o, p)
 	// With a rope folded in (o.rope), attn_dec rotates q and the new k and
@@ -460,6 +480,41 @@ func (b *Backend) lowerAttn(o *op) {
 	b.launch(p.name, [3]int{o.rows, p.per, p.nz}, p.threads, p.smem,
 		args{}.p(o.q.ptr).p(kc).p(vc).p(o.y[0].ptr).p(part).p(b.batPtr()).i(o.rows).i(b.batSeqs).i(a.NHeads).i(a.NKVHeads).i(a.HeadDim).
 			i(p.maxch).f(a.Scale).p(cnt).p(rk).p(rv).p(rf).i(rn).f(rs).i(c.kv32()), what)
+}
+
+// lowerFA launches the tensor-core attention (kernels/flash.cu): fa_pre
+// over the prompt tiles, fa_dec over the rows alone in their sequence
+// (with the rope and the KV store folded in, when o.rope is set: then
+// every row is such a row).
+func (b *Backend) lowerFA(o *op, kc, vc devPtr, what string) {
+	a := o.attn
+	hd := a.HeadDim
+	p := b.planAttn(o)
+	part, cnt := b.attnScratch(o, p)
+	var rk, rv, rf devPtr
+	var rn int
+	var rs float64
+	if o.rope != nil {
+		rk, rv, rf, rn, rs = o.k.ptr, o.v.ptr, o.rope.freqs, o.rope.n, o.rope.posScale
+		what += " (with rope)"
+	}
+	fa := func(tiles devPtr, mixed int) args {
+		return args{}.p(o.q.ptr).p(kc).p(vc).p(o.y[0].ptr).p(part).p(b.batPtr()).i(o.rows).i(a.NHeads).i(a.NKVHeads).
+			i(p.maxch).f(a.Scale).p(cnt).p(rk).p(rv).p(rf).i(rn).f(rs).p(tiles).i(p.split).i(mixed)
+	}
+	if o.faTiles > 0 {
+		if o.rope != nil {
+			panic("cuda: a rope folded into a prompt attention") // the queue folds only where every sequence has one row
+		}
+		b.launch(faPreName(hd), [3]int{o.faTiles, a.NKVHeads, 1}, faThreads, faPreSmem(hd), fa(b.dynPtr(o.dyn), 0), what)
+	}
+	if o.faSingle {
+		mixed := 0
+		if o.faTiles > 0 {
+			mixed = 1
+		}
+		b.launch(p.name, [3]int{o.rows, a.NKVHeads, p.nz}, faThreads, p.smem, fa(0, mixed), what)
+	}
 }
 
 // attnDec returns the decode attention kernel for o, if one fits: a head

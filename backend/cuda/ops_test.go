@@ -44,6 +44,7 @@ func device(t testing.TB) *Backend {
 	}
 	gpu.Check = envFlag("GRETA_CUDA_CHECK", false)
 	gpu.Graphs, gpu.Fuse, gpu.UseBLAS = true, true, false
+	gpu.FA, gpu.FASplit = envFlag("GRETA_CUDA_FA", true), 0
 	gpu.MVB, gpu.GUB = "", ""
 	return gpu
 }

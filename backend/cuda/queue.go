@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
+	"sort"
 	"strings"
 	"unsafe"
 
@@ -72,6 +74,16 @@ type op struct {
 	// rest in the other (a pair kernel for one row, else a launch for each
 	// side; 0: one format).
 	split int
+
+	// Attention on the tensor cores (flash.cu): faTiles prompt tiles
+	// (their list in dyn at o.dyn) for fa_pre, and fa_dec for the rows
+	// that are alone in their sequence (faSingle) over faCh chunks at most
+	// (a power of two, so that decode steps keep one signature for a
+	// while).
+	fa       bool
+	faSingle bool
+	faTiles  int
+	faCh     int
 }
 
 func (o *op) appendSig(s []byte) []byte {
@@ -118,6 +130,9 @@ func (o *op) appendSig(s []byte) []byte {
 		t(o.normX)
 	}
 	u(uint64(o.split))
+	if o.fa {
+		u(uint64(o.faTiles)<<32 | uint64(o.faCh)<<1 | b2u(o.faSingle))
+	}
 	u(uint64(o.attn.NHeads)<<32 | uint64(o.attn.NKVHeads))
 	u(uint64(o.attn.HeadDim)<<32 | uint64(math.Float32bits(float32(o.attn.Scale))))
 	return s
@@ -474,6 +489,7 @@ func (b *Backend) Begin(batch *ml.Batch) {
 	}
 	b.batDirty = true
 	b.batch, b.batRows, b.batSeqs, b.batMaxPage = batch, n, ns, maxPage
+	b.faTilesOf = nil // the caller may reuse the Batch
 }
 
 // batchDesc appends the device description of batch to h
@@ -577,9 +593,10 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int,
 	// attention only reads the cache. Either way a row gets the same bits.
 	stored := false
 	var rope *ropeDev
+	fa := b.faFor(a, c)
 	if l := b.last(); b.Fuse && l != nil && l.kind == opRope && l.nrope == 2 && l.rx[0] == qs && l.rx[1] == ks && l.rows == qs.rows &&
 		l.cache == nil && l.rope.headDim == a.HeadDim {
-		if _, ok := b.attnDecFor(a); ok && b.batRows == b.batSeqs {
+		if _, ok := b.attnDecFor(a); (ok || fa) && b.batRows == b.batSeqs {
 			rope = l.rope
 			b.ops = b.ops[:len(b.ops)-1]
 		} else {
@@ -587,7 +604,73 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int,
 		}
 		stored = true
 	}
-	b.push(op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, stored: stored, rope: rope})
+	o := op{kind: opAttn, rows: qs.rows, y: [3]*Tensor{d}, q: qs, k: ks, v: vs, cache: c, layer: layer, attn: *a, stored: stored, rope: rope}
+	if fa {
+		o.fa = true
+		tiles, single, maxPos := b.faTileList(a.NHeads / a.NKVHeads)
+		o.faSingle, o.faTiles = single, len(tiles)/2
+		o.faCh = max(1, ceilDiv(1<<bits.Len(uint(maxPos)), attnChunk))
+		if len(tiles) > 0 {
+			o.dyn = b.pushDyn(tiles...)
+		}
+	}
+	b.push(o)
+}
+
+func b2u(v bool) uint64 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// faFor reports whether attention a over cache c runs on the tensor cores
+// (kernels/flash.cu): an f16 cache, head size 64 or 128, at most 16 query
+// heads a KV head, sm_80 or later; GRETA_CUDA_FA=0 keeps the scalar
+// kernels.
+func (b *Backend) faFor(a *ml.Attn, c *KVCache) bool {
+	G := a.NHeads / a.NKVHeads
+	return b.FA && b.major >= 8 && c.kv32() == 0 && (a.HeadDim == 64 || a.HeadDim == 128) && G >= 1 && G <= faMaxGroup
+}
+
+// faTileList returns fa_pre's tiles for the current batch and g query
+// heads a KV head, as (first row, positions) pairs: each sequence of two
+// rows or more in runs of faBM/g rows, the tiles ending at the latest
+// positions first (they have the most keys); whether some sequence has a
+// single row (fa_dec's); and the largest position of the batch.
+func (b *Backend) faTileList(g int) (tiles []int32, single bool, maxPos int) {
+	if b.faTilesOf == b.batch && b.faTilesG == g {
+		return b.faTiles, b.faSingle, b.faMaxPos
+	}
+	bt := b.batch
+	n := len(bt.Pos)
+	pt := faBM / g
+	type tile struct{ r0, n, last int32 }
+	var ts []tile
+	single, maxPos = false, 0
+	for s := 0; s < n; {
+		e := s + 1
+		for e < n && bt.Seq[e] == bt.Seq[s] {
+			e++
+		}
+		maxPos = max(maxPos, int(bt.Pos[e-1]))
+		if e-s == 1 {
+			single = true
+		} else {
+			for r := s; r < e; r += pt {
+				k := min(pt, e-r)
+				ts = append(ts, tile{int32(r), int32(k), bt.Pos[r+k-1]})
+			}
+		}
+		s = e
+	}
+	sort.SliceStable(ts, func(i, j int) bool { return ts[i].last > ts[j].last })
+	tiles = make([]int32, 0, 2*len(ts))
+	for _, t := range ts {
+		tiles = append(tiles, t.r0, t.n)
+	}
+	b.faTilesOf, b.faTilesG, b.faTiles, b.faSingle, b.faMaxPos = bt, g, tiles, single, maxPos
+	return tiles, single, maxPos
 }
 
 func (b *Backend) copyRows(dst, src ml.Tensor, from int) {
