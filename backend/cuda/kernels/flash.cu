@@ -115,46 +115,27 @@ __device__ __forceinline__ void fa_merge(float& M, float& L, float& O, float m, 
   M = mn;
 }
 
-// The merge of a row's chunk partials 0..n-1 in order, for FA_ME elements
-// at once (pp[k]: the partials of element k's head, d[k] its index, ok[k]
-// whether there is one): the loads of FA_MC chunks of every element go out
-// before their merges, so that a merge of n chunks waits for about
-// n / FA_MC round trips to L2, not n · FA_ME.
-#define FA_ME 4
-#define FA_MC 8
-__device__ __forceinline__ void fa_merge_parts(const float* const* pp, const int* d, const bool* ok, i64 n, int hd, float* res) {
-  float M[FA_ME], L[FA_ME], O[FA_ME];
+// The merge of a row's chunk partials 0..n-1 in order (element d), loads
+// eight chunks ahead of their merges.
+__device__ __forceinline__ float fa_merge_parts(const float* pp, i64 n, int hd, int d) {
+  float M = __ldcg(pp + hd), L = __ldcg(pp + hd + 1), O = __ldcg(pp + d);
+  for (i64 c = 1; c < n; c += 8) {
+    float mm[8], ll[8], oo[8];
 #pragma unroll
-  for (int k = 0; k < FA_ME; k++) {
-    M[k] = L[k] = O[k] = 0.f;
-    if (ok[k]) {
-      M[k] = __ldcg(pp[k] + hd);
-      L[k] = __ldcg(pp[k] + hd + 1);
-      O[k] = __ldcg(pp[k] + d[k]);
-    }
-  }
-  for (i64 c = 1; c < n; c += FA_MC) {
-    float mm[FA_ME][FA_MC], ll[FA_ME][FA_MC], oo[FA_ME][FA_MC];
-#pragma unroll
-    for (int k = 0; k < FA_ME; k++)
-#pragma unroll
-      for (int j = 0; j < FA_MC; j++) {
-        mm[k][j] = ll[k][j] = oo[k][j] = 0.f;
-        if (ok[k] && c + j < n) {
-          const float* p = pp[k] + (c + j) * (hd + 2);
-          mm[k][j] = __ldcg(p + hd);
-          ll[k][j] = __ldcg(p + hd + 1);
-          oo[k][j] = __ldcg(p + d[k]);
-        }
+    for (int j = 0; j < 8; j++) {
+      mm[j] = ll[j] = oo[j] = 0.f;
+      if (c + j < n) {
+        const float* p = pp + (c + j) * (hd + 2);
+        mm[j] = __ldcg(p + hd);
+        ll[j] = __ldcg(p + hd + 1);
+        oo[j] = __ldcg(p + d);
       }
+    }
 #pragma unroll
-    for (int k = 0; k < FA_ME; k++)
-#pragma unroll
-      for (int j = 0; j < FA_MC; j++)
-        if (c + j < n) fa_merge(M[k], L[k], O[k], mm[k][j], ll[k][j], oo[k][j]);
+    for (int j = 0; j < 8; j++)
+      if (c + j < n) fa_merge(M, L, O, mm[j], ll[j], oo[j]);
   }
-#pragma unroll
-  for (int k = 0; k < FA_ME; k++) res[k] = L[k] > 0.f ? __fdiv_rn(O[k], L[k]) : 0.f;
+  return L > 0.f ? __fdiv_rn(O, L) : 0.f;
 }
 
 #if __CUDA_ARCH__ >= 800
@@ -689,22 +670,10 @@ __device__ __forceinline__ void fa_dec_body(const FaArgs& a) {
   if (!last) return;
   __threadfence();
   write_q();
-  for (int i0 = tid; i0 < G * HD; i0 += FA_ME * FA_THREADS) {
-    const float* pp[FA_ME];
-    int d[FA_ME];
-    bool ok[FA_ME];
-    float res[FA_ME];
-#pragma unroll
-    for (int k = 0; k < FA_ME; k++) {
-      const int i = i0 + k * FA_THREADS, r = i / HD;
-      ok[k] = i < G * HD;
-      d[k] = i % HD;
-      pp[k] = (const float*)a.part + (row * a.nh + (i64)kvh * G + r) * a.maxch * (HD + 2);
-    }
-    fa_merge_parts(pp, d, ok, nchunks, HD, res);
-#pragma unroll
-    for (int k = 0; k < FA_ME; k++)
-      if (ok[k]) ((float*)a.out)[row * qdim + (i64)kvh * G * HD + i0 + k * FA_THREADS] = res[k];
+  for (int i = tid; i < G * HD; i += FA_THREADS) {
+    const int r = i / HD, d = i % HD;
+    const float* pp = (const float*)a.part + (row * a.nh + (i64)kvh * G + r) * a.maxch * (HD + 2);
+    ((float*)a.out)[row * qdim + ((i64)kvh * G + r) * HD + d] = fa_merge_parts(pp, nchunks, HD, d);
   }
   if (tid == 0) *cnt = 0;
 }
