@@ -69,6 +69,9 @@ type kernels struct {
 	// set (assembly, AVX-512 VNNI), is that kernel (gemm.go).
 	repackV func(t gguf.Type, dst []rpV, row []byte)
 	gemmV   func(fam, T int, out []float32, w []rpV, stride int, lq []uint32, ld, lm []float32, lb []int32, nb int)
+	// gemmQ8, where set (assembly), is the Q8_0 batch kernel on raw rows
+	// (gemm.go, gemmQ8Generic).
+	gemmQ8 func(T int, out []float32, w []byte, stride int, lq []uint32, ld []float32, lc []int32, nb int)
 
 	quantizeK   func(dst []actK, x []float32, k4 bool)
 	quantizeK15 func(dst []actK15, x []float32, k4 bool)

@@ -81,6 +81,7 @@ func installVNNI(k *kernels) {
 	}
 	k.repackV = repackVSIMD
 	k.gemmV = gemmVAsm
+	k.gemmQ8 = gemmQ8AsmGo
 	k.q15Rows[gguf.Q4_K] = q15RowsQ4_K
 	k.q15Rows[gguf.Q6_K] = q15RowsQ6_K
 	k.q15RowsV[gguf.Q4_K] = q15RowsVQ4_K

@@ -3,7 +3,7 @@
 // the files match it):
 //
 //   - gemm_vnni_amd64.s, the batch (prefill) microkernels for K-quant
-//     weights times 8-bit activations with AVX-512 VNNI;
+//     and Q8_0 weights times 8-bit activations with AVX-512 VNNI;
 //   - attention_amd64.s, attention's score and value products for head
 //     size 64 with AVX-512F;
 //   - matvec_vnni_v_amd64.s, the decode kernels for 2 to 4 vectors at once
@@ -193,6 +193,9 @@ func main() {
 				kernel(f, T)
 			}
 		}
+		for T := 1; T <= 4; T++ {
+			kernelQ8(T)
+		}
 	})
 	emit(filepath.Join(dir, "attention_amd64.s"), attention)
 	emit(filepath.Join(dir, "matvec_vnni_v_amd64.s"), matvecMulti)
@@ -277,6 +280,84 @@ func attention() {
 	for h := range 4 {
 		for i := range 4 {
 			p("VMOVUPS Z%d, %d(DI)", 4*h+i, 256*h+64*i)
+		}
+	}
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// kernelQ8 writes the Q8_0 batch kernel for T vectors of 16 tokens:
+//
+//	gemmQ8T{T}(out *float32, w *byte, stride int, a *uint32, da *float32, corr *int32, nb int)
+//
+// adds to out[r][t][16] (r < 3) the products of the 3 raw Q8_0 rows at w,
+// w+stride, w+2·stride (nb blocks of 34 bytes: f16 scale, 32 int8) with T
+// vectors of token-lane activations (gemm.go: lq8, ld, lc8). VPDPBUSD
+// multiplies unsigned by signed bytes, so the weights are made unsigned as
+// they are broadcast (w XOR 0x80 = w+128, in the same instruction as the
+// broadcast) and each block's int32 sum starts at corr = −128·Σa, the
+// token's correction: the sum is Σ w·a exactly. Then per block
+// out = fma(float(sum), d_w·d_a, out). Registers: 3·T int32 block sums
+// (Z0..), 3·T float32 outputs (Z12..), T activation vectors (Z24..), two
+// weight broadcasts (Z28, Z29), the 0x80 bytes (Z30) and a scale (Z31).
+func kernelQ8(T int) {
+	fmt.Fprintf(&b, "\n// func gemmQ8T%d(out *float32, w *byte, stride int, a *uint32, da *float32, corr *int32, nb int)\n", T)
+	fmt.Fprintf(&b, "TEXT ·gemmQ8T%d(SB), NOSPLIT, $0-56\n", T)
+	p("MOVQ out+0(FP), DI")
+	p("MOVQ w+8(FP), SI")
+	p("MOVQ stride+16(FP), R9")
+	p("MOVQ a+24(FP), DX")
+	p("MOVQ da+32(FP), R10")
+	p("MOVQ corr+40(FP), R11")
+	p("MOVQ nb+48(FP), CX")
+	p("MOVL $0x80808080, AX")
+	p("VPBROADCASTD AX, Z30")
+	for r := range rows {
+		for t := range T {
+			p("VMOVUPS %d(DI), %s", 64*(r*T+t), accI(r, t, T))
+		}
+	}
+	lbl := fmt.Sprintf("Q8T%d", T)
+	fmt.Fprintf(&b, "blk%s:\n", lbl)
+	for r := range rows {
+		for t := range T {
+			p("VMOVDQU32 %d(R11), %s", 64*t, accQ(r, t, T))
+		}
+	}
+	for g := range 8 {
+		for t := range T {
+			p("VMOVDQU32 %d(DX), %s", 256*g+64*t, act(t))
+		}
+		for r := range rows {
+			w := z(28 + r%2)
+			p("VPXORD.BCST %s, Z30, %s", row(2+4*g, "SI", r), w)
+			for t := range T {
+				p("VPDPBUSD %s, %s, %s", act(t), w, accQ(r, t, T))
+			}
+		}
+	}
+	for t := range T {
+		p("VMOVUPS %d(R10), %s", 64*t, act(t))
+	}
+	for r := range rows {
+		p("VPBROADCASTW %s, Z28", row(0, "SI", r))
+		p("VCVTPH2PS Y28, Z28")
+		for t := range T {
+			q := accQ(r, t, T)
+			p("VMULPS %s, Z28, Z31", act(t))
+			p("VCVTDQ2PS %s, %s", q, q)
+			p("VFMADD231PS Z31, %s, %s", q, accI(r, t, T))
+		}
+	}
+	p("ADDQ $2048, DX")
+	p("ADDQ $256, R10")
+	p("ADDQ $256, R11")
+	p("ADDQ $34, SI")
+	p("DECQ CX")
+	p("JNZ blk%s", lbl)
+	for r := range rows {
+		for t := range T {
+			p("VMOVUPS %s, %d(DI)", accI(r, t, T), 64*(r*T+t))
 		}
 	}
 	p("VZEROUPPER")
