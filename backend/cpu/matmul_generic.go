@@ -55,6 +55,10 @@ type kernels struct {
 	// y[v·ys:][:nr], each vector with the bits q15Rows gives it alone (the
 	// weights are read and decoded once per group of vectors).
 	q15RowsV [gguf.BF16 + 1]func(y []float32, ys, nr int, rows []byte, rb int, a []actK16, as, nv int)
+	// f32Rows, where set, computes y[i] = f32's dot product of the len(y)
+	// rows that start every rb bytes in rows with x, with f32's bits (one
+	// call per tile and vector: assembly).
+	f32Rows [gguf.BF16 + 1]func(y []float32, rows []byte, rb int, x []float32)
 	// k4 reports whether the format's q8K and q15K kernels want K4 order.
 	k4 [gguf.BF16 + 1]bool
 

@@ -330,6 +330,11 @@ func (s *matmulState) Do(wk, lo, hi int) {
 				}
 			}
 		}
+	case s.k.f32Rows[s.w.Type] != nil && !s.sums:
+		f := s.k.f32Rows[s.w.Type]
+		for j := 0; j < s.n; j++ {
+			f(s.y[j*rows+r0:j*rows+r1], data[r0*rb:r1*rb], rb, s.x[j*cols:(j+1)*cols])
+		}
 	default:
 		dot := s.k.f32[s.w.Type]
 		ns := cols / 32
