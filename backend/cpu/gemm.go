@@ -258,3 +258,23 @@ func gemmQ8Generic(T int, out []float32, w []byte, stride int, lq []uint32, ld [
 		}
 	}
 }
+
+// gemmQ8R16Generic is gemmQ8R16's twin: out[r] (r < 16) = the product of
+// the raw Q8_0 row w[r·stride:] with one token's activations a, computed as
+// gemmQ8Generic computes a lane: the same integer sum and the same fma per
+// block, so the same bits.
+func gemmQ8R16Generic(out []float32, w []byte, stride int, a []act32) {
+	for r := range 16 {
+		var o float32
+		for b := range a {
+			wb := w[r*stride+34*b : r*stride+34*b+34]
+			sum := -128 * a[b].sum
+			for k := range 32 {
+				sum += int32(wb[2+k]^0x80) * int32(a[b].qs[k])
+			}
+			sc := f16At(wb, 0) * a[b].d
+			o = float32(math.FMA(float64(float32(sum)), float64(sc), float64(o)))
+		}
+		out[r] = o
+	}
+}

@@ -180,3 +180,55 @@ func TestGemmQ8(t *testing.T) {
 		t.Log("no VNNI kernels here: tested the pure-Go twin only")
 	}
 }
+
+// TestGemmQ8R16: the one-token Q8_0 kernel gives each of its 16 rows the
+// bits that gemmQ8 gives the token in a lane (batch invariance), for its
+// twin and (where built) its assembly.
+func TestGemmQ8R16(t *testing.T) {
+	r := rand.New(rand.NewPCG(47, 48))
+	for _, nb := range []int{1, 3, 8} {
+		w := randomMatrix(r, gguf.Q8_0, 18, nb*32)
+		rb := gguf.Q8_0.RowBytes(w.Cols)
+		w.Data[2], w.Data[3], w.Data[5*rb+9] = 0x80, 0x7f, 0x80
+		x := randomVec(r, w.Cols)
+		a := make([]act32, nb)
+		quantize32Generic(a, x)
+		lq := make([]uint32, nb*lq8Block)
+		ld := make([]float32, nb*ldBlock)
+		lc := make([]int32, nb*lc8Block)
+		toLanes8(lq, ld, lc, a, 0, nb)
+		for j := 1; j < 16; j++ {
+			toLanes8(lq, ld, lc, nil, j, nb)
+		}
+		want := make([]float32, 18)
+		o := make([]float32, vnniRows*16)
+		for g := 0; g < 18; g += vnniRows {
+			clear(o)
+			gemmQ8Generic(1, o, w.Data[g*rb:], rb, lq, ld, lc, nb)
+			for i := range vnniRows {
+				want[g+i] = o[i*16]
+			}
+		}
+		ks := []struct {
+			name string
+			f    func([]float32, []byte, int, []act32)
+		}{{"twin", gemmQ8R16Generic}}
+		if simdKernels != nil && simdKernels.gemmQ8R16 != nil {
+			ks = append(ks, struct {
+				name string
+				f    func([]float32, []byte, int, []act32)
+			}{"assembly", simdKernels.gemmQ8R16})
+		}
+		for _, k := range ks {
+			for _, off := range []int{0, 2} {
+				got := make([]float32, 16)
+				k.f(got, w.Data[off*rb:], rb, a)
+				for i, v := range got {
+					if math.Float32bits(v) != math.Float32bits(want[off+i]) {
+						t.Errorf("%s nb=%d rows from %d: row %d is %v, the lane kernel's %v", k.name, nb, off, i, v, want[off+i])
+					}
+				}
+			}
+		}
+	}
+}

@@ -63,6 +63,30 @@ func gemmQ8T3(out *float32, w *byte, stride int, a *uint32, da *float32, corr *i
 //go:noescape
 func gemmQ8T4(out *float32, w *byte, stride int, a *uint32, da *float32, corr *int32, nb int)
 
+//go:noescape
+func gemmQ8R16(out *float32, w *byte, stride int, a *act32, nb int)
+
+// gemmQ8R16Go runs gemmQ8R16 with gemmQ8R16Generic's arguments.
+func gemmQ8R16Go(out []float32, w []byte, stride int, a []act32) {
+	nb := len(a)
+	if nb == 0 {
+		return
+	}
+	_ = out[15]
+	_ = w[15*stride+34*nb-1]
+	gemmQ8R16(&out[0], &w[0], stride, &a[0], nb)
+}
+
+// gemmQ8R16 reads act32 at fixed offsets.
+const (
+	_ = uint(unsafe.Offsetof(act32{}.d) - 32)
+	_ = uint(32 - unsafe.Offsetof(act32{}.d))
+	_ = uint(unsafe.Offsetof(act32{}.sum) - 36)
+	_ = uint(36 - unsafe.Offsetof(act32{}.sum))
+	_ = uint(unsafe.Sizeof(act32{}) - 40)
+	_ = uint(40 - unsafe.Sizeof(act32{}))
+)
+
 var gemmQ8Asm = [5]func(out *float32, w *byte, stride int, a *uint32, da *float32, corr *int32, nb int){
 	nil, gemmQ8T1, gemmQ8T2, gemmQ8T3, gemmQ8T4,
 }

@@ -76,6 +76,10 @@ type kernels struct {
 	// gemmQ8, where set (assembly), is the Q8_0 batch kernel on raw rows
 	// (gemm.go, gemmQ8Generic).
 	gemmQ8 func(T int, out []float32, w []byte, stride int, lq []uint32, ld []float32, lc []int32, nb int)
+	// gemmQ8R16, where set with gemmQ8, is that kernel for one token and
+	// 16 rows, with the bits the token gets in a lane of gemmQ8
+	// (gemmQ8R16Generic).
+	gemmQ8R16 func(out []float32, w []byte, stride int, a []act32)
 
 	quantizeK   func(dst []actK, x []float32, k4 bool)
 	quantizeK15 func(dst []actK15, x []float32, k4 bool)

@@ -43,6 +43,7 @@ type matmulState struct {
 	rp   bool // q8 K-quants through repacked rows
 	vn   bool // q8 K-quants through the VNNI microkernel (gemm.go)
 	vq8  bool // q8 Q8_0 through its VNNI microkernel (gemm.go)
+	r16  bool // q8 Q8_0, few vectors: gemmQ8R16, the same bits per vector
 	v16  bool // q15 through the multi-vector decode kernels (q15RowsV)
 	fam  int  // its kernel family
 
@@ -145,6 +146,11 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	s.vn = s.q8 && !s.k32 && s.k.gemmV != nil
 	s.rp = s.q8 && !s.k32 && !s.vn
 	s.vq8 = s.q8 && w.Type == gguf.Q8_0 && s.k.gemmQ8 != nil
+	if s.vq8 && n <= q8R16Max && s.k.gemmQ8R16 != nil {
+		s.vq8, s.r16 = false, true
+	} else {
+		s.r16 = false
+	}
 	if s.vn {
 		s.fam = vnniFamily(w.Type)
 	}
@@ -210,6 +216,19 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 		}
 		nprep, tile = (n+15)/16*16, vnniTile
 	}
+	if s.r16 {
+		if len(s.outBuf) < p.threads {
+			s.outBuf = make([][]float32, p.threads)
+		}
+		if len(s.padBuf) < p.threads {
+			s.padBuf = make([][]byte, p.threads)
+		}
+		for i := range s.outBuf {
+			s.outBuf[i] = grow(s.outBuf[i], vnniRows*4*16)
+			s.padBuf[i] = grow(s.padBuf[i], 16*s.rb)
+		}
+		tile = 16
+	}
 	work := w.Rows * c * n
 	if s.q8 || s.q15 || s.sums {
 		if n >= 4 && work >= serialWork {
@@ -245,6 +264,8 @@ func (s *matmulState) Do(wk, lo, hi int) {
 		s.doVNNI(wk, lo, hi)
 	case s.vq8:
 		s.doQ8VNNI(wk, lo, hi)
+	case s.r16:
+		s.doQ8R16(wk, lo, hi)
 	case s.q8 && s.k32:
 		dot, dot4 := s.k.q832[s.w.Type], s.k.q832x4[s.w.Type]
 		nb := cols / 32
@@ -421,6 +442,32 @@ func (s *matmulState) doQ8VNNI(wk, lo, hi int) {
 				s.k.gemmQ8(T, o, w, rb, s.lq[cb*lq8Block:], s.ld[cb*ldBlock:], s.lb[cb*lc8Block:], nb)
 				s.scatter(o, T, c, g, nr)
 			}
+		}
+	}
+}
+
+// q8R16Max is the most vectors the Q8_0 batch path multiplies one at a
+// time with gemmQ8R16 (16 rows per call, no empty lanes) rather than in
+// the lanes of gemmQ8T1 (3 rows per call).
+const q8R16Max = 2
+
+// doQ8R16 computes the row tiles [lo, hi) (16 rows each; the matrix's last
+// rows copied and padded with zero rows) for each vector with gemmQ8R16.
+func (s *matmulState) doQ8R16(wk, lo, hi int) {
+	rows, rb := s.w.Rows, s.rb
+	nb := s.w.Cols / 32
+	out, pad := s.outBuf[wk][:16], s.padBuf[wk]
+	for t := lo; t < hi; t++ {
+		t0, t1 := t*16, min((t+1)*16, rows)
+		w := s.w.Data[t0*rb:]
+		if t1-t0 < 16 {
+			copy(pad, w[:(t1-t0)*rb])
+			clear(pad[(t1-t0)*rb:])
+			w = pad
+		}
+		for j := range s.n {
+			s.k.gemmQ8R16(out, w, rb, s.act32[j*nb:(j+1)*nb])
+			copy(s.y[j*rows+t0:j*rows+t1], out)
 		}
 	}
 }

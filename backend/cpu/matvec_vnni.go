@@ -87,6 +87,7 @@ func installVNNI(k *kernels) {
 	k.repackV = repackVSIMD
 	k.gemmV = gemmVAsm
 	k.gemmQ8 = gemmQ8AsmGo
+	k.gemmQ8R16 = gemmQ8R16Go
 	k.q15Rows[gguf.Q4_K] = q15RowsQ4_K
 	k.f32Rows[gguf.Q8_0] = f32RowsQ8_0
 	k.q15Rows[gguf.Q6_K] = q15RowsQ6_K

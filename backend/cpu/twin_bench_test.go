@@ -90,8 +90,8 @@ func kernelTwins() []twin {
 		}
 	}
 	// The many-row kernels on 8 rows (a decode tile) and, for the Q8_0
-	// batch kernel, 3 rows × 64 tokens; their twins: the one-row kernel per
-	// row, and gemmQ8Generic.
+	// batch kernels, 3 rows × 64 tokens and 16 rows × 1 token; their twins:
+	// the one-row kernel per row, gemmQ8Generic and gemmQ8R16Generic.
 	for t, f := range s.f32Rows {
 		if f == nil {
 			continue
@@ -125,6 +125,18 @@ func kernelTwins() []twin {
 				return
 			}
 			k.gemmQ8(4, out, w, rb, lq, ld, lc, nb)
+		})
+	}
+	if s.gemmQ8R16 != nil {
+		rb := gguf.Q8_0.RowBytes(cols)
+		w := randomMatrix(r, gguf.Q8_0, 16, cols).Data
+		out := make([]float32, 16)
+		add("gemmQ8R16", func(k *kernels) {
+			if k.gemmQ8R16 == nil {
+				gemmQ8R16Generic(out, w, rb, a32[:cols/32])
+				return
+			}
+			k.gemmQ8R16(out, w, rb, a32[:cols/32])
 		})
 	}
 	aK := make([]actK, cols/256)
