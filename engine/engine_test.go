@@ -154,15 +154,16 @@ func sharedModelB(t testing.TB, name string) string {
 // pages from the cache (prefix hits), with a prefill budget of 7 tokens a
 // step (odd chunking), and with a page pool so small that sequences are
 // preempted and recomputed. Prompts run from 1 to 1,500 tokens on the
-// trained F32 model and 1 to 400 on the Q4_K_M one (whose prompt and
-// generated rows take different kernels), to keep CI's time in bounds;
+// trained F32 model, 1 to 400 on the Q4_K_M one and 1 to 200 on the Q8_0
+// one (whose prompt and generated rows take different kernels), to keep
+// CI's time in bounds;
 // two fifths of that with the pure-Go kernels.
 func TestBatchInvariance(t *testing.T) {
 	for _, bk := range backends {
 		for _, m := range []struct {
 			name   string
 			maxLen int
-		}{{"stories260K.gguf", 1500}, {"syn-spm-Q4_K_M.gguf", 400}} {
+		}{{"stories260K.gguf", 1500}, {"syn-spm-Q4_K_M.gguf", 400}, {"syn-spm-Q8_0.gguf", 200}} {
 			t.Run(bk.name+"/"+m.name, func(t *testing.T) { batchInvariance(t, sharedModel(t, m.name), bk.new(t), m.maxLen) })
 		}
 	}

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"math"
 	"unsafe"
 
 	"greta/gguf"
@@ -187,5 +188,93 @@ func gemmVGeneric(fam, T int, out []float32, w []rpV, stride int, lq []uint32, l
 				}
 			}
 		}
+	}
+}
+
+// The Q8_0 batch path (gemmQ8T{1..4} in gemm_vnni_amd64.s): the same
+// tiles, chunks and token lanes, on the raw Q8_0 rows (no unpacking: the
+// kernel makes the weights unsigned as it broadcasts them) and the 32-blocks
+// of act32. Numerics, per block of 32 columns: the integer sum Σ w·a is
+// exact, then y = fma(float32(Σ w·a), d_w·d_a, y), block after block; a
+// row's bits depend only on its own activations.
+//
+// Token-lane activations of one call, for chunk c of 64 tokens, block b:
+//
+//	lq8 [c][b][8 steps][4 vectors][16 lanes] uint32: the int8 quants of
+//	    columns 4·step..4·step+3 of the lane's token
+//	ld  [c][b][4][16] float32: d_a
+//	lc8 [c][b][4][16] int32: −128·Σ a, the correction for weights biased
+//	    by 128
+const (
+	lq8Block = 8 * 4 * 16
+	lc8Block = 4 * 16
+)
+
+// toLanes8 writes token j's activations a (nb blocks) into its lane of the
+// Q8_0 layouts; a nil a writes zeros.
+func toLanes8(lq []uint32, ld []float32, lc []int32, a []act32, j, nb int) {
+	c, tv, lane := j/vnniChunk, j%vnniChunk/16, j%16
+	for b := range nb {
+		cb := c*nb + b
+		q := lq[cb*lq8Block+tv*16+lane:]
+		i := cb*ldBlock + tv*16 + lane
+		if a == nil {
+			for g := range 8 {
+				q[g*64] = 0
+			}
+			ld[i], lc[i] = 0, 0
+			continue
+		}
+		ab := &a[b]
+		qs := unsafe.Slice((*uint32)(unsafe.Pointer(&ab.qs[0])), 8)
+		for g, v := range qs {
+			q[g*64] = v
+		}
+		ld[i], lc[i] = ab.d, -128*ab.sum
+	}
+}
+
+// gemmQ8Generic is the Q8_0 kernel's twin: out[r][t][lane] (r < 3, t < T)
+// += the products of the raw Q8_0 rows w[r·stride:] (nb blocks) with the T
+// vectors of one chunk (lq, ld, lc start at the chunk's block 0), computed
+// as the kernel does: the weights biased to unsigned and the correction.
+func gemmQ8Generic(T int, out []float32, w []byte, stride int, lq []uint32, ld []float32, lc []int32, nb int) {
+	for r := range vnniRows {
+		for t := range T {
+			for lane := range 16 {
+				o := &out[(r*T+t)*16+lane]
+				for b := range nb {
+					wb := w[r*stride+34*b : r*stride+34*b+34]
+					i := b*ldBlock + t*16 + lane
+					sum := lc[i]
+					for k := range 32 {
+						v := lq[b*lq8Block+(k/4)*64+t*16+lane]
+						sum += int32(wb[2+k]^0x80) * int32(int8(v>>(8*(k%4))))
+					}
+					sc := f16At(wb, 0) * ld[i]
+					*o = float32(math.FMA(float64(float32(sum)), float64(sc), float64(*o)))
+				}
+			}
+		}
+	}
+}
+
+// gemmQ8R16Generic is gemmQ8R16's twin: out[r] (r < 16) = the product of
+// the raw Q8_0 row w[r·stride:] with one token's activations a, computed as
+// gemmQ8Generic computes a lane: the same integer sum and the same fma per
+// block, so the same bits.
+func gemmQ8R16Generic(out []float32, w []byte, stride int, a []act32) {
+	for r := range 16 {
+		var o float32
+		for b := range a {
+			wb := w[r*stride+34*b : r*stride+34*b+34]
+			sum := -128 * a[b].sum
+			for k := range 32 {
+				sum += int32(wb[2+k]^0x80) * int32(a[b].qs[k])
+			}
+			sc := f16At(wb, 0) * a[b].d
+			o = float32(math.FMA(float64(float32(sum)), float64(sc), float64(o)))
+		}
+		out[r] = o
 	}
 }

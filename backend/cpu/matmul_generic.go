@@ -55,6 +55,10 @@ type kernels struct {
 	// y[v·ys:][:nr], each vector with the bits q15Rows gives it alone (the
 	// weights are read and decoded once per group of vectors).
 	q15RowsV [gguf.BF16 + 1]func(y []float32, ys, nr int, rows []byte, rb int, a []actK16, as, nv int)
+	// f32Rows, where set, computes y[i] = f32's dot product of the len(y)
+	// rows that start every rb bytes in rows with x, with f32's bits (one
+	// call per tile and vector: assembly).
+	f32Rows [gguf.BF16 + 1]func(y []float32, rows []byte, rb int, x []float32)
 	// k4 reports whether the format's q8K and q15K kernels want K4 order.
 	k4 [gguf.BF16 + 1]bool
 
@@ -69,6 +73,13 @@ type kernels struct {
 	// set (assembly, AVX-512 VNNI), is that kernel (gemm.go).
 	repackV func(t gguf.Type, dst []rpV, row []byte)
 	gemmV   func(fam, T int, out []float32, w []rpV, stride int, lq []uint32, ld, lm []float32, lb []int32, nb int)
+	// gemmQ8, where set (assembly), is the Q8_0 batch kernel on raw rows
+	// (gemm.go, gemmQ8Generic).
+	gemmQ8 func(T int, out []float32, w []byte, stride int, lq []uint32, ld []float32, lc []int32, nb int)
+	// gemmQ8R16, where set with gemmQ8, is that kernel for one token and
+	// 16 rows, with the bits the token gets in a lane of gemmQ8
+	// (gemmQ8R16Generic).
+	gemmQ8R16 func(out []float32, w []byte, stride int, a []act32)
 
 	quantizeK   func(dst []actK, x []float32, k4 bool)
 	quantizeK15 func(dst []actK15, x []float32, k4 bool)

@@ -42,6 +42,8 @@ type matmulState struct {
 	sums bool // f32 path needs the sums of 32
 	rp   bool // q8 K-quants through repacked rows
 	vn   bool // q8 K-quants through the VNNI microkernel (gemm.go)
+	vq8  bool // q8 Q8_0 through its VNNI microkernel (gemm.go)
+	r16  bool // q8 Q8_0, few vectors: gemmQ8R16, the same bits per vector
 	v16  bool // q15 through the multi-vector decode kernels (q15RowsV)
 	fam  int  // its kernel family
 
@@ -53,13 +55,16 @@ type matmulState struct {
 	act16 []actK16  // n × Cols/256, for q15RowsV (v16)
 	act32 []act32   // n × Cols/32
 
-	// The VNNI batch path: token-lane activations (gemm.go) and, per
-	// worker, a tile of unpacked rows and the kernel's output.
+	// The VNNI batch path: token-lane activations (gemm.go; for Q8_0, lq,
+	// ld and lb hold lq8, ld and lc8) and, per worker, a tile of unpacked
+	// rows, the kernel's output and (Q8_0) the last rows of the matrix
+	// padded to the kernel's 3.
 	lq     []uint32
 	ld, lm []float32
 	lb     []int32
 	rvBuf  [][]rpV
 	outBuf [][]float32
+	padBuf [][]byte
 
 	prep prepTask
 }
@@ -76,6 +81,17 @@ func (t *prepTask) Do(_, lo, hi int) {
 	s := t.s
 	c := s.w.Cols
 	for j := lo; j < hi; j++ {
+		if s.vq8 {
+			nb := c / 32
+			if j >= s.n {
+				toLanes8(s.lq, s.ld, s.lb, nil, j, nb)
+				continue
+			}
+			a := s.act32[j*nb : (j+1)*nb]
+			s.k.quantize32(a, s.x[j*c:(j+1)*c])
+			toLanes8(s.lq, s.ld, s.lb, a, j, nb)
+			continue
+		}
 		if s.vn {
 			nb := c / quant.QK_K
 			if j >= s.n { // padding lanes of the last vector
@@ -124,10 +140,17 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 	// the VNNI microkernel where there is one (padding lanes for small n),
 	// else always through repacked rows; 15-bit ones always through the
 	// decode kernels (q15Rows where set: the multi-vector assembly gives
-	// each vector the single-vector bits); the others through the same
-	// per-row dot products for every n.
+	// each vector the single-vector bits); 8-bit Q8_0 always through its
+	// VNNI microkernel where there is one (padding lanes likewise); the
+	// others through the same per-row dot products for every n.
 	s.vn = s.q8 && !s.k32 && s.k.gemmV != nil
 	s.rp = s.q8 && !s.k32 && !s.vn
+	s.vq8 = s.q8 && w.Type == gguf.Q8_0 && s.k.gemmQ8 != nil
+	if s.vq8 && n <= q8R16Max && s.k.gemmQ8R16 != nil {
+		s.vq8, s.r16 = false, true
+	} else {
+		s.r16 = false
+	}
 	if s.vn {
 		s.fam = vnniFamily(w.Type)
 	}
@@ -176,6 +199,36 @@ func (s *matmulState) matmul(p *Pool, y []float32, w *Matrix, x []float32, n int
 		}
 		nprep, tile = (n+15)/16*16, vnniTile
 	}
+	if s.vq8 {
+		nb, nch := c/32, (n+vnniChunk-1)/vnniChunk
+		s.lq = grow(s.lq, nch*nb*lq8Block)
+		s.ld = grow(s.ld, nch*nb*ldBlock)
+		s.lb = grow(s.lb, nch*nb*lc8Block)
+		if len(s.outBuf) < p.threads {
+			s.outBuf = make([][]float32, p.threads)
+		}
+		if len(s.padBuf) < p.threads {
+			s.padBuf = make([][]byte, p.threads)
+		}
+		for i := range s.outBuf {
+			s.outBuf[i] = grow(s.outBuf[i], vnniRows*4*16)
+			s.padBuf[i] = grow(s.padBuf[i], vnniRows*s.rb)
+		}
+		nprep, tile = (n+15)/16*16, vnniTile
+	}
+	if s.r16 {
+		if len(s.outBuf) < p.threads {
+			s.outBuf = make([][]float32, p.threads)
+		}
+		if len(s.padBuf) < p.threads {
+			s.padBuf = make([][]byte, p.threads)
+		}
+		for i := range s.outBuf {
+			s.outBuf[i] = grow(s.outBuf[i], vnniRows*4*16)
+			s.padBuf[i] = grow(s.padBuf[i], 16*s.rb)
+		}
+		tile = 16
+	}
 	work := w.Rows * c * n
 	if s.q8 || s.q15 || s.sums {
 		if n >= 4 && work >= serialWork {
@@ -209,6 +262,10 @@ func (s *matmulState) Do(wk, lo, hi int) {
 	switch {
 	case s.vn:
 		s.doVNNI(wk, lo, hi)
+	case s.vq8:
+		s.doQ8VNNI(wk, lo, hi)
+	case s.r16:
+		s.doQ8R16(wk, lo, hi)
 	case s.q8 && s.k32:
 		dot, dot4 := s.k.q832[s.w.Type], s.k.q832x4[s.w.Type]
 		nb := cols / 32
@@ -294,6 +351,11 @@ func (s *matmulState) Do(wk, lo, hi int) {
 				}
 			}
 		}
+	case s.k.f32Rows[s.w.Type] != nil && !s.sums:
+		f := s.k.f32Rows[s.w.Type]
+		for j := 0; j < s.n; j++ {
+			f(s.y[j*rows+r0:j*rows+r1], data[r0*rb:r1*rb], rb, s.x[j*cols:(j+1)*cols])
+		}
 	default:
 		dot := s.k.f32[s.w.Type]
 		ns := cols / 32
@@ -349,29 +411,90 @@ func (s *matmulState) doVNNI(wk, lo, hi int) {
 				o := out[:vnniRows*T*16]
 				clear(o)
 				s.k.gemmV(s.fam, T, o, buf[(g-t0)*nb:], nb, s.lq[cb*lqBlock:], s.ld[cb*ldBlock:], lm, lb, nb)
+				s.scatter(o, T, c, g, min(vnniRows, t1-g))
+			}
+		}
+	}
+}
+
+// doQ8VNNI computes the row tiles [lo, hi) (vnniTile rows each) of the
+// Q8_0 batch path: the kernel on each group of 3 raw rows (the matrix's
+// last rows copied and padded with zero rows) and chunk of 64 tokens.
+func (s *matmulState) doQ8VNNI(wk, lo, hi int) {
+	rows, rb := s.w.Rows, s.rb
+	nb := s.w.Cols / 32
+	out, pad := s.outBuf[wk], s.padBuf[wk]
+	for t := lo; t < hi; t++ {
+		t0, t1 := t*vnniTile, min((t+1)*vnniTile, rows)
+		for c := 0; c*vnniChunk < s.n; c++ {
+			T := min(4, (s.n-c*vnniChunk+15)/16)
+			cb := c * nb
+			for g := t0; g < t1; g += vnniRows {
 				nr := min(vnniRows, t1-g)
-				for tv := range T {
-					j0 := c*vnniChunk + tv*16
-					o0 := (*[16]float32)(o[(0*T+tv)*16:])
-					o1 := (*[16]float32)(o[(1*T+tv)*16:])
-					o2 := (*[16]float32)(o[(2*T+tv)*16:])
-					nl := min(16, s.n-j0)
-					if nr == vnniRows {
-						for lane := range nl {
-							dst := s.y[(j0+lane)*rows+g:]
-							dst = dst[:3:3]
-							dst[0], dst[1], dst[2] = o0[lane], o1[lane], o2[lane]
-						}
-						continue
-					}
-					for lane := range nl {
-						dst := s.y[(j0+lane)*rows+g:][:nr]
-						dst[0] = o0[lane]
-						if nr > 1 {
-							dst[1] = o1[lane]
-						}
-					}
+				w := s.w.Data[g*rb:]
+				if nr < vnniRows {
+					copy(pad, w[:nr*rb])
+					clear(pad[nr*rb:])
+					w = pad
 				}
+				o := out[:vnniRows*T*16]
+				clear(o)
+				s.k.gemmQ8(T, o, w, rb, s.lq[cb*lq8Block:], s.ld[cb*ldBlock:], s.lb[cb*lc8Block:], nb)
+				s.scatter(o, T, c, g, nr)
+			}
+		}
+	}
+}
+
+// q8R16Max is the most vectors the Q8_0 batch path multiplies one at a
+// time with gemmQ8R16 (16 rows per call, no empty lanes) rather than in
+// the lanes of gemmQ8T1 (3 rows per call).
+const q8R16Max = 2
+
+// doQ8R16 computes the row tiles [lo, hi) (16 rows each; the matrix's last
+// rows copied and padded with zero rows) for each vector with gemmQ8R16.
+func (s *matmulState) doQ8R16(wk, lo, hi int) {
+	rows, rb := s.w.Rows, s.rb
+	nb := s.w.Cols / 32
+	out, pad := s.outBuf[wk][:16], s.padBuf[wk]
+	for t := lo; t < hi; t++ {
+		t0, t1 := t*16, min((t+1)*16, rows)
+		w := s.w.Data[t0*rb:]
+		if t1-t0 < 16 {
+			copy(pad, w[:(t1-t0)*rb])
+			clear(pad[(t1-t0)*rb:])
+			w = pad
+		}
+		for j := range s.n {
+			s.k.gemmQ8R16(out, w, rb, s.act32[j*nb:(j+1)*nb])
+			copy(s.y[j*rows+t0:j*rows+t1], out)
+		}
+	}
+}
+
+// scatter writes the kernel output o (3 rows × T vectors of 16 lanes, of
+// chunk c) for the nr rows from g into y.
+func (s *matmulState) scatter(o []float32, T, c, g, nr int) {
+	rows := s.w.Rows
+	for tv := range T {
+		j0 := c*vnniChunk + tv*16
+		o0 := (*[16]float32)(o[(0*T+tv)*16:])
+		o1 := (*[16]float32)(o[(1*T+tv)*16:])
+		o2 := (*[16]float32)(o[(2*T+tv)*16:])
+		nl := min(16, s.n-j0)
+		if nr == vnniRows {
+			for lane := range nl {
+				dst := s.y[(j0+lane)*rows+g:]
+				dst = dst[:3:3]
+				dst[0], dst[1], dst[2] = o0[lane], o1[lane], o2[lane]
+			}
+			continue
+		}
+		for lane := range nl {
+			dst := s.y[(j0+lane)*rows+g:][:nr]
+			dst[0] = o0[lane]
+			if nr > 1 {
+				dst[1] = o1[lane]
 			}
 		}
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // tlShapes are TinyLlama-1.1B's matrices (dim 2048, ffn 5632) as the
-// Q4_K_M file stores them.
+// Q4_K_M file stores them, and two as the Q8_0 file does.
 var tlShapes = []struct {
 	name       string
 	typ        gguf.Type
@@ -19,6 +19,8 @@ var tlShapes = []struct {
 	{"ffn_up", gguf.Q4_K, 5632, 2048},
 	{"ffn_down", gguf.Q4_K, 2048, 5632},
 	{"ffn_down", gguf.Q6_K, 2048, 5632},
+	{"ffn_up", gguf.Q8_0, 5632, 2048},
+	{"ffn_down", gguf.Q8_0, 2048, 5632},
 }
 
 // BenchmarkDecodeTL: one vector times a TinyLlama matrix read from DRAM,

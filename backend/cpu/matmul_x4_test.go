@@ -45,3 +45,42 @@ func TestQ832x4Agrees(t *testing.T) {
 		t.Skip("no four-vector kernels in this build")
 	}
 }
+
+// TestF32RowsAgree checks that the many-row float32 kernels (assembly)
+// return, for each row, the bits of the archsimd one-row kernel, on odd and
+// even block counts and with a scale of every exponent range.
+func TestF32RowsAgree(t *testing.T) {
+	k := simdKernels
+	if k == nil {
+		t.Skip("SIMD kernels not built or not supported here")
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	tested := 0
+	for typ, f := range k.f32Rows {
+		if f == nil {
+			continue
+		}
+		tested++
+		for _, nb := range []int{1, 2, 7, 64} {
+			const rows = 5
+			m := randomMatrix(r, gguf.Type(typ), rows, 32*nb)
+			rb := gguf.Type(typ).RowBytes(m.Cols)
+			if gguf.Type(typ) == gguf.Q8_0 {
+				m.Data[0], m.Data[1] = 0x01, 0x00     // a subnormal scale
+				m.Data[rb], m.Data[rb+1] = 0xff, 0x7b // 65504
+			}
+			x := randomVec(r, m.Cols)
+			y := make([]float32, rows)
+			f(y, m.Data, rb, x)
+			for i := range rows {
+				want := k.f32[typ](m.Data[i*rb:(i+1)*rb], x, nil)
+				if math.Float32bits(y[i]) != math.Float32bits(want) {
+					t.Errorf("%v nb=%d row %d: %v, want %v (the one-row kernel's bits)", gguf.Type(typ), nb, i, y[i], want)
+				}
+			}
+		}
+	}
+	if tested == 0 {
+		t.Skip("no many-row float32 kernels here")
+	}
+}

@@ -20,6 +20,11 @@ func q4kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb int)
 //go:noescape
 func q6kq15Rows(y *float32, rows *byte, rowBytes, nrows int, a *actK15, nb int)
 
+// q80f32Rows is dotQ8_0F32SIMD for nrows rows at once (the same bits).
+//
+//go:noescape
+func q80f32Rows(y *float32, rows *byte, rowBytes, nrows int, x *float32, nb int)
+
 // The multi-vector decode kernels (matvec_vnni_v_amd64.s, written by
 // asmgen): V vectors at once, each with the single-vector kernel's bits.
 
@@ -81,7 +86,10 @@ func installVNNI(k *kernels) {
 	}
 	k.repackV = repackVSIMD
 	k.gemmV = gemmVAsm
+	k.gemmQ8 = gemmQ8AsmGo
+	k.gemmQ8R16 = gemmQ8R16Go
 	k.q15Rows[gguf.Q4_K] = q15RowsQ4_K
+	k.f32Rows[gguf.Q8_0] = f32RowsQ8_0
 	k.q15Rows[gguf.Q6_K] = q15RowsQ6_K
 	k.q15RowsV[gguf.Q4_K] = q15RowsVQ4_K
 	k.q15RowsV[gguf.Q6_K] = q15RowsVQ6_K
@@ -104,6 +112,15 @@ func q15RowsQ4_K(y []float32, rows []byte, rb int, a []actK15) {
 	_ = rows[len(y)*rb-1]
 	_ = a[rb/144-1]
 	q4kq15Rows(&y[0], &rows[0], rb, len(y), &a[0], rb/144)
+}
+
+func f32RowsQ8_0(y []float32, rows []byte, rb int, x []float32) {
+	if len(y) == 0 || len(x) < 32 {
+		return
+	}
+	nb := len(x) / 32
+	_ = rows[(len(y)-1)*rb+34*nb-1]
+	q80f32Rows(&y[0], &rows[0], rb, len(y), &x[0], nb)
 }
 
 func q15RowsQ6_K(y []float32, rows []byte, rb int, a []actK15) {

@@ -341,3 +341,79 @@ block6:
 	JNZ row6
 	VZEROUPPER
 	RET
+
+// func q80f32Rows(y *float32, rows *byte, rowBytes, nrows int, x *float32, nb int)
+//
+// Decode for Q8_0 weights with float32 activations: y[i] = row i · x, for
+// nrows rows of nb blocks (34 bytes: f16 scale, 32 int8). The arithmetic of
+// dotQ8_0F32SIMD (matmul_simd.go), instruction for instruction, so the bits
+// are the same: per block p = fma(q[16:32], x[16:32], q[0:16]·x[0:16]),
+// acc = fma(p, d, acc), even blocks into Z0 and odd ones into Z1, then
+// Z0+Z1 summed as hsum16v does (halves, then two VHADDPS).
+TEXT ·q80f32Rows(SB), NOSPLIT, $0-48
+	MOVQ y+0(FP), DI
+	MOVQ rows+8(FP), R8
+	MOVQ nrows+24(FP), R10
+	MOVQ x+32(FP), R11
+	MOVQ nb+40(FP), R12
+q80row:
+	MOVQ R8, DX
+	MOVQ R11, SI
+	MOVQ R12, CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	CMPQ CX, $2
+	JLT q80tail
+q80pair:
+	PREFETCHT1 (PFD+0)(DX)
+	PREFETCHT1 (PFD+64)(DX)
+	VPMOVSXBD 2(DX), Z2
+	VPMOVSXBD 18(DX), Z3
+	VCVTDQ2PS Z2, Z2
+	VCVTDQ2PS Z3, Z3
+	VMULPS (SI), Z2, Z2
+	VFMADD231PS 64(SI), Z3, Z2
+	VPBROADCASTW (DX), Y4
+	VCVTPH2PS Y4, Z4
+	VFMADD231PS Z4, Z2, Z0
+	VPMOVSXBD 36(DX), Z5
+	VPMOVSXBD 52(DX), Z6
+	VCVTDQ2PS Z5, Z5
+	VCVTDQ2PS Z6, Z6
+	VMULPS 128(SI), Z5, Z5
+	VFMADD231PS 192(SI), Z6, Z5
+	VPBROADCASTW 34(DX), Y7
+	VCVTPH2PS Y7, Z7
+	VFMADD231PS Z7, Z5, Z1
+	ADDQ $68, DX
+	ADDQ $256, SI
+	SUBQ $2, CX
+	CMPQ CX, $2
+	JGE q80pair
+q80tail:
+	TESTQ CX, CX
+	JZ q80sum
+	VPMOVSXBD 2(DX), Z2
+	VPMOVSXBD 18(DX), Z3
+	VCVTDQ2PS Z2, Z2
+	VCVTDQ2PS Z3, Z3
+	VMULPS (SI), Z2, Z2
+	VFMADD231PS 64(SI), Z3, Z2
+	VPBROADCASTW (DX), Y4
+	VCVTPH2PS Y4, Z4
+	VFMADD231PS Z4, Z2, Z0
+q80sum:
+	VADDPS Z1, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X2
+	VADDPS X2, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VMOVSS X0, (DI)
+	ADDQ $4, DI
+	ADDQ rowBytes+16(FP), R8
+	DECQ R10
+	JNZ q80row
+	VZEROUPPER
+	RET

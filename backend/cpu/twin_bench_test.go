@@ -89,6 +89,56 @@ func kernelTwins() []twin {
 			add(fmt.Sprint("dotRp15/", t), func(k *kernels) { sink += k.dotRp15(rp, a15n) })
 		}
 	}
+	// The many-row kernels on 8 rows (a decode tile) and, for the Q8_0
+	// batch kernels, 3 rows × 64 tokens and 16 rows × 1 token; their twins:
+	// the one-row kernel per row, gemmQ8Generic and gemmQ8R16Generic.
+	for t, f := range s.f32Rows {
+		if f == nil {
+			continue
+		}
+		typ := gguf.Type(t)
+		rb := typ.RowBytes(cols)
+		rows := randomMatrix(r, typ, 8, cols).Data
+		y := make([]float32, 8)
+		add(fmt.Sprint("f32Rows/", typ), func(k *kernels) {
+			if k.f32Rows[t] == nil {
+				for i := range y {
+					y[i] = k.f32[t](rows[i*rb:(i+1)*rb], x, nil)
+				}
+				return
+			}
+			k.f32Rows[t](y, rows, rb, x)
+		})
+	}
+	if s.gemmQ8 != nil {
+		const nb = cols / 32
+		rb := gguf.Q8_0.RowBytes(cols)
+		w := randomMatrix(r, gguf.Q8_0, vnniRows, cols).Data
+		lq, ld, lc := make([]uint32, nb*lq8Block), make([]float32, nb*ldBlock), make([]int32, nb*lc8Block)
+		for j := range 64 {
+			toLanes8(lq, ld, lc, a32[j%4*nb:(j%4+1)*nb], j, nb)
+		}
+		out := make([]float32, vnniRows*4*16)
+		add("gemmQ8/T4", func(k *kernels) {
+			if k.gemmQ8 == nil {
+				gemmQ8Generic(4, out, w, rb, lq, ld, lc, nb)
+				return
+			}
+			k.gemmQ8(4, out, w, rb, lq, ld, lc, nb)
+		})
+	}
+	if s.gemmQ8R16 != nil {
+		rb := gguf.Q8_0.RowBytes(cols)
+		w := randomMatrix(r, gguf.Q8_0, 16, cols).Data
+		out := make([]float32, 16)
+		add("gemmQ8R16", func(k *kernels) {
+			if k.gemmQ8R16 == nil {
+				gemmQ8R16Generic(out, w, rb, a32[:cols/32])
+				return
+			}
+			k.gemmQ8R16(out, w, rb, a32[:cols/32])
+		})
+	}
 	aK := make([]actK, cols/256)
 	a15 := make([]actK15, cols/256)
 	add("quantizeK", func(k *kernels) { k.quantizeK(aK, x, true) })

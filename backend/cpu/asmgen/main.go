@@ -3,7 +3,7 @@
 // the files match it):
 //
 //   - gemm_vnni_amd64.s, the batch (prefill) microkernels for K-quant
-//     weights times 8-bit activations with AVX-512 VNNI;
+//     and Q8_0 weights times 8-bit activations with AVX-512 VNNI;
 //   - attention_amd64.s, attention's score and value products for head
 //     size 64 with AVX-512F;
 //   - matvec_vnni_v_amd64.s, the decode kernels for 2 to 4 vectors at once
@@ -193,6 +193,10 @@ func main() {
 				kernel(f, T)
 			}
 		}
+		for T := 1; T <= 4; T++ {
+			kernelQ8(T)
+		}
+		kernelQ8R16()
 	})
 	emit(filepath.Join(dir, "attention_amd64.s"), attention)
 	emit(filepath.Join(dir, "matvec_vnni_v_amd64.s"), matvecMulti)
@@ -279,6 +283,191 @@ func attention() {
 			p("VMOVUPS Z%d, %d(DI)", 4*h+i, 256*h+64*i)
 		}
 	}
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// kernelQ8 writes the Q8_0 batch kernel for T vectors of 16 tokens:
+//
+//	gemmQ8T{T}(out *float32, w *byte, stride int, a *uint32, da *float32, corr *int32, nb int)
+//
+// adds to out[r][t][16] (r < 3) the products of the 3 raw Q8_0 rows at w,
+// w+stride, w+2·stride (nb blocks of 34 bytes: f16 scale, 32 int8) with T
+// vectors of token-lane activations (gemm.go: lq8, ld, lc8). VPDPBUSD
+// multiplies unsigned by signed bytes, so the weights are made unsigned as
+// they are broadcast (w XOR 0x80 = w+128, in the same instruction as the
+// broadcast) and each block's int32 sum starts at corr = −128·Σa, the
+// token's correction: the sum is Σ w·a exactly. Then per block
+// out = fma(float(sum), d_w·d_a, out). Registers: 3·T int32 block sums
+// (Z0..), 3·T float32 outputs (Z12..), T activation vectors (Z24..), two
+// weight broadcasts (Z28, Z29), the 0x80 bytes (Z30) and a scale (Z31).
+func kernelQ8(T int) {
+	fmt.Fprintf(&b, "\n// func gemmQ8T%d(out *float32, w *byte, stride int, a *uint32, da *float32, corr *int32, nb int)\n", T)
+	fmt.Fprintf(&b, "TEXT ·gemmQ8T%d(SB), NOSPLIT, $0-56\n", T)
+	p("MOVQ out+0(FP), DI")
+	p("MOVQ w+8(FP), SI")
+	p("MOVQ stride+16(FP), R9")
+	p("MOVQ a+24(FP), DX")
+	p("MOVQ da+32(FP), R10")
+	p("MOVQ corr+40(FP), R11")
+	p("MOVQ nb+48(FP), CX")
+	p("MOVL $0x80808080, AX")
+	p("VPBROADCASTD AX, Z30")
+	for r := range rows {
+		for t := range T {
+			p("VMOVUPS %d(DI), %s", 64*(r*T+t), accI(r, t, T))
+		}
+	}
+	lbl := fmt.Sprintf("Q8T%d", T)
+	fmt.Fprintf(&b, "blk%s:\n", lbl)
+	for r := range rows {
+		for t := range T {
+			p("VMOVDQU32 %d(R11), %s", 64*t, accQ(r, t, T))
+		}
+	}
+	for g := range 8 {
+		for t := range T {
+			p("VMOVDQU32 %d(DX), %s", 256*g+64*t, act(t))
+		}
+		for r := range rows {
+			w := z(28 + r%2)
+			p("VPXORD.BCST %s, Z30, %s", row(2+4*g, "SI", r), w)
+			for t := range T {
+				p("VPDPBUSD %s, %s, %s", act(t), w, accQ(r, t, T))
+			}
+		}
+	}
+	for t := range T {
+		p("VMOVUPS %d(R10), %s", 64*t, act(t))
+	}
+	for r := range rows {
+		p("VPBROADCASTW %s, Z28", row(0, "SI", r))
+		p("VCVTPH2PS Y28, Z28")
+		for t := range T {
+			q := accQ(r, t, T)
+			p("VMULPS %s, Z28, Z31", act(t))
+			p("VCVTDQ2PS %s, %s", q, q)
+			p("VFMADD231PS Z31, %s, %s", q, accI(r, t, T))
+		}
+	}
+	p("ADDQ $2048, DX")
+	p("ADDQ $256, R10")
+	p("ADDQ $256, R11")
+	p("ADDQ $34, SI")
+	p("DECQ CX")
+	p("JNZ blk%s", lbl)
+	for r := range rows {
+		for t := range T {
+			p("VMOVUPS %s, %d(DI)", accI(r, t, T), 64*(r*T+t))
+		}
+	}
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// kernelQ8R16 writes the Q8_0 kernel for one token and 16 rows:
+//
+//	gemmQ8R16(out *float32, w *byte, stride int, a *act32, nb int)
+//
+// sets out[0:16] to the products of the 16 raw Q8_0 rows at w + r·stride
+// with one token's activations (act32 blocks: qs at 0, d at 32, sum at
+// 36), with the bits gemmQ8T* give that token in a lane: per block the
+// same exact integer sum Σ w·a, then out = fma(float(sum), d_w·d_a, out)
+// in block order. Lanes are rows here, so a single token (the last prompt
+// token's logits) does not run 15 empty lanes: each pair of rows fills one
+// register with its two 32-byte blocks (weights made unsigned by XOR 0x80),
+// one VPDPBUSD against the token's block in both halves gives 8 partial
+// sums per row, and three levels of VPERMT2D and adds reduce the eight
+// registers to one lane per row; the correction −128·Σa is added after
+// (integer sums: the order does not matter), and the 16 scales of the block
+// are gathered.
+func kernelQ8R16() {
+	// VPERMT2D index tables: level l takes, from each group of g lanes
+	// (g = 8, 4, 2) of its two sources, the first (A) or second (B) half.
+	for l, g := range []int{8, 4, 2} {
+		for h, name := range []string{"A", "B"} {
+			lbl := fmt.Sprintf("q8r%s%d<>", name, l+1)
+			for i := range 16 {
+				grp, k := i/(g/2), i%(g/2)
+				fmt.Fprintf(&b, "DATA %s+%d(SB)/4, $%d\n", lbl, 4*i, grp*g+h*g/2+k)
+			}
+			fmt.Fprintf(&b, "GLOBL %s(SB), RODATA|NOPTR, $64\n", lbl)
+		}
+	}
+	for i := range 16 {
+		fmt.Fprintf(&b, "DATA q8riota<>+%d(SB)/4, $%d\n", 4*i, i)
+	}
+	fmt.Fprintf(&b, "GLOBL q8riota<>(SB), RODATA|NOPTR, $64\n")
+	fmt.Fprintf(&b, "\n// func gemmQ8R16(out *float32, w *byte, stride int, a *act32, nb int)\n")
+	fmt.Fprintf(&b, "TEXT ·gemmQ8R16(SB), NOSPLIT, $0-40\n")
+	p("MOVQ out+0(FP), DI")
+	p("MOVQ w+8(FP), R8")
+	p("MOVQ stride+16(FP), R9")
+	p("MOVQ a+24(FP), DX")
+	p("MOVQ nb+32(FP), CX")
+	p("LEAQ (R9)(R9*2), R13")  // 3·stride
+	p("LEAQ (R8)(R9*4), R10")  // row 4
+	p("LEAQ (R10)(R9*4), R11") // row 8
+	p("LEAQ (R11)(R9*4), R12") // row 12
+	p("MOVL $0x80808080, AX")
+	p("VPBROADCASTD AX, Z27")
+	p("VPBROADCASTD R9, Z26")
+	p("VPMULLD q8riota<>(SB), Z26, Z26") // r·stride
+	for l := range 3 {
+		p("VMOVDQU32 q8rA%d<>(SB), Z%d", l+1, 20+2*l)
+		p("VMOVDQU32 q8rB%d<>(SB), Z%d", l+1, 21+2*l)
+	}
+	p("VPXORD Z29, Z29, Z29")
+	base := []string{"R8", "R10", "R11", "R12"}
+	rowAddr := func(r int) string {
+		bs := base[r/4]
+		switch r % 4 {
+		case 0:
+			return fmt.Sprintf("2(%s)", bs)
+		case 3:
+			return fmt.Sprintf("2(%s)(R13*1)", bs)
+		default:
+			return fmt.Sprintf("2(%s)(R9*%d)", bs, r%4)
+		}
+	}
+	fmt.Fprintf(&b, "blkQ8R16:\n")
+	p("VBROADCASTI64X4 (DX), Z28")
+	for q := range 8 {
+		w := fmt.Sprintf("Z%d", 8+q)
+		p("VMOVDQU %s, Y%d", rowAddr(2*q), 8+q)
+		p("VINSERTI64X4 $1, %s, %s, %s", rowAddr(2*q+1), w, w)
+		p("VPXORD Z27, %s, %s", w, w)
+		p("VPXORD Z%d, Z%d, Z%d", q, q, q)
+		p("VPDPBUSD Z28, %s, Z%d", w, q)
+	}
+	// Level l: pairs (2q, 2q+1) → q.
+	for l, n := range []int{4, 2, 1} {
+		for q := range n {
+			p("VMOVDQA32 Z%d, Z30", 2*q)
+			p("VPERMT2D Z%d, Z%d, Z30", 2*q+1, 20+2*l)
+			p("VPERMT2D Z%d, Z%d, Z%d", 2*q+1, 21+2*l, 2*q)
+			p("VPADDD Z30, Z%d, Z%d", 2*q, q)
+		}
+	}
+	p("MOVL 36(DX), AX")
+	p("SHLL $7, AX")
+	p("NEGL AX")
+	p("VPBROADCASTD AX, Z30")
+	p("VPADDD Z30, Z0, Z0")
+	p("VCVTDQ2PS Z0, Z0")
+	p("KXNORW K1, K1, K1")
+	p("VPGATHERDD (R8)(Z26*1), K1, Z31")
+	p("VPMOVDW Z31, Y31")
+	p("VCVTPH2PS Y31, Z31")
+	p("VMULPS.BCST 32(DX), Z31, Z31")
+	p("VFMADD231PS Z31, Z0, Z29")
+	for _, r := range base {
+		p("ADDQ $34, %s", r)
+	}
+	p("ADDQ $40, DX")
+	p("DECQ CX")
+	p("JNZ blkQ8R16")
+	p("VMOVUPS Z29, (DI)")
 	p("VZEROUPPER")
 	p("RET")
 }
