@@ -212,15 +212,16 @@ func TestPagedAttention(t *testing.T) {
 	}
 }
 
-// TestMatMulInvariance: every row of a product over 40 rows has the bits
-// of the same row alone and inside 3 or 9 rows, for every format and
-// width, plain, with the residual add, SwiGLU, q/k/v fused, and with the
-// RMSNorm folded in.
+// TestMatMulInvariance: every row of a product over 100 rows has the bits
+// of the same row alone and inside 2, 3, 8, 17 or 64 rows, for every format
+// and width, plain, with the residual add, SwiGLU, q/k/v fused, and with
+// the RMSNorm folded in (the GEMM and its splits for the quantized
+// formats, mvn for the others).
 func TestMatMulInvariance(t *testing.T) {
 	p := newPair(t)
 	g := p.g
 	r := rand.New(rand.NewPCG(22, uint64(os.Getpid())))
-	const n = 40
+	const n = 100
 	for _, typ := range allTypes {
 		for _, cols := range colsFor(typ) {
 			w := p.weight(randomWeight(r, typ, cols, 67)).g
@@ -265,7 +266,7 @@ func TestMatMulInvariance(t *testing.T) {
 				return out
 			}
 			all := products(0, n)
-			for _, rg := range [][2]int{{0, 1}, {7, 8}, {n - 1, n}, {3, 6}, {20, 29}} {
+			for _, rg := range [][2]int{{0, 1}, {7, 8}, {n - 1, n}, {3, 5}, {3, 6}, {20, 28}, {20, 37}, {30, 94}} {
 				sub := products(rg[0], rg[1])
 				for name, v := range sub {
 					cw := len(all[name]) / n
@@ -443,6 +444,90 @@ func TestBatchDesc(t *testing.T) {
 		got := h[2*rows+int(h[rows+i])+p/ml.PageSize]
 		if w := b.Pages[b.Seq[i]][p/ml.PageSize]; got != w {
 			t.Errorf("row %d: page %d, want %d", i, got, w)
+		}
+	}
+}
+
+// TestGemm checks the tensor-core GEMM (kernels/gemm.cu) of every format it
+// takes against the oracle at 1, 2, 3, 8, 17, 64, 100 and 512 activation
+// rows (300 weight rows: three tiles, the last partial), and its bits: a
+// row computed alone (the one-row decode kernel) has the same bits inside
+// every batch, and forcing the split over classes to 1, 2, 4 or 16 changes
+// no bit. Widths: 4096, and a narrow one whose units do not fill the 32
+// classes (768 values of the 256-value formats; 96 of Q8_0 and Q4_0: an
+// odd number of Q4_0 units).
+func TestGemm(t *testing.T) {
+	p := newPair(t)
+	g := p.g
+	if os.Getenv("GRETA_CUDA_GEMM") == "0" {
+		t.Skip("GRETA_CUDA_GEMM=0")
+	}
+	// The GEMM is off by default until it has run on a GPU; this test turns it on.
+	was := g.Gemm
+	g.Gemm = true
+	defer func() { g.Gemm = was }()
+	r := rand.New(rand.NewPCG(23, uint64(os.Getpid())))
+	counts := []int{1, 2, 3, 8, 17, 64, 100, 512}
+	if testing.Short() {
+		counts = []int{1, 2, 17, 100}
+	}
+	const rows = 300
+	const nmax = 512
+	for _, typ := range []gguf.Type{gguf.Q4_K, gguf.Q5_K, gguf.Q6_K, gguf.Q8_0, gguf.Q4_0} {
+		narrow := 768
+		if typ.BlockSize() == 32 {
+			narrow = 96
+		}
+		for _, cols := range []int{narrow, 4096} {
+			if testing.Short() && cols == 4096 {
+				continue
+			}
+			w := p.weight(randomWeight(r, typ, cols, rows))
+			x := make([]float32, nmax*cols)
+			for i := range x {
+				x[i] = float32(r.NormFloat64())
+			}
+			// Some rows with a wide range inside runs of 16.
+			for i := 0; i < len(x); i += 97 {
+				x[i] *= 50
+			}
+			alone := map[int][]float32{}
+			for _, i := range []int{0, 1, 2, 7, 16, 63, 99, 511} {
+				xi := p.inputFrom(x[i*cols:(i+1)*cols], cols, 1)
+				y := g.NewTensor(rows, 1)
+				g.MatMul(y, xi.g, w.g)
+				alone[i] = readAll(g, y)
+			}
+			for _, n := range counts {
+				xt := p.inputFrom(x[:n*cols], cols, n)
+				y := p.tensor(rows, n)
+				g.MatMul(y.g, xt.g, w.g)
+				p.ref.MatMul(y.r, xt.r, w.r)
+				what := fmt.Sprintf("%s %dx%d n=%d", typ, cols, rows, n)
+				p.compare(what, y, boundQ16)
+				got := readAll(g, y.g)
+				for i, a := range alone {
+					if i >= n {
+						continue
+					}
+					if k, ok := bitsEqual(a, got[i*rows:(i+1)*rows]); !ok {
+						t.Errorf("%s: row %d alone differs from the batch at output %d: %g vs %g", what, i, k, a[k], got[i*rows+k])
+					}
+				}
+				if n != 100 {
+					continue
+				}
+				for _, s := range []int{1, 2, 4, 16} {
+					g.gemmSplit = s
+					ys := g.NewTensor(rows, n)
+					g.MatMul(ys, xt.g, w.g)
+					gs := readAll(g, ys)
+					g.gemmSplit = 0
+					if k, ok := bitsEqual(gs, got); !ok {
+						t.Errorf("%s: split %d differs at output %d: %g vs %g", what, s, k, gs[k], got[k])
+					}
+				}
+			}
 		}
 	}
 }

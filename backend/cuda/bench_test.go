@@ -218,3 +218,114 @@ func TestAttentionDecodeTime(t *testing.T) {
 		fmt.Printf("BENCH attn decode 32/8x128 (fa %v) pos %5d %6.1f us\n", c.fa, pos, best)
 	}
 }
+
+// TestGemmTime times the many-row products of Llama-3-8B's shapes
+// (GRETA_CUDA_BENCH=1 or =gemm): the tensor-core GEMM against mvn/gun
+// (GRETA_CUDA_GEMM=0's path), at 2 to 512 activation rows, launches back to
+// back, weights rotated through more than L2 holds. Prints µs, the
+// weights' GB/s and the multiply-adds' rate.
+func TestGemmTime(t *testing.T) {
+	if b := os.Getenv("GRETA_CUDA_BENCH"); b != "1" && b != "gemm" {
+		t.Skip("GRETA_CUDA_BENCH=1 or =gemm runs it")
+	}
+	g := device(t)
+	g.Graphs = false
+	defer func() { g.Graphs, g.Gemm = true, true }()
+	g.enter()
+	defer g.exit()
+	start, stop := mustEvent(t, g), mustEvent(t, g)
+	elapsed := func(f func(), reps int) float64 {
+		var ms []float64
+		for i := 0; i < 3; i++ {
+			g.d.EventRecord(start, g.stream)
+			for j := 0; j < reps; j++ {
+				f()
+			}
+			if err := g.runQueue(); err != nil {
+				t.Fatal(err)
+			}
+			g.d.EventRecord(stop, g.stream)
+			g.d.EventSynchronize(stop)
+			v, _ := g.d.EventElapsed(start, stop)
+			ms = append(ms, float64(v)/float64(reps))
+		}
+		sort.Float64s(ms)
+		return ms[len(ms)/2]
+	}
+	r := rand.New(rand.NewPCG(10, 10))
+	for _, c := range []struct {
+		typ        gguf.Type
+		cols, rows int
+		gu         bool
+	}{
+		{gguf.Q4_K, 4096, 4096, false},  // attn_output
+		{gguf.Q4_K, 4096, 14336, true},  // gate+up with SwiGLU
+		{gguf.Q4_K, 14336, 4096, false}, // ffn_down
+		{gguf.Q6_K, 14336, 4096, false},
+		{gguf.Q6_K, 4096, 1024, false}, // v
+		{gguf.Q5_K, 4096, 14336, false},
+		{gguf.Q8_0, 4096, 14336, false},
+		{gguf.Q4_0, 4096, 14336, false},
+	} {
+		wd := randomWeight(r, c.typ, c.cols, c.rows)
+		copies := max(2, int((200<<20)/len(wd.Data))+1)
+		var ws []ml.Weight
+		for i := 0; i < copies; i++ {
+			w, err := g.LoadWeight(wd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws = append(ws, w)
+		}
+		const nmax = 512
+		x := g.NewTensor(c.cols, nmax)
+		xv := make([]float32, c.cols*nmax)
+		for i := range xv {
+			xv[i] = float32(r.NormFloat64())
+		}
+		if err := g.d.MemcpyHtoD(x.(*Tensor).ptr, f32Bytes(xv)); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{2, 4, 8, 16, 32, 64, 128, 256, 512} {
+			xs := g.NewTensor(c.cols, n)
+			xs.(*Tensor).ptr = x.(*Tensor).ptr
+			y := g.NewTensor(c.rows, n)
+			line := fmt.Sprintf("BENCH gemm %-5s %5dx%-5d gu=%-5v n=%3d", c.typ, c.cols, c.rows, c.gu, n)
+			for _, gemm := range []bool{true, false} {
+				g.Gemm = gemm
+				i := 0
+				f := func() {
+					if c.gu {
+						g.GateUp(y, xs, ws[i%copies], ws[(i+1)%copies])
+					} else {
+						g.MatMul(y, xs, ws[i%copies])
+					}
+					i++
+				}
+				reps := 20
+				if n >= 128 {
+					reps = 5
+				}
+				if !gemm && n >= 256 {
+					reps = 2
+				}
+				ms := elapsed(f, reps)
+				wb := float64(len(wd.Data))
+				macs := float64(n) * float64(c.cols) * float64(c.rows)
+				if c.gu {
+					wb, macs = 2*wb, 2*macs
+				}
+				name := "gemm"
+				if !gemm {
+					name = "mvn"
+				}
+				line += fmt.Sprintf(" | %s %8.1f us %5.0f GB/s %5.1f TMAC/s", name, ms*1000, wb/ms/1e6, macs/ms/1e9)
+			}
+			fmt.Println(line)
+		}
+		g.Gemm = true
+		for _, w := range ws {
+			g.free(w.(*Weight).ptr)
+		}
+	}
+}

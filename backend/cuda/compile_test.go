@@ -49,7 +49,7 @@ func TestKernelsWaitForPredecessor(t *testing.T) {
 	src := kernelSource()
 	// The bodies that wait themselves.
 	waiting := []string{"pdl_start()", "pdl_wait()"}
-	for _, body := range []string{"mvs_body", "attn_dec_body", "mvn_body", "fa_pre_body", "fa_dec_body"} {
+	for _, body := range []string{"mvs_body", "attn_dec_body", "mvn_body", "fa_pre_body", "fa_dec_body", "gemm_body", "xstage_body"} {
 		def := regexp.MustCompile(`void ` + body + `\(`).FindStringIndex(src)
 		if def == nil {
 			t.Fatalf("%s is not in the kernel sources", body)

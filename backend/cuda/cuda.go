@@ -46,12 +46,15 @@ type Backend struct {
 	compiled, cached bool
 
 	// Switches (environment, read at New; tests set them directly).
-	Check    bool   // GRETA_CUDA_CHECK=1: synchronize and check after every launch
-	Graphs   bool   // GRETA_CUDA_GRAPH=0 turns graph replay off
-	Fuse     bool   // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
-	UseBLAS  bool   // GRETA_CUDA_CUBLAS=1: batches of more than 8 rows through f16 cuBLAS GEMMs (fast, not batch-invariant)
-	MVB, GUB string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
-	Profile  bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
+	Check     bool   // GRETA_CUDA_CHECK=1: synchronize and check after every launch
+	Graphs    bool   // GRETA_CUDA_GRAPH=0 turns graph replay off
+	Fuse      bool   // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
+	Gemm      bool   // GRETA_CUDA_GEMM=1 turns the tensor-core GEMM on (off: mvn/gun for every batch, the same bits)
+	GemmMin   int    // GRETA_CUDA_GEMM_MIN: the fewest activation rows that take the GEMM (default 2)
+	gemmSplit int    // tests: force the GEMM's split over classes (0: by the shape)
+	UseBLAS   bool   // GRETA_CUDA_CUBLAS=1: batches of more than 8 rows through f16 cuBLAS GEMMs (fast, not batch-invariant)
+	MVB, GUB  string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
+	Profile   bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
 
 	// The batch of the current ops (Begin) and its description for the
 	// device (kernels/common.cuh), which the first run after Begin uploads
@@ -183,6 +186,11 @@ func Open(ordinal int) (*Backend, error) {
 	b.Graphs = envFlag("GRETA_CUDA_GRAPH", true)
 	b.Fuse = envFlag("GRETA_CUDA_FUSE", true)
 	b.UseBLAS = envFlag("GRETA_CUDA_CUBLAS", false)
+	b.Gemm = envFlag("GRETA_CUDA_GEMM", false) // off until measured on a GPU (docs/CUDA.md)
+	b.GemmMin = 2
+	if v, err := strconv.Atoi(os.Getenv("GRETA_CUDA_GEMM_MIN")); err == nil && v >= 2 {
+		b.GemmMin = v
+	}
 	b.MVB, b.GUB = os.Getenv("GRETA_CUDA_MVB"), os.Getenv("GRETA_CUDA_GUB")
 	b.Profile = envFlag("GRETA_CUDA_PROFILE", false)
 	b.FA = envFlag("GRETA_CUDA_FA", true)
@@ -241,8 +249,13 @@ func Open(ordinal int) (*Backend, error) {
 			lim = min(b.maxSmem, attnDecSmem(maxHeadDim, 8))
 		case strings.HasPrefix(name, "fa_pre_"), strings.HasPrefix(name, "fa_dec_"):
 			lim = min(b.maxSmem, max(faPreSmem(128), faDecSmem(128)))
-		case strings.HasPrefix(name, "mvs_"), strings.HasPrefix(name, "gus_"), strings.HasPrefix(name, "mvn_"), strings.HasPrefix(name, "gun_"):
+		case strings.HasPrefix(name, "mvs_"), strings.HasPrefix(name, "gus_"), strings.HasPrefix(name, "mvn_"), strings.HasPrefix(name, "gun_"),
+			strings.HasPrefix(name, "xstage_"):
 			lim = b.mvsLimit()
+		case strings.HasPrefix(name, "gemm_") && name != "gemm_fin" && name != "gemm_fin_gu":
+			lim = min(b.maxSmem, gemmSmem(strings.TrimPrefix(name, "gemm_")))
+		case strings.HasPrefix(name, "gemmgu_"):
+			lim = min(b.maxSmem, gemmSmem(strings.TrimPrefix(name, "gemmgu_")))
 		}
 		if lim > 48<<10 {
 			if err := d.FuncSetAttribute(f, funcAttrMaxDynamicShared, lim); err != nil {
@@ -449,7 +462,7 @@ func envOr(name, def string) string {
 // Default decode matvec variants by format, chosen by TestKernelBandwidth
 // on an H100 (docs/CUDA.md); MVB and GUB, when set, override them.
 var (
-	defaultMVS = map[string]string{"q6_k": "r2u2w8b1", "q8_0": "r1u4w8b3", "q4_0": "r1u4w8b3"}
+	defaultMVS = map[string]string{"q6_k": "r2u2w8b2", "q8_0": "r1u4w8b3", "q4_0": "r1u4w8b3"}
 	defaultGUS = map[string]string{}
 )
 
@@ -475,7 +488,7 @@ func (b *Backend) mvsVariant(f string, rows, cols int, gateUp bool) string {
 	}
 	if f == "q6_k" && rows >= 1<<15 {
 		// The output matrix, 4096×128256, back to back with programmatic
-		// launch: 148 µs against 158 (r1u2w8b3) and 160 (r2u2w8b1).
+		// launch: 148 µs against 158 (r1u2w8b3) and 160 (r2u2w8b1, now r2u2w8b2).
 		return "r1u4w16b1"
 	}
 	if (f == "q4_k" || f == "q6_k") && cols >= 8192 {

@@ -14,7 +14,8 @@
 # carry/shared/{models,reference/llamacpp,reference/f64}.
 #
 # STAGES picks what runs (comma-separated): test, llama, memcheck, bench,
-# profile (per-kernel times of a Llama-3-8B-shaped decode), bw, ncu (Nsight
+# profile (per-kernel times of a Llama-3-8B-shaped decode), bw, gemm (the
+# many-row GEMM against mvn at 2-512 rows), ncu (Nsight
 # Compute on one matvec kernel: NCU_KERNEL, NCU_FORMAT). Default: all but
 # ncu. All logs end up in $OUT/logs.tgz too.
 set -u
@@ -25,7 +26,7 @@ LOG=$OUT/l/o/g
 mkdir -p "$LOG"
 C=$PWD/carry
 export GRETA_CUDA_CACHE=/tmp/greta-cubin
-STAGES=${STAGES:-test,llama,memcheck,bench,profile,bw}
+STAGES=${STAGES:-test,llama,memcheck,bench,profile,bw,gemm}
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 SUM=$OUT/summary.txt
 : >"$SUM"
@@ -47,7 +48,7 @@ fi
 
 if has test; then
   # One process per test, so that one failure does not hide the rest.
-  for t in TestKernelsCompile TestNoDeviceIsOneLine TestMatMul TestMatvecVariants TestNormFused TestMatMulCuBLAS TestMatMulAddGateUpFused TestEmbed TestRMSNorm TestRope \
+  for t in TestKernelsCompile TestNoDeviceIsOneLine TestMatMul TestGemm TestMatvecVariants TestNormFused TestMatMulCuBLAS TestMatMulAddGateUpFused TestEmbed TestRMSNorm TestRope \
     TestPagedAttention TestMatMulInvariance TestForwardBatchInvariance TestArgmaxAndGather TestTopK TestPairKernel TestAttention TestAttentionDecodeRope TestKVCacheTooLarge TestModelShapes TestGraphReplayAndTracing TestSharedModels; do
     (cd /tmp && GRETA_SHARED=$C/shared timeout 240 "$C/cuda.test" -test.run "^$t\$" -test.v -test.count=1) >"$LOG/test-$t.log" 2>&1
     rc=$?
@@ -73,7 +74,7 @@ fi
 
 if has memcheck; then
   (cd /tmp && timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 30 \
-    "$C/cuda.test" -test.v -test.short -test.count=1 -test.run "${MEMCHECK_RUN:-TestMatMul\$|TestMatvecVariants|TestNormFused|TestMatMulAddGateUpFused|TestEmbed|TestRMSNorm|TestRope|TestArgmaxAndGather|TestTopK|TestPagedAttention|TestForwardBatchInvariance|TestPairKernel|TestAttention|TestAttentionDecodeRope|TestGraphReplayAndTracing|TestModelShapes}") >"$LOG/memcheck.log" 2>&1
+    "$C/cuda.test" -test.v -test.short -test.count=1 -test.run "${MEMCHECK_RUN:-TestMatMul\$|TestGemm\$|TestMatvecVariants|TestNormFused|TestMatMulAddGateUpFused|TestEmbed|TestRMSNorm|TestRope|TestArgmaxAndGather|TestTopK|TestPagedAttention|TestForwardBatchInvariance|TestPairKernel|TestAttention|TestAttentionDecodeRope|TestGraphReplayAndTracing|TestModelShapes}") >"$LOG/memcheck.log" 2>&1
   rc=$?
   say "memcheck: rc=$rc; $(grep -E "ERROR SUMMARY" "$LOG/memcheck.log" | tail -1); $(grep -c -- "^--- PASS" "$LOG/memcheck.log") tests passed under it [$(el)]"
   grep -E -- "--- FAIL|Invalid|out of bounds|Address" "$LOG/memcheck.log" | head -10 | sed 's/^/    /' | tee -a "$SUM"
@@ -113,6 +114,12 @@ if has bw; then
   (cd /tmp && GRETA_CUDA_BENCH=1 timeout 120 "$C/cuda.test" -test.run '^(TestKernelBandwidth|TestAttentionDecodeTime)$' -test.v -test.count=1) >"$LOG/bw.log" 2>&1
   say "bandwidth: rc=$? [$(el)]"
   grep "^BENCH" "$LOG/bw.log" | tee -a "$SUM"
+fi
+
+if has gemm; then
+  (cd /tmp && GRETA_CUDA_BENCH=gemm timeout 150 "$C/cuda.test" -test.run '^TestGemmTime$' -test.v -test.count=1) >"$LOG/gemm.log" 2>&1
+  say "gemm timing: rc=$? [$(el)]"
+  grep "^BENCH" "$LOG/gemm.log" | tee -a "$SUM"
 fi
 
 if has ncu; then

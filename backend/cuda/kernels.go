@@ -13,7 +13,7 @@ import (
 //go:embed kernels/*.cuh kernels/*.cu
 var kernelFS embed.FS
 
-var kernelFiles = []string{"common.cuh", "formats.cuh", "matvec.cu", "ops.cu", "attention.cu", "flash.cu", "topk.cu"}
+var kernelFiles = []string{"common.cuh", "formats.cuh", "matvec.cu", "gemm.cu", "ops.cu", "attention.cu", "flash.cu", "topk.cu"}
 
 // kernelSource returns the whole program.
 func kernelSource() string {
@@ -50,6 +50,10 @@ func kernelNames() []string {
 			names = append(names, "gus_"+f+"_"+v)
 		}
 	}
+	for _, f := range gemmFormats {
+		names = append(names, "xstage_"+f, "gemm_"+f, "gemmgu_"+f)
+	}
+	names = append(names, "gemm_fin", "gemm_fin_gu")
 	for _, pk := range pairKernels {
 		names = append(names, pk.name())
 	}
@@ -81,7 +85,7 @@ func mvnName(f string, nx int, gateUp bool) string {
 // R rows a warp, U units of each in flight, W warps a block and at least B
 // blocks an SM (kernels/matvec.cu MVS_KERNELS).
 var (
-	mvsVariants = []string{"r1u4w8b1", "r1u4w8b3", "r1u2w8b3", "r2u2w8b1", "r1u4w16b1"}
+	mvsVariants = []string{"r1u4w8b1", "r1u4w8b3", "r1u2w8b3", "r2u2w8b2", "r1u4w16b1"}
 	gusVariants = []string{"r1u4w8b1", "r1u4w16b1"}
 )
 
@@ -89,8 +93,8 @@ var (
 // launch (kernels/matvec.cu MVS2_KERNEL): f0 with variant v0, f1 with v1,
 // both 8 warps a block.
 var pairKernels = []pairKernel{
-	{"q4_k", "r1u4w8b1", "q6_k", "r2u2w8b1"},
-	{"q5_k", "r1u4w8b1", "q6_k", "r2u2w8b1"},
+	{"q4_k", "r1u4w8b1", "q6_k", "r2u2w8b2"},
+	{"q5_k", "r1u4w8b1", "q6_k", "r2u2w8b2"},
 }
 
 type pairKernel struct{ f0, v0, f1, v1 string }
@@ -124,6 +128,36 @@ func mvsSmem(f string, cols int) int {
 
 // idotFormats have integer dots over int16 x (IDOT in formats.cuh).
 var idotFormats = map[string]bool{"q4_k": true, "q5_k": true, "q6_k": true, "q8_0": true, "q4_0": true}
+
+// The tensor-core GEMM for 2 or more activation rows (kernels/gemm.cu):
+// the formats it takes, and per format the bytes of a weight row a step
+// copies (G::WB).
+var (
+	gemmFormats = []string{"q4_k", "q5_k", "q6_k", "q8_0", "q4_0"}
+	gemmWB      = map[string]int{"q4_k": 48, "q5_k": 80, "q6_k": 96, "q8_0": 48, "q4_0": 48}
+)
+
+const (
+	gemmWarps    = 8   // GEMM_WARPS
+	gemmTO       = 128 // GEMM_TO: weight rows a block
+	gemmTN       = 32  // GEMM_TN: activation rows a block
+	gemmStages   = 4   // GEMM_STAGES
+	gemmMaxSplit = 16  // GEMM_MAXSPLIT
+)
+
+// gemmSmem is a GEMM block's shared memory for format f: GEMM_STAGES
+// stages of 128 weight rows' bytes and two units' staged x of 32 rows.
+func gemmSmem(f string) int {
+	rb := 32 * runsOf[f]
+	return gemmStages * (gemmTO*gemmWB[f] + 2*gemmTN*rb + 2*gemmTN*16)
+}
+
+// gemmXBytes is the staged x of n activation rows (padded to npad) for
+// the GEMM over rows of cols values of format f: per unit and row the
+// int16 values as high and low bytes, then a float4 of scales and sums.
+func gemmXBytes(f string, cols, npad int) int {
+	return cols / unitOf[f] * npad * (32*runsOf[f] + 16)
+}
 
 // attnDecName is the decode attention kernel for head size 32·epl and g
 // query heads a KV head.

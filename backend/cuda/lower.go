@@ -137,6 +137,17 @@ func (b *Backend) prepare() {
 			b.scratchBuf("argmax", uint64(8*o.rows*argmaxBlocks(o.x.cols)))
 			b.scratchZeroed("argmaxcnt", uint64(4*o.rows))
 		case opMatMul, opGateUp:
+			if !o.usesBLAS(b) && b.mvsFits(o.w[0]) && o.rows > 1 {
+				for _, r := range o.sides() {
+					if b.gemmFits(o.w[r[0]], o.rows) {
+						p := b.planGemm(o, r[0], r[1])
+						b.scratchBuf("gemmx", uint64(p.xbytes))
+						if p.split > 1 {
+							b.scratchBuf("gemmpart", uint64(p.partBytes))
+						}
+					}
+				}
+			}
 			if o.usesBLAS(b) {
 				w := o.w[0]
 				b.scratchBuf("x16", uint64(2*o.rows*w.cols))
@@ -296,6 +307,10 @@ func (b *Backend) mvArgs(o *op, i0, i1, R, c0, nx int, xb bool) (args, int) {
 func (b *Backend) lowerStaged(o *op, i0, i1 int, xb bool) {
 	if o.rows == 1 {
 		b.lowerMatvec(o, i0, i1, 0, xb)
+		return
+	}
+	if b.gemmFits(o.w[i0], o.rows) {
+		b.lowerGemmQ(o, i0, i1, xb)
 		return
 	}
 	if nx := b.mvnNX(o.w[i0], o.rows); nx > 0 {
@@ -592,5 +607,127 @@ func (b *Backend) lowerGEMM(o *op) {
 	gemm(w, d.ptr)
 	if o.resid != nil {
 		b.launch("add_f32", [3]int{ceilDiv(total, eltThreads), 1, 1}, eltThreads, 0, args{}.p(o.resid.ptr).p(d.ptr).p(o.resid.ptr).i(total), "residual "+w.name)
+	}
+}
+
+// sides are the ranges of the op's weights with one format each: [0, nw),
+// or [0, split) and [split, nw).
+func (o *op) sides() [][2]int {
+	if o.split > 0 {
+		return [][2]int{{0, o.split}, {o.split, o.nw}}
+	}
+	return [][2]int{{0, o.nw}}
+}
+
+// gemmFits reports whether a product of rows activation rows over w goes
+// through the tensor-core GEMM (kernels/gemm.cu): a format it has, 2 rows
+// or more (GemmMin), and x's staging within shared memory.
+func (b *Backend) gemmFits(w *Weight, rows int) bool {
+	return b.Gemm && rows >= b.GemmMin && gemmWB[w.kfmt] > 0 && mvsSmem(w.kfmt, w.cols) <= b.mvsLimit() &&
+		gemmSmem(w.kfmt) <= b.maxSmem && 3*ceilDiv(w.rows, gemmTO/2) <= maxGridY
+}
+
+// gemmPlan is a GEMM launch: npad rows of staged x, the tiles of weight
+// rows (t[0], t[1]: where weights 1 and 2 start; t[2] in all), the split
+// over classes, and the buffers' sizes.
+type gemmPlan struct {
+	name              string
+	npad, ntn         int
+	t                 [3]int
+	rows              [3]int
+	ptot, split       int
+	xbytes, partBytes int
+}
+
+func (b *Backend) planGemm(o *op, i0, i1 int) gemmPlan {
+	w0 := o.w[i0]
+	f := w0.kfmt
+	n := o.rows
+	p := gemmPlan{name: "gemm_" + f, npad: ceilDiv(n, 8) * 8, ntn: ceilDiv(n, gemmTN)}
+	to := gemmTO
+	if o.kind == opGateUp {
+		p.name, to = "gemmgu_"+f, gemmTO/2
+		p.rows[0] = w0.rows
+		p.ptot = 2 * w0.rows
+	} else {
+		for i := i0; i < i1; i++ {
+			p.rows[i-i0] = o.w[i].rows
+			p.ptot += o.w[i].rows
+		}
+	}
+	p.t[0] = ceilDiv(p.rows[0], to)
+	p.t[1] = p.t[0] + ceilDiv(p.rows[1], to)
+	p.t[2] = p.t[1] + ceilDiv(p.rows[2], to)
+	p.xbytes = gemmXBytes(f, w0.cols, p.npad)
+	// Split over classes where the tiles do not fill the GPU: the fewest
+	// splits that come within 10% of the best estimate of waves per work.
+	blocks := p.t[2] * p.ntn
+	occ := max(1, b.occupancy(p.name, 32*gemmWarps, gemmSmem(f)))
+	slots := occ * max(1, b.sms)
+	cost := func(s int) float64 { return float64(ceilDiv(blocks*s, slots)) / float64(s) }
+	p.split = 1
+	for s := 2; s <= gemmMaxSplit && p.t[2]*s <= maxGridY; s *= 2 {
+		if cost(s) < 0.9*cost(p.split) {
+			p.split = s
+		}
+	}
+	if b.gemmSplit > 0 {
+		p.split = b.gemmSplit
+	}
+	p.partBytes = 4 * p.split * n * p.ptot
+	return p
+}
+
+// lowerGemmQ launches the GEMM over the op's weights w[i0:i1] (one
+// format) for all its rows: xstage (x as mvs stages it, the fused norm
+// included), the GEMM, and, when split, gemm_fin.
+func (b *Backend) lowerGemmQ(o *op, i0, i1 int, xb bool) {
+	w0 := o.w[i0]
+	f, cols, n := w0.kfmt, w0.cols, o.rows
+	p := b.planGemm(o, i0, i1)
+	xq := b.scratchBuf("gemmx", uint64(p.xbytes))
+	var part devPtr
+	if p.split > 1 {
+		part = b.scratchBuf("gemmpart", uint64(p.partBytes))
+	}
+	what := b.matvecWhat(o)
+	src := o.x.ptr
+	var normw, xbp devPtr
+	if o.normW != nil {
+		src, normw = o.normX.ptr, o.normW.ptr
+		if xb {
+			xbp = o.x.ptr
+		}
+	}
+	b.profKey = fmt.Sprintf("xstage_%s [%d]", f, cols)
+	if o.normW != nil {
+		b.profKey += " +norm"
+	}
+	b.launch("xstage_"+f, [3]int{n, 1, 1}, 256, mvsSmem(f, cols),
+		args{}.p(src).p(normw).p(xbp).p(xq).i(cols).i(p.npad).f(float64(o.eps)), what)
+
+	var ws, ys [3]devPtr
+	if o.kind == opGateUp {
+		ws[0], ws[1], ys[0] = o.w[0].ptr, o.w[1].ptr, o.y[0].ptr
+	} else {
+		for i := i0; i < i1; i++ {
+			ws[i-i0], ys[i-i0] = o.w[i].ptr, o.y[i].ptr
+		}
+	}
+	var resid devPtr
+	if o.resid != nil {
+		resid = o.resid.ptr
+	}
+	a := args{}.p(ws[0]).p(ws[1]).p(ws[2]).p(ys[0]).p(ys[1]).p(ys[2]).i(p.rows[0]).i(p.rows[1]).i(p.rows[2]).
+		i(p.t[0]).i(p.t[1]).i(p.t[2]).p(xq).p(resid).i(cols).i(n).i(p.npad).i(p.split).p(part).i(p.ptot)
+	b.profKey = fmt.Sprintf("%s [%d×%d] n=%d s=%d", p.name, cols, p.ptot, n, p.split)
+	b.launch(p.name, [3]int{p.ntn, p.t[2] * p.split, 1}, 32*gemmWarps, gemmSmem(f), a, what)
+	if p.split > 1 {
+		name, cnt := "gemm_fin", p.ptot
+		if o.kind == opGateUp {
+			name, cnt = "gemm_fin_gu", p.rows[0]
+		}
+		b.profKey = fmt.Sprintf("%s n=%d s=%d", name, n, p.split)
+		b.launch(name, [3]int{ceilDiv(n*cnt, 256), 1, 1}, 256, 0, a, what)
 	}
 }

@@ -161,7 +161,9 @@ func repack(t gguf.Type, src []byte, nb int) []byte {
 		return src
 	}
 	ts := t.TypeSize()
-	out := make([]byte, len(src))
+	// 16 bytes past the d plane: the GEMM copies d values four bytes at a
+	// time (kernels/gemm.cu), which may reach two bytes beyond the last.
+	out := make([]byte, len(src)+16)
 	pB := nb * qs
 	pC := nb * (qs + scales)
 	parallelChunks(nb, func(lo, hi int) {

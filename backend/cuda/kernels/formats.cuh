@@ -28,6 +28,10 @@
 // against the oracle), and Σ q·x is sx·Σ q·xq, two products per dp2a
 // instruction in int32. xq holds the run's values as int16 pairs, run r's
 // pair j in xq[r·RUNLEN/2 + j]; xs[run] is the run's exact float sum.
+// idotl forms the exact integer sums of the unit's runs and hands them to
+// fin(ws, s0, s1, sx, xs), the unit's float value from its weight scales
+// (WS, from ws()); the GEMM (gemm.cu) gets the same integer sums from the
+// tensor cores and calls the same fin, so a row's bits agree.
 
 #define DOT4(acc, w, xp)                       \
   acc = fmaf(bytef<0>(w), (xp)[0], acc);       \
@@ -178,22 +182,24 @@ struct Q4K {
       IDOT4U(s0, qw[k] & 0x0F0F0F0Fu, xq + 2 * k);
       IDOT4U(s1, qw[k] & 0xF0F0F0F0u, xq + 8 + 2 * k);  // 16·q
     }
-    float d1, m1, d2, m2;
-    k4scalesl(r.h, l.k, d1, m1, d2, m2);
-    return fmaf(d1 * sx[0], (float)s0, fmaf(d2 * (0.0625f * sx[1]), (float)s1, -fmaf(m1, xs[0], m2 * xs[1])));
+    return fin(ws(r, l), (float)s0, (float)s1, sx, xs);
   }
-  static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
-    int s0 = 0, s1 = 0;
-    const u32 qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-      const u32 lo = qw[k] & 0x0F0F0F0Fu, hi = (qw[k] >> 4) & 0x0F0F0F0Fu;
-      IDOT4(s0, lo, xq + 2 * k);
-      IDOT4(s1, hi, xq + 8 + 2 * k);
-    }
+  // The unit's weight scales, and its value from the exact integer sums
+  // s0 = Σ q·xq (run 0) and s1 = Σ 16q·xq (run 1, high nibbles in place).
+  // Every operation is explicitly rounded (no contraction the compiler
+  // could choose differently in different kernels): the decode kernels and
+  // the GEMM (gemm.cu) call this one function, so a row's bits agree.
+  struct WS {
     float d1, m1, d2, m2;
-    k4scales(r.h, (int)(u & 7), d1, m1, d2, m2);
-    return d1 * (sx[0] * (float)s0) - m1 * xs[0] + d2 * (sx[1] * (float)s1) - m2 * xs[1];
+  };
+  static __device__ __forceinline__ WS ws(const Raw& r, const Lane& l) {
+    WS w;
+    k4scalesl(r.h, l.k, w.d1, w.m1, w.d2, w.m2);
+    return w;
+  }
+  static __device__ __forceinline__ float fin(const WS& w, float s0, float s1, const float* sx, const float* xs) {
+    return fmaf(__fmul_rn(w.d1, sx[0]), s0,
+                fmaf(__fmul_rn(w.d2, __fmul_rn(0.0625f, sx[1])), s1, -fmaf(w.m1, xs[0], __fmul_rn(w.m2, xs[1]))));
   }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     float d1, m1, d2, m2;
@@ -281,22 +287,16 @@ struct Q5K {
       IDOT4(s0, lo, xq + 2 * k);
       IDOT4(s1, hi, xq + 8 + 2 * k);
     }
-    float d1, m1, d2, m2;
-    k4scalesl(r.h, l.k, d1, m1, d2, m2);
-    return fmaf(d1 * sx[0], (float)s0, fmaf(d2 * sx[1], (float)s1, -fmaf(m1, xs[0], m2 * xs[1])));
+    return fin(ws(r, l), (float)s0, (float)s1, sx, xs);
   }
-  static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
-    u32 lo[4], hi[4];
-    bits(r, u, lo, hi);
-    int s0 = 0, s1 = 0;
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-      IDOT4(s0, lo[k], xq + 2 * k);
-      IDOT4(s1, hi[k], xq + 8 + 2 * k);
-    }
-    float d1, m1, d2, m2;
-    k4scales(r.h, (int)(u & 7), d1, m1, d2, m2);
-    return d1 * (sx[0] * (float)s0) - m1 * xs[0] + d2 * (sx[1] * (float)s1) - m2 * xs[1];
+  typedef Q4K::WS WS;
+  static __device__ __forceinline__ WS ws(const Raw& r, const Lane& l) {
+    WS w;
+    k4scalesl(r.h, l.k, w.d1, w.m1, w.d2, w.m2);
+    return w;
+  }
+  static __device__ __forceinline__ float fin(const WS& w, float s0, float s1, const float* sx, const float* xs) {
+    return fmaf(__fmul_rn(w.d1, sx[0]), s0, fmaf(__fmul_rn(w.d2, sx[1]), s1, -fmaf(w.m1, xs[0], __fmul_rn(w.m2, xs[1]))));
   }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     u32 lo[4], hi[4];
@@ -407,22 +407,22 @@ struct Q6K {
       IDOT4(s0, lo, xq + 2 * k);
       IDOT4(s1, hi, xq + 8 + 2 * k);
     }
-    const float d = h2f((u16)r.d);
-    const float slo = d * (float)((int)(((r.sc.z & l.h) | (r.sc.x & ~l.h)) << l.shl) >> 24);
-    const float shi = d * (float)((int)(((r.sc.w & l.h) | (r.sc.y & ~l.h)) << l.shl) >> 24);
-    return slo * fmaf(sx[0], (float)s0, -32.f * xs[0]) + shi * fmaf(sx[1], (float)s1, -32.f * xs[1]);
+    return fin(ws(r, l), (float)s0, (float)s1, sx, xs);
   }
-  static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
-    u32 lo[4], hi[4];
+  struct WS {
     float slo, shi;
-    bits(r, u, lo, hi, slo, shi);
-    int s0 = 0, s1 = 0;
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-      IDOT4(s0, lo[k], xq + 2 * k);
-      IDOT4(s1, hi[k], xq + 8 + 2 * k);
-    }
-    return slo * fmaf(sx[0], (float)s0, -32.f * xs[0]) + shi * fmaf(sx[1], (float)s1, -32.f * xs[1]);
+  };
+  // The scales from the scale words of the lane's half (lo: sc.x or sc.z,
+  // hi: sc.y or sc.w) and d.
+  static __device__ __forceinline__ WS wsw(u32 wlo, u32 whi, u32 d, int shl) {
+    const float df = h2f((u16)d);
+    return {__fmul_rn(df, (float)((int)(wlo << shl) >> 24)), __fmul_rn(df, (float)((int)(whi << shl) >> 24))};
+  }
+  static __device__ __forceinline__ WS ws(const Raw& r, const Lane& l) {
+    return wsw((r.sc.z & l.h) | (r.sc.x & ~l.h), (r.sc.w & l.h) | (r.sc.y & ~l.h), r.d, l.shl);
+  }
+  static __device__ __forceinline__ float fin(const WS& w, float s0, float s1, const float* sx, const float* xs) {
+    return fmaf(w.slo, fmaf(sx[0], s0, __fmul_rn(-32.f, xs[0])), __fmul_rn(w.shi, fmaf(sx[1], s1, __fmul_rn(-32.f, xs[1]))));
   }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     u32 lo[4], hi[4];
@@ -478,15 +478,19 @@ struct Q80 {
     r.d = rp.d[b];
   }
   static __device__ __forceinline__ float idotl(const Raw& r, const Lane& l, const u32* xq, const float* sx, const float* xs) {
-    return idot(r, 0, xq, sx, xs);
-  }
-  static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
     int s = 0, t = 0;
     IDOT4(s, r.q.x, xq);
     IDOT4(t, r.q.y, xq + 2);
     IDOT4(s, r.q.z, xq + 4);
     IDOT4(t, r.q.w, xq + 6);
-    return h2f((u16)r.d) * (sx[0] * (float)(s + t));
+    return fin(ws(r, l), (float)(s + t), 0.f, sx, xs);
+  }
+  struct WS {
+    float d;
+  };
+  static __device__ __forceinline__ WS ws(const Raw& r, const Lane& l) { return {h2f((u16)r.d)}; }
+  static __device__ __forceinline__ float fin(const WS& w, float s0, float s1, const float* sx, const float* xs) {
+    return __fmul_rn(w.d, __fmul_rn(sx[0], s0));
   }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     const float d = h2f((u16)r.d);
@@ -540,9 +544,6 @@ struct Q40 {
     r.d = rp.d[u];
   }
   static __device__ __forceinline__ float idotl(const Raw& r, const Lane& l, const u32* xq, const float* sx, const float* xs) {
-    return idot(r, 0, xq, sx, xs);
-  }
-  static __device__ __forceinline__ float idot(const Raw& r, i64 u, const u32* xq, const float* sx, const float* xs) {
     int s0 = 0, s1 = 0;
     const u32 qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
 #pragma unroll
@@ -550,7 +551,14 @@ struct Q40 {
       IDOT4U(s0, qw[k] & 0x0F0F0F0Fu, xq + 2 * k);
       IDOT4U(s1, qw[k] & 0xF0F0F0F0u, xq + 8 + 2 * k);  // 16·q
     }
-    return h2f((u16)r.d) * (sx[0] * (float)s0 + (0.0625f * sx[1]) * (float)s1 - 8.f * (xs[0] + xs[1]));
+    return fin(ws(r, l), (float)s0, (float)s1, sx, xs);
+  }
+  struct WS {
+    float d;
+  };
+  static __device__ __forceinline__ WS ws(const Raw& r, const Lane& l) { return {h2f((u16)r.d)}; }
+  static __device__ __forceinline__ float fin(const WS& w, float s0, float s1, const float* sx, const float* xs) {
+    return __fmul_rn(w.d, fmaf(sx[0], s0, fmaf(__fmul_rn(0.0625f, sx[1]), s1, __fmul_rn(-8.f, __fadd_rn(xs[0], xs[1])))));
   }
   static __device__ __forceinline__ void deq(const Raw& r, i64 u, float* v) {
     const float d = h2f((u16)r.d);
@@ -568,7 +576,6 @@ struct Q40 {
 // multiple of 8, or of 4 for F32), and their one-value twins for any cols.
 struct F16V {
   static constexpr bool IDOT = false;
-  static __device__ __forceinline__ float idot(const void*, i64, const u32*, const float*, const float*) { return 0.f; }
   static constexpr int UNIT = 8, RUNS = 1, RUNLEN = 8;
   struct Raw {
     uint4 q;
@@ -604,7 +611,6 @@ struct F16V {
 
 struct BF16V {
   static constexpr bool IDOT = false;
-  static __device__ __forceinline__ float idot(const void*, i64, const u32*, const float*, const float*) { return 0.f; }
   static constexpr int UNIT = 8, RUNS = 1, RUNLEN = 8;
   struct Raw {
     uint4 q;
@@ -640,7 +646,6 @@ struct BF16V {
 
 struct F32V {
   static constexpr bool IDOT = false;
-  static __device__ __forceinline__ float idot(const void*, i64, const u32*, const float*, const float*) { return 0.f; }
   static constexpr int UNIT = 4, RUNS = 1, RUNLEN = 4;
   struct Raw {
     uint4 q;

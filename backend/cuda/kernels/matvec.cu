@@ -165,7 +165,8 @@ FORMATS(MV_KERNELS)
 // shared memory.
 //
 // Each warp owns R consecutive output rows (a group) at a time and walks
-// the whole row with its 32 lanes, unit u = lane + 32·i, so no block-level
+// the whole row with its 32 lanes, unit u = lane_unit(lane) + 32·i (the
+// order of the sum: see lane_unit), so no block-level
 // reduction or barrier is needed. Warps stride over all groups of the
 // launch (the grid holds only as many blocks as fit on the GPU at once), and
 // the weight loads of the next step (the next units, or the next group's
@@ -230,6 +231,15 @@ __device__ __forceinline__ MVBGroup<F, R, GU> mvb_group(const MVArgs& a, i64 g) 
 // norm the first 256 threads take the sum of squares in a fixed order
 // (block_sum adds the other warps' exact zeros), so kernels of 8 and 16
 // warps, and the many-row kernels, stage the same bits. Ends with a barrier.
+// Lane l of a staged-x warp takes the units u ≡ lane_unit(l) (mod 32):
+// five-bit reversal, so that the warp sum's butterfly (xor 16 first)
+// adds the partial sums of units 2j and 2j+1 first, then those pairs'
+// sums pairwise, and so on: the natural pairwise tree over u mod 32, which
+// the GEMM (gemm.cu) rebuilds from contiguous ranges of units. Unit u is
+// staged at slot unit_slot(u) of its 32-unit slice (the same reversal).
+__device__ __forceinline__ int lane_unit(int lane) { return (int)(__brev((u32)lane) >> 27); }
+__device__ __forceinline__ int unit_slot(int u) { return (u & ~31) | lane_unit(u & 31); }
+
 template <class F>
 __device__ __forceinline__ void mvs_stage(const float* x, const float* g, float eps, float* xb, float4* xs4, i64 cols) {
   constexpr int U4 = F::UNIT / 4, RL4 = F::RUNLEN / 4;
@@ -283,9 +293,9 @@ __device__ __forceinline__ void mvs_stage(const float* x, const float* g, float 
           const int q1 = max(-32767, min(32767, __float2int_rn(v[8 * k + 2 * j + 1] * inv)));
           wq[j] = ((u32)q0 & 0xffffu) | ((u32)q1 << 16);
         }
-        xq4[(base + k) * 32 + (u & 31)] = make_uint4(wq[0], wq[1], wq[2], wq[3]);
+        xq4[(base + k) * 32 + lane_unit(u & 31)] = make_uint4(wq[0], wq[1], wq[2], wq[3]);
       }
-      float* sq = (float*)(sxq + u);
+      float* sq = (float*)(sxq + unit_slot(u));
       sq[run] = amax / 32767.f;
       sq[2 + run] = sum;
     }
@@ -293,8 +303,8 @@ __device__ __forceinline__ void mvs_stage(const float* x, const float* g, float 
       ss = block_sum(ss);  // also the barrier after the pass
       const float scale = 1.0f / sqrtf(ss / (float)cols + eps);
       for (int u = threadIdx.x; u < nunits; u += blockDim.x) {
-        const float4 t = sxq[u];
-        sxq[u] = make_float4(t.x * scale, t.y * scale, t.z * scale, t.w * scale);
+        const float4 t = sxq[unit_slot(u)];
+        sxq[unit_slot(u)] = make_float4(t.x * scale, t.y * scale, t.z * scale, t.w * scale);
       }
       if (xb) {
         float4* xb4 = (float4*)xb;
@@ -324,7 +334,7 @@ __device__ __forceinline__ void mvs_stage(const float* x, const float* g, float 
         v = make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
         if (xb) *(float4*)(xb + col) = v;
       }
-      xs4[((u >> 5) * U4 + rem) * 32 + (u & 31)] = v;
+      xs4[((u >> 5) * U4 + rem) * 32 + lane_unit(u & 31)] = v;
     }
     __syncthreads();
     for (i64 idx = threadIdx.x; idx < (i64)nunits * F::RUNS; idx += blockDim.x) {
@@ -333,10 +343,10 @@ __device__ __forceinline__ void mvs_stage(const float* x, const float* g, float 
       float s = 0.f;
 #pragma unroll
       for (int k = 0; k < RL4; k++) {
-        const float4 v = xs4[((u >> 5) * U4 + run * RL4 + k) * 32 + (u & 31)];
+        const float4 v = xs4[((u >> 5) * U4 + run * RL4 + k) * 32 + lane_unit(u & 31)];
         s += (v.x + v.y) + (v.z + v.w);
       }
-      xsum[((u >> 5) * F::RUNS + run) * 32 + (u & 31)] = s;
+      xsum[((u >> 5) * F::RUNS + run) * 32 + lane_unit(u & 31)] = s;
     }
     __syncthreads();
   }
@@ -357,7 +367,8 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
   float* xsum = (float*)(xs4 + (i64)iters * 32 * U4);
   const i64 ngroups = a.blk3, gstride = (i64)nblk * W;
   i64 grp = (i64)bid * W + (threadIdx.x >> 5);
-  const typename F::Lane ln = F::lane_of(lane);
+  const int lu = lane_unit(lane);  // the lane's units are lu + 32·i
+  const typename F::Lane ln = F::lane_of(lu);
 
   // The first weights are on their way while x is staged.
   Raw raw[U][NW][R];
@@ -365,7 +376,7 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
   auto load = [&](int it0) {
 #pragma unroll
     for (int j = 0; j < U; j++) {
-      const int u = lane + 32 * (it0 + j);
+      const int u = lu + 32 * (it0 + j);
       if (it0 + j < iters && u < nunits) {
 #pragma unroll
         for (int wv = 0; wv < NW; wv++)
@@ -399,7 +410,7 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
       if (it0 > 0) load(it0);
 #pragma unroll
       for (int j = 0; j < U; j++) {
-        const int it = it0 + j, u = lane + 32 * it;
+        const int it = it0 + j, u = lu + 32 * it;
         if (it < iters && u < nunits) {
           if constexpr (F::IDOT) {
             u32 xq[F::UNIT / 2];
@@ -422,7 +433,7 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
 #pragma unroll
             for (int wv = 0; wv < NW; wv++)
 #pragma unroll
-              for (int r = 0; r < R; r++) acc[wv][r] += F::idotl(raw[j][wv][r], ln, xq, sx, xs);
+              for (int r = 0; r < R; r++) acc[wv][r] = __fadd_rn(acc[wv][r], F::idotl(raw[j][wv][r], ln, xq, sx, xs));
           } else {
             float xv[F::UNIT];
             float xs[F::RUNS];
@@ -483,7 +494,7 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
   MVS_KERNEL(F, name, 1, 4, 8, 1)  \
   MVS_KERNEL(F, name, 1, 4, 8, 3)  \
   MVS_KERNEL(F, name, 1, 2, 8, 3)  \
-  MVS_KERNEL(F, name, 2, 2, 8, 1)  \
+  MVS_KERNEL(F, name, 2, 2, 8, 2)  \
   MVS_KERNEL(F, name, 1, 4, 16, 1) \
   GUS_KERNEL(F, name, 1, 4, 8, 1)  \
   GUS_KERNEL(F, name, 1, 4, 16, 1)
@@ -523,14 +534,15 @@ __device__ __forceinline__ void mvn_body(const MVArgs& a) {
   const int nx = (int)min((i64)NX, a.nx - x0);
   const i64 ngroups = a.blk3, gstride = (i64)gridDim.x * W;
   i64 grp = (i64)blockIdx.x * W + (threadIdx.x >> 5);
-  const typename F::Lane ln = F::lane_of(lane);
+  const int lu = lane_unit(lane);  // the lane's units are lu + 32·i
+  const typename F::Lane ln = F::lane_of(lu);
 
   Raw raw[U][NW][1];
   MVBGroup<F, 1, GU> cur = mvb_group<F, 1, GU>(a, grp < ngroups ? grp : 0);
   auto load = [&](int it0) {
 #pragma unroll
     for (int j = 0; j < U; j++) {
-      const int u = lane + 32 * (it0 + j);
+      const int u = lu + 32 * (it0 + j);
       if (it0 + j < iters && u < nunits) {
 #pragma unroll
         for (int wv = 0; wv < NW; wv++) F::loadl(raw[j][wv][0], cur.rp[wv][0], ln, u);
@@ -558,7 +570,7 @@ __device__ __forceinline__ void mvn_body(const MVArgs& a) {
       if (it0 > 0) load(it0);
 #pragma unroll
       for (int j = 0; j < U; j++) {
-        const int it = it0 + j, u = lane + 32 * it;
+        const int it = it0 + j, u = lu + 32 * it;
         if (it < iters && u < nunits) {
 #pragma unroll
           for (int n = 0; n < NX; n++) {
@@ -585,7 +597,7 @@ __device__ __forceinline__ void mvn_body(const MVArgs& a) {
                 xs[F::RUNS - 1] = sq.w;
               }
 #pragma unroll
-              for (int wv = 0; wv < NW; wv++) acc[n][wv] += F::idotl(raw[j][wv][0], ln, xq, sx, xs);
+              for (int wv = 0; wv < NW; wv++) acc[n][wv] = __fadd_rn(acc[n][wv], F::idotl(raw[j][wv][0], ln, xq, sx, xs));
             } else {
               const float* xsum = (const float*)(rs + (i64)iters * 32 * U4);
               float xv[F::UNIT];
