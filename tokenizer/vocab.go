@@ -177,6 +177,8 @@ func (t *Tokenizer) choosePre() error {
 		t.preKind = preLlama3
 		t.ignoreMerges = true
 		t.addBOS = true
+	case "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "stablelm2", "hunyuan", "solar-open":
+		t.preKind = preQwen2
 	case "dbrx", "smaug-bpe":
 		t.preKind = preLlama3
 	case "gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum", "modern-bert", "mpt", "olmo", "exaone4":

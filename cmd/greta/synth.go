@@ -53,6 +53,9 @@ func cmdSynth(args []string) error {
 	if *out == "" {
 		return usageError("-o OUT.gguf is required (see greta help synth)")
 	}
+	if !(*weightStd > 0 && *weightStd <= 10) {
+		return usageError("--weight-std %v: expected a number in (0, 10]", *weightStd)
+	}
 	if fs.NArg() > 0 {
 		return usageError("unexpected arguments %q", cut(strings.Join(fs.Args(), " "), 60))
 	}

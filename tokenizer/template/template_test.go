@@ -1,6 +1,7 @@
 package template
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -154,5 +155,65 @@ func TestFromTokenizerFallback(t *testing.T) {
 	}
 	if _, err := ByName(tok, "nope"); err == nil {
 		t.Fatal("an unknown name was accepted")
+	}
+}
+
+// TestLlamaCppRender: the chat templates of the families GRETA runs
+// (Qwen2.5, Qwen3, Gemma 2, Phi-3.5, as llama.cpp ships them in
+// models/templates) render multi-turn conversations, with and without a
+// system turn, to exactly the text llama.cpp's --jinja renders
+// (testdata/llamacpp-render.json, made by llamacpp_render.py; llama.cpp
+// also leaves out a leading BOS).
+func TestLlamaCppRender(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "llamacpp-render.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Cases []struct {
+			Template, Bos, Eos, Prompt string
+			Messages               []struct{ Role, Content string }
+		}
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		t.Fatal(err)
+	}
+	if len(ref.Cases) == 0 {
+		t.Fatal("no cases")
+	}
+	for i, c := range ref.Cases {
+		src, err := os.ReadFile(filepath.Join("testdata", c.Template))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tm, err := Compile(string(src), c.Bos, c.Eos)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Template, err)
+		}
+		var msgs []Message
+		for _, m := range c.Messages {
+			msgs = append(msgs, Message{Role: m.Role, Content: m.Content})
+		}
+		got, err := tm.Apply(msgs, true)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Template, err)
+		}
+		if got != c.Prompt {
+			t.Errorf("case %d %s (%d turns):\n got %q\nwant %q", i, c.Template, len(msgs), got, c.Prompt)
+		}
+		// The built-in format that DetectChatTemplate picks for the
+		// template writes the same text (the files without a template of
+		// their own, greta chat). Qwen2.5's default system prompt is the
+		// template's, not chatml's.
+		ct, err := tokenizer.DetectChatTemplate(string(src))
+		if err != nil {
+			t.Fatalf("%s: %v", c.Template, err)
+		}
+		if msgs[0].Role != "system" && ct.Name == "chatml" {
+			continue
+		}
+		if b := ct.Apply(toTok(msgs), true); b != c.Prompt {
+			t.Errorf("case %d %s, built-in %s:\n got %q\nwant %q", i, c.Template, ct.Name, b, c.Prompt)
+		}
 	}
 }
