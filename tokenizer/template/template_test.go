@@ -172,7 +172,7 @@ func TestLlamaCppRender(t *testing.T) {
 	var ref struct {
 		Cases []struct {
 			Template, Bos, Eos, Prompt string
-			Messages               []struct{ Role, Content string }
+			Messages                   []struct{ Role, Content string }
 		}
 	}
 	if err := json.Unmarshal(b, &ref); err != nil {
