@@ -1,6 +1,7 @@
 package llama_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"os"
@@ -215,6 +216,70 @@ func TestFamilyTables(t *testing.T) {
 			}
 			if !strings.Contains(strings.Join(llama.Architectures(), " "), arch) {
 				t.Fatal("not listed")
+			}
+		})
+	}
+}
+
+// TestFamilyRefusals: what the families do not support is refused with
+// one line naming it, before anything is allocated.
+func TestFamilyRefusals(t *testing.T) {
+	meta := func(arch string, set map[string]any) []gguf.KV {
+		kv, err := llama.SynthMetadata(llama.SynthOptions{Arch: arch, Dim: 64, Layers: 2, Heads: 4, KVHeads: 2, FFN: 128, Context: 256, Vocab: 600, Type: "f32"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range set {
+			kv = append(kv, gguf.KV{Key: k, Value: v})
+		}
+		return kv
+	}
+	for _, c := range []struct {
+		name    string
+		kv      []gguf.KV
+		tensors []gguf.TensorInfo
+		want    string
+	}{
+		{"yarn", meta("qwen2", map[string]any{"qwen2.rope.scaling.type": "yarn", "qwen2.rope.scaling.factor": float32(4)}), nil, `"yarn": unsupported rope scaling`},
+		{"moe", meta("qwen3", map[string]any{"qwen3.expert_count": uint32(128)}), nil, "mixture-of-experts models are not supported"},
+		{"moe-arch", append(meta("qwen3", nil), gguf.KV{Key: "general.architecture", Value: "qwen3moe"}), nil, `"qwen3moe": unsupported architecture (supported: gemma2, gemma3, llama, phi3, qwen2, qwen3)`},
+		{"longrope", meta("phi3", nil), []gguf.TensorInfo{{Name: "rope_factors_long.weight", Shape: []int64{8}, Type: gguf.F32}}, "LongRoPE"},
+		{"swa-pattern", meta("gemma2", map[string]any{"gemma2.attention.sliding_window_pattern": gguf.Array{Type: gguf.TypeBool, Data: []bool{true}}}), nil, "has 1 entries, expected block_count = 2"},
+		{"softcap", meta("gemma2", map[string]any{"gemma2.attn_logit_softcapping": float32(-1)}), nil, `"gemma2.attn_logit_softcapping" = -1, expected > 0`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// The last value of a repeated key wins in this table; rebuild
+			// the list so each key appears once.
+			seen := map[string]int{}
+			var kv []gguf.KV
+			for _, e := range c.kv {
+				if i, ok := seen[e.Key]; ok {
+					kv[i] = e
+					continue
+				}
+				seen[e.Key] = len(kv)
+				kv = append(kv, e)
+			}
+			var buf bytes.Buffer
+			w, err := gguf.NewWriter(&buf, 3, kv, c.tensors)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ti := range w.Tensors() {
+				if err := w.WriteTensor(make([]byte, ti.Size())); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			f, err := gguf.Parse(buf.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = llama.ConfigFromGGUF(f)
+			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("got %v, want one line with %q", err, c.want)
 			}
 		})
 	}
