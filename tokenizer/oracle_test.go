@@ -47,6 +47,7 @@ func TestLlamaCppOracle(t *testing.T) {
 		filepath.Join("testdata", "llamacpp-golden-stories260k.json"),
 		filepath.Join("testdata", "llamacpp-golden-pre-qwen2.json"),
 		filepath.Join("testdata", "llamacpp-golden-gemma-synth.json"),
+		filepath.Join("testdata", "llamacpp-golden-qwen2-phi3.json"), // needs vocab/ggml-vocab-{qwen2,phi-3}.gguf
 	}
 	if env := os.Getenv("GRETA_TOKENIZER_ORACLE"); env != "" {
 		files = strings.Split(env, ",")

@@ -15,6 +15,7 @@ import (
 	"greta/internal/testmodels"
 	"greta/ml"
 	"greta/model/llama"
+	"greta/tokenizer"
 )
 
 // llamaCppRun is one reference run of llama.cpp on a random-weight file of
@@ -282,5 +283,35 @@ func TestFamilyRefusals(t *testing.T) {
 				t.Fatalf("got %v, want one line with %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestPhi3StripSpecial: in a Phi-3 vocabulary (by general.name, as
+// llama.cpp decides) special tokens but <unk>, <s> and <|endoftext|> eat
+// the whitespace after them; ids from llama.cpp de3ff81's llama-tokenize on
+// this synth vocabulary.
+func TestPhi3StripSpecial(t *testing.T) {
+	kv, err := llama.SynthMetadata(llama.SynthOptions{Arch: "phi3", Dim: 64, Layers: 1, Heads: 4, FFN: 64, Context: 2048, Vocab: 600, Type: "f32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.FromMetadata(kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.FromGGUF(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		text string
+		want []int32
+	}{
+		{"<|user|>\n hi<|end|>\n<|assistant|>\n", []int32{599, 425, 332, 597, 596}},
+		{"a </s>  b <s> c<|endoftext|> d", []int32{418, 259, 2, 419, 259, 1, 259, 420, 595, 259, 421}},
+	} {
+		if got := tok.Encode(c.text, false, true); !slices.Equal(got, c.want) {
+			t.Errorf("%q: got %v, llama.cpp %v", c.text, got, c.want)
+		}
 	}
 }
