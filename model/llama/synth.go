@@ -226,8 +226,35 @@ func SynthMetadata(o SynthOptions) ([]gguf.KV, error) {
 	if err != nil {
 		return nil, err
 	}
+	if t, ok := synthChatTemplates[o.Arch]; ok {
+		vocab = append(vocab, gguf.KV{Key: "tokenizer.chat_template", Value: t})
+	}
 	return append(append(kv, gguf.KV{Key: a + "vocab_size", Value: uint32(o.Vocab)}), vocab...), nil
 }
+
+// synthChatTemplates are short Jinja templates in each family's chat format
+// (GRETA's own, equal to the publishers' on plain conversations: ChatML for
+// Qwen, turns of user and model for Gemma with the system text before the
+// first user turn, Phi-3's role markers), so that a synthesized file chats
+// as the family does.
+var synthChatTemplates = map[string]string{
+	"qwen2":  chatMLTemplate,
+	"qwen3":  chatMLTemplate,
+	"gemma2": gemmaTemplate,
+	"gemma3": gemmaTemplate,
+	"phi3": "{% for m in messages %}{{ '<|' + m['role'] + '|>\n' + m['content'] + '<|end|>\n' }}{% endfor %}" +
+		"{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}",
+}
+
+const chatMLTemplate = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}" +
+	"{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+
+const gemmaTemplate = "{{ bos_token }}{% set ns = namespace(prefix='') %}{% for m in messages %}" +
+	"{% if m['role'] == 'system' %}{% set ns.prefix = ns.prefix + m['content'] | trim + '\n\n' %}" +
+	"{% else %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}" +
+	"{{ '<start_of_turn>' + role + '\n' + (ns.prefix if role == 'user' else '') + m['content'] | trim + '<end_of_turn>\n' }}" +
+	"{% if role == 'user' %}{% set ns.prefix = '' %}{% endif %}{% endif %}{% endfor %}" +
+	"{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 
 // plainVocab is a SentencePiece-style vocabulary: <unk>, <s>, </s>, the 256
 // byte tokens, printable pieces with descending scores, then the control

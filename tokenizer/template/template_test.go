@@ -9,6 +9,7 @@ import (
 
 	"greta/gguf"
 	"greta/internal/testmodels"
+	"greta/model/llama"
 	"greta/tokenizer"
 )
 
@@ -214,6 +215,44 @@ func TestLlamaCppRender(t *testing.T) {
 		}
 		if b := ct.Apply(toTok(msgs), true); b != c.Prompt {
 			t.Errorf("case %d %s, built-in %s:\n got %q\nwant %q", i, c.Template, ct.Name, b, c.Prompt)
+		}
+	}
+}
+
+// TestSynthTemplates: the chat templates greta synth writes for each
+// family render through the Jinja engine to the family's built-in format
+// (which TestLlamaCppRender holds to llama.cpp's rendering of the
+// publishers' templates).
+func TestSynthTemplates(t *testing.T) {
+	for _, c := range []struct{ arch, builtin string }{{"qwen2", "chatml"}, {"qwen3", "chatml"}, {"gemma2", "gemma"}, {"gemma3", "gemma"}, {"phi3", "phi3"}} {
+		kv, err := llama.SynthMetadata(llama.SynthOptions{Arch: c.arch, Dim: 64, Layers: 1, Heads: 4, FFN: 64, Context: 256, Vocab: 600, Type: "f32"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := gguf.FromMetadata(kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := tokenizer.FromGGUF(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tm := FromTokenizer(tok)
+		if tm.Name != "jinja" || tm.Fallback {
+			t.Fatalf("%s: template %+v", c.arch, tm)
+		}
+		ct, err := tok.ChatTemplate()
+		if err != nil || ct.Name != c.builtin || ct.Fallback {
+			t.Fatalf("%s: detected %+v, %v; want %s", c.arch, ct, err, c.builtin)
+		}
+		for _, msgs := range [][]Message{conversation, conversation[1:]} {
+			got, err := tm.Apply(msgs, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := ct.Apply(toTok(msgs), true); got != want {
+				t.Errorf("%s (%d turns):\n got %q\nwant %q", c.arch, len(msgs), got, want)
+			}
 		}
 	}
 }
