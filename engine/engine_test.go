@@ -402,3 +402,35 @@ func TestBadRequests(t *testing.T) {
 	}
 	t.Logf("queue full: %v", full)
 }
+
+// TestFamilyBatchInvariance is TestBatchInvariance on small random-weight
+// files of every family beyond llama, and on a llama with a sliding
+// window: the windowed attention of prompts up to 64 tokens (windows of
+// 16) through batches, a prefill budget of 7 (chunks that start inside
+// and outside the window) and preemption gives each sequence the tokens
+// it gets alone.
+func TestFamilyBatchInvariance(t *testing.T) {
+	base := llama.SynthOptions{Dim: 64, Layers: 2, Heads: 4, KVHeads: 2, FFN: 128, Context: 2048, Vocab: 600, WeightStd: 0.3, Type: "f32", Seed: 11}
+	for _, c := range []struct {
+		name string
+		o    func(o *llama.SynthOptions)
+	}{
+		{"llama-swa", func(o *llama.SynthOptions) { o.SlidingWindow = 16 }},
+		{"qwen2", func(o *llama.SynthOptions) { o.Arch = "qwen2" }},
+		{"qwen3", func(o *llama.SynthOptions) { o.Arch, o.HeadDim = "qwen3", 32 }},
+		{"gemma2", func(o *llama.SynthOptions) {
+			o.Arch, o.HeadDim, o.SlidingWindow, o.AttnSoftcap, o.FinalSoftcap, o.WeightStd = "gemma2", 32, 16, 1.5, 4, 0.1
+		}},
+		{"gemma3", func(o *llama.SynthOptions) { o.Arch, o.Layers, o.SlidingWindow, o.WeightStd = "gemma3", 6, 16, 0.1 }},
+		{"phi3", func(o *llama.SynthOptions) { o.Arch, o.RopeDim = "phi3", 8 }},
+	} {
+		o := base
+		c.o(&o)
+		for _, bk := range backends {
+			t.Run(bk.name+"/"+c.name, func(t *testing.T) {
+				path := testmodels.Synth(t, t.TempDir(), c.name+".gguf", o)
+				batchInvariance(t, path, bk.new(t), 64)
+			})
+		}
+	}
+}

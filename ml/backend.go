@@ -63,20 +63,38 @@ type Backend interface {
 
 	// Embed writes row i of dst = row tokens[i] of table (dequantized).
 	Embed(dst Tensor, table Weight, tokens []int32)
-	// RMSNorm writes dst = x / sqrt(mean(x²) + eps) ⊙ w, row by row.
+	// RMSNorm writes dst = x / sqrt(mean(x²) + eps) ⊙ w, row by row. When w
+	// is shorter than a row (Qwen3's and Gemma 3's per-head norms of q and
+	// k), each of the row's len(w)-long segments is normalized on its own.
+	// dst may be x.
 	RMSNorm(dst, x Tensor, w Weight, eps float32)
+	// RMSNormAdd adds RMSNorm(x)·w to resid, row by row: Gemma's norms after
+	// the attention and the feed-forward, fused with the residual add they
+	// feed.
+	RMSNormAdd(resid, x Tensor, w Weight, eps float32)
 	// MatMul writes dst[r] = W · x[r] for every row r.
 	MatMul(dst, x Tensor, w Weight)
 	// MatMulAdd writes dst[r] = W · x[r] and then adds it to resid[r]:
 	// the output projections, fused with the residual add they feed.
 	MatMulAdd(dst, resid, x Tensor, w Weight)
+	// AddBias adds the vector b to every row of x (Qwen2's q, k and v
+	// biases).
+	AddBias(x Tensor, b Weight)
 	// GateUp writes dst[r] = silu(Wgate · x[r]) ⊙ (Wup · x[r]): SwiGLU.
 	GateUp(dst, x Tensor, gate, up Weight)
+	// GeGLU writes dst[r] = gelu(Wgate · x[r]) ⊙ (Wup · x[r]), with the tanh
+	// approximation of GELU (Gemma's feed-forward).
+	GeGLU(dst, x Tensor, gate, up Weight)
+	// Scale multiplies x by s and then, when softcap > 0, caps it softly:
+	// x = softcap·tanh(x/softcap) (Gemma's embedding scale and final logit
+	// softcapping).
+	Scale(x Tensor, s, softcap float32)
 	// Rope rotates the heads of x in place, row i at the batch's Pos[i].
 	Rope(x Tensor, r *Rope)
 	// Attention stores row i of k and v at the batch's position of row i
 	// in layer's pages, then writes into dst causal grouped-query attention
-	// of q's row i over positions 0..Pos[i] of its sequence.
+	// of q's row i over positions 0..Pos[i] of its sequence (only the last
+	// a.Window of them with a sliding window).
 	Attention(dst, q, k, v Tensor, cache KVCache, layer int, a *Attn)
 	// Gather writes row i of dst = row rows[i] of src.
 	Gather(dst, src Tensor, rows []int32)
@@ -92,19 +110,27 @@ type Backend interface {
 }
 
 // Rope holds everything rope needs, computed once from the config.
-// Pair i of a head (values 2i and 2i+1, ggml's "normal" mode) at position p
-// rotates by the angle p·PosScale·Freqs[i]. Dimensions past 2·len(Freqs)
-// are left as they are.
+// Pair i of a head at position p rotates by the angle p·PosScale·Freqs[i].
+// In ggml's normal mode (Llama) pair i is values 2i and 2i+1; in NEOX mode
+// (Qwen, Gemma, Phi-3) it is values i and i+len(Freqs). Dimensions past
+// 2·len(Freqs) are left as they are (partial rotary: rope_dim < head_dim).
 type Rope struct {
 	HeadDim  int
 	Freqs    []float64 // per pair: base^(−2i/rope_dim) / freq_factor[i]
 	PosScale float64   // 1, or 1/factor for linear scaling
+	Neox     bool      // NEOX mode: pairs (i, i+rope_dim/2)
 }
 
-// Attn holds the head layout of attention.
+// Attn holds the head layout of attention and what shapes its scores.
 type Attn struct {
 	NHeads, NKVHeads, HeadDim int
-	Scale                     float64 // 1/sqrt(HeadDim)
+	Scale                     float64 // score = Scale·q·k, usually 1/sqrt(HeadDim)
+	// Window, when > 0, lets the query at position p see only positions
+	// p−Window+1..p (llama.cpp's standard sliding window, n_swa).
+	Window int
+	// Softcap, when > 0, caps every score softly before the softmax:
+	// Softcap·tanh(score/Softcap) (Gemma 2).
+	Softcap float64
 }
 
 // TopKHost is TopK over a row held on the host: a heap of k entries,

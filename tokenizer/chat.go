@@ -21,7 +21,8 @@ type Message struct {
 // add_bos_token and the markers (<|eot_id|>, </s>, ...) are parsed as
 // special tokens.
 type ChatTemplate struct {
-	// Name is "llama3", "llama2", "zephyr" or "chatml".
+	// Name is "llama3", "llama2", "zephyr", "chatml" (Qwen), "gemma"
+	// (Gemma 2 and 3) or "phi3".
 	Name string
 	// Fallback is set when the model's own template was missing or not
 	// recognised and chatml stands in for it (Why says which).
@@ -33,13 +34,13 @@ type ChatTemplate struct {
 }
 
 // ChatTemplateNames lists the names NewChatTemplate accepts.
-var ChatTemplateNames = []string{"llama3", "llama2", "zephyr", "chatml"}
+var ChatTemplateNames = []string{"llama3", "llama2", "zephyr", "chatml", "gemma", "phi3"}
 
 // NewChatTemplate returns the template with the given name, with </s> and
 // <s> as the end and begin texts.
 func NewChatTemplate(name string) (*ChatTemplate, error) {
 	switch name {
-	case "llama3", "llama2", "zephyr", "chatml":
+	case "llama3", "llama2", "zephyr", "chatml", "gemma", "phi3":
 		return &ChatTemplate{Name: name, BOS: "<s>", EOS: "</s>"}, nil
 	}
 	return nil, fmt.Errorf("unknown chat template %q (known: %s)", name, strings.Join(ChatTemplateNames, ", "))
@@ -59,6 +60,10 @@ func DetectChatTemplate(tmpl string) (*ChatTemplate, error) {
 		return NewChatTemplate("llama2")
 	case has("<|im_start|>") && has("<|im_end|>"):
 		return NewChatTemplate("chatml")
+	case has("<start_of_turn>"):
+		return NewChatTemplate("gemma")
+	case has("<|assistant|>") && has("<|end|>"):
+		return NewChatTemplate("phi3") // before zephyr, whose markers Phi-3 shares
 	case has("<|user|>") && has("<|assistant|>"):
 		// Zephyr and TinyLlama-Chat. (llama.cpp files TinyLlama's template,
 		// which writes eos_token rather than a literal </s>, under GLM-Edge.)
@@ -161,6 +166,38 @@ func (ct *ChatTemplate) Apply(messages []Message, addAssistantPrompt bool) strin
 		}
 		if addAssistantPrompt {
 			b.WriteString("<|im_start|>assistant\n")
+		}
+	case "gemma":
+		// Gemma 2 and 3: <start_of_turn>user\n{user}<end_of_turn>\n
+		// <start_of_turn>model\n{answer}<end_of_turn>\n ... <start_of_turn>model\n,
+		// contents trimmed. Gemma has no system role: as Gemma 3's template
+		// (and llama.cpp's built-in format) does, a system message goes
+		// before the first user message, followed by a blank line.
+		prefix := ""
+		for _, m := range messages {
+			role, content := m.Role, strings.TrimSpace(m.Content)
+			switch role {
+			case "system":
+				prefix += content + "\n\n"
+				continue
+			case "assistant":
+				role = "model"
+			}
+			if role == "user" {
+				content, prefix = prefix+content, ""
+			}
+			b.WriteString("<start_of_turn>" + role + "\n" + content + "<end_of_turn>\n")
+		}
+		if addAssistantPrompt {
+			b.WriteString("<start_of_turn>model\n")
+		}
+	case "phi3":
+		// <|system|>\n{system}<|end|>\n<|user|>\n{user}<|end|>\n<|assistant|>\n
+		for _, m := range messages {
+			b.WriteString("<|" + m.Role + "|>\n" + m.Content + "<|end|>\n")
+		}
+		if addAssistantPrompt {
+			b.WriteString("<|assistant|>\n")
 		}
 	case "zephyr":
 		// <|system|>\n{system}</s>\n<|user|>\n{user}</s>\n<|assistant|>\n

@@ -134,3 +134,22 @@ func count(ids []int32, id int32) int {
 	}
 	return n
 }
+
+// Gemma has no system role: the built-in format puts the system message
+// before the first user message and a blank line, as Gemma 3's template
+// does (first_user_prefix); Phi-3's markers are not taken for Zephyr's.
+func TestGemmaAndPhi3Formats(t *testing.T) {
+	msgs := []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: " Hi "}, {Role: "assistant", Content: "Hello."}, {Role: "user", Content: "Bye"}}
+	g, _ := NewChatTemplate("gemma")
+	want := "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+	if got := g.Apply(msgs, true); got != want {
+		t.Errorf("gemma:\n got %q\nwant %q", got, want)
+	}
+	ct, err := DetectChatTemplate("{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{{ '<|assistant|>\n' }}")
+	if err != nil || ct.Name != "phi3" {
+		t.Fatalf("a Phi-3 template detected as %v, %v", ct, err)
+	}
+	if got := ct.Apply(msgs[1:2], true); got != "<|user|>\n Hi <|end|>\n<|assistant|>\n" {
+		t.Errorf("phi3: %q", got)
+	}
+}

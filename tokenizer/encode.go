@@ -2,6 +2,9 @@ package tokenizer
 
 import "strings"
 
+// cSpace is C's isspace, which llama.cpp's strip attributes use.
+const cSpace = " \t\n\v\f\r"
+
 // fragment is a piece of the input: raw text, or a special token cut out.
 type fragment struct {
 	text  string
@@ -40,11 +43,18 @@ func (t *Tokenizer) partition(text string, parseSpecial bool) []fragment {
 				if k < 0 {
 					break
 				}
-				if k > 0 {
-					next = append(next, fragment{text: rest[:k], token: -1})
+				left := rest[:k]
+				if a&attrLstrip != 0 {
+					left = strings.TrimRight(left, cSpace)
+				}
+				if left != "" {
+					next = append(next, fragment{text: left, token: -1})
 				}
 				next = append(next, fragment{token: id})
 				rest = rest[k+len(tok):]
+				if a&attrRstrip != 0 {
+					rest = strings.TrimLeft(rest, cSpace)
+				}
 			}
 			if rest != "" {
 				next = append(next, fragment{text: rest, token: -1})

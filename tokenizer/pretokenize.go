@@ -13,6 +13,7 @@ type preKind int
 const (
 	preDefault preKind = iota // llama.cpp LLAMA_VOCAB_PRE_TYPE_DEFAULT
 	preLlama3                 // llama-bpe and the other Llama-3-regex vocabularies
+	preQwen2                  // qwen2 (Qwen2, Qwen2.5, Qwen3): Llama 3's with digits one at a time
 	preGPT2                   // gpt-2 and friends
 )
 
@@ -141,8 +142,10 @@ func (c *chunk) contraction(pos int, caseFold bool) int {
 //	(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 //
 // following llama.cpp's unicode_regex_split_custom_llama3 step for step.
-// Text that no alternative matches becomes a one-code-point word.
-func splitLlama3(t *cpText, offsets []int) []int {
+// Text that no alternative matches becomes a one-code-point word. With
+// maxDigits 1 it is Qwen2's regex, whose only difference is \p{N} for
+// \p{N}{1,3} (unicode_regex_split_custom_qwen2).
+func splitLlama3(t *cpText, offsets []int, maxDigits int) []int {
 	out := make([]int, 0, len(offsets)+len(t.cpts)/3)
 	start := 0
 	for _, n := range offsets {
@@ -175,7 +178,7 @@ func splitLlama3(t *cpText, offsets []int) []int {
 				ini := pos
 				for c.flags(pos)&fNumber != 0 {
 					pos++
-					if pos-ini >= 3 {
+					if pos-ini >= maxDigits {
 						c.add(pos)
 						ini = pos
 					}
@@ -406,7 +409,9 @@ func pretokenize(kind preKind, text string, out []string) []string {
 	offsets := []int{len(t.cpts)}
 	switch kind {
 	case preLlama3:
-		offsets = splitLlama3(t, offsets)
+		offsets = splitLlama3(t, offsets, 3)
+	case preQwen2:
+		offsets = splitLlama3(t, offsets, 1)
 	case preGPT2:
 		offsets = splitGPT2(t, offsets)
 	default:

@@ -37,6 +37,11 @@ const (
 	attrControl
 	attrUserDefined
 	attrByte
+	// attrLstrip and attrRstrip: a special token eats the whitespace
+	// before (after) it when it is cut out of the text (llama.cpp's
+	// LLAMA_TOKEN_ATTR_LSTRIP/RSTRIP; set for Phi-3's, see setStripAttrs).
+	attrLstrip
+	attrRstrip
 )
 
 // vocabKind is the tokenizer algorithm.
@@ -155,6 +160,9 @@ func FromGGUF(f *gguf.File) (*Tokenizer, error) {
 	}
 	t.buildPieces()
 	t.buildSpecialList()
+	if name, _, _ := f.String("general.name"); name != "" {
+		t.setStripAttrs(strings.ToLower(name))
+	}
 	if t.kind == kindSPM {
 		if err := t.buildSPM(); err != nil {
 			return nil, err
@@ -177,6 +185,8 @@ func (t *Tokenizer) choosePre() error {
 		t.preKind = preLlama3
 		t.ignoreMerges = true
 		t.addBOS = true
+	case "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "stablelm2", "hunyuan", "solar-open":
+		t.preKind = preQwen2
 	case "dbrx", "smaug-bpe":
 		t.preKind = preLlama3
 	case "gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum", "modern-bert", "mpt", "olmo", "exaone4":
@@ -487,3 +497,33 @@ func (t *Tokenizer) TokenText(id int32) string {
 
 // ChatTemplateText returns tokenizer.chat_template, "" if absent.
 func (t *Tokenizer) ChatTemplateText() string { return t.chatTemplate }
+
+// setStripAttrs sets the strip attributes llama.cpp gives by model name
+// (llama_vocab::impl::load, "set attributes by model name"): a Phi-3's
+// special tokens (and </s>) eat the whitespace after them, except <unk>,
+// <s> and <|endoftext|>.
+func (t *Tokenizer) setStripAttrs(name string) {
+	if !strings.Contains(name, "phi-3") && !strings.Contains(name, "phi3") {
+		return
+	}
+	for _, id := range t.special {
+		t.attrs[id] |= attrRstrip
+	}
+	set := func(tok string, on bool) {
+		for id, s := range t.tokens {
+			if s != tok {
+				continue
+			}
+			if on {
+				t.attrs[id] |= attrRstrip
+			} else {
+				t.attrs[id] &^= attrRstrip
+			}
+			return
+		}
+	}
+	set("</s>", true)
+	for _, tok := range []string{"<unk>", "<s>", "<|endoftext|>"} {
+		set(tok, false)
+	}
+}

@@ -107,7 +107,7 @@ func readVocabCases(t *testing.T, base string) []vocabCase {
 // TestLlamaCppVocabSuites runs llama.cpp's own tokenizer test cases
 // (made with add_special=false, parse_special=false) for both vocabularies.
 func TestLlamaCppVocabSuites(t *testing.T) {
-	for _, name := range []string{"ggml-vocab-llama-spm.gguf", "ggml-vocab-llama-bpe.gguf"} {
+	for _, name := range []string{"ggml-vocab-llama-spm.gguf", "ggml-vocab-llama-bpe.gguf", "ggml-vocab-qwen2.gguf", "ggml-vocab-phi-3.gguf"} {
 		t.Run(name, func(t *testing.T) {
 			tok := loadShared(t, "vocab/"+name)
 			cases := readVocabCases(t, filepath.Join(sharedDir, "vocab", name))

@@ -80,7 +80,15 @@ func (t *attnTask) Do(w, lo, hi int) {
 		if t.layer == plantedBugLayer {
 			kvh = (kvh + 1) % a.NKVHeads
 		}
-		table := t.b.Pages[t.b.Seq[r]]
+		// A sliding window starts at the page of position n−Window; the
+		// positions before it in that page are masked.
+		j0, mask := 0, attnMask{softcap: float32(a.Softcap)}
+		if a.Window > 0 && n > a.Window {
+			lo := n - a.Window
+			j0, mask.skip = lo/ml.PageSize, lo%ml.PageSize
+		}
+		table := t.b.Pages[t.b.Seq[r]][j0:]
+		n -= j0 * ml.PageSize
 		np := (n + ml.PageSize - 1) / ml.PageSize
 		kp, vp := t.pages[w][:np], t.pages[w][np:2*np]
 		for j := range np {
@@ -90,7 +98,7 @@ func (t *attnTask) Do(w, lo, hi int) {
 		}
 		q := t.q.row(r)[g*group*hd : (g+1)*group*hd]
 		out := t.d.row(r)[g*group*hd : (g+1)*group*hd]
-		vec.attnGroup(out, q, kc, vc, kp, vp, kvDim, n, hd, scale, t.scores[w])
+		vec.attnGroup(out, q, kc, vc, kp, vp, kvDim, n, hd, scale, mask, t.scores[w])
 	}
 }
 
@@ -132,16 +140,41 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int,
 	b.pool.Run(qs.rows*a.NKVHeads, t)
 }
 
+// attnMask is what a sliding window and a softcap do to the scores of
+// attnGroup: the first skip positions are left out (score −Inf, so their
+// weight is exactly 0), and each other score s becomes
+// softcap·tanh(s/softcap) when softcap > 0. The zero value changes nothing.
+type attnMask struct {
+	skip    int
+	softcap float32
+}
+
+func (m attnMask) active() bool { return m.skip > 0 || m.softcap > 0 }
+
+// apply masks and caps the scores s in place. It is scalar code: the SIMD
+// kernels clear the vector registers' upper halves before calling it.
+func (m attnMask) apply(s []float32) {
+	for i := range m.skip {
+		s[i] = float32(math.Inf(-1))
+	}
+	if c := m.softcap; c > 0 {
+		for i, x := range s[m.skip:] {
+			s[m.skip+i] = c * float32(math.Tanh(float64(x*(1/c))))
+		}
+	}
+}
+
 // attnGroupGeneric computes attention for the len(q)/hd query heads that
 // share one KV head, over n positions held in pages: out[h] =
-// Σ_p softmax(s_h)[p]·v[p] with s_h[p] = scale·q_h·k[p]. The key block of
-// logical page j (16 positions transposed) is kc[kp[j]:], and its value
-// rows are vc[vp[j] + slot·stride:]; scores is scratch of
-// len(q)/hd·n16 + attnScratch.
+// Σ_p softmax(s_h)[p]·v[p] with s_h[p] = scale·q_h·k[p], softcapped and
+// without the first mask.skip positions. The key block of logical page j
+// (16 positions transposed) is kc[kp[j]:], and its value rows are
+// vc[vp[j] + slot·stride:]; scores is scratch of len(q)/hd·n16 +
+// attnScratch.
 // Values are summed page by page in logical order (each page's products
 // summed, then added to the total), so the result depends on the positions
 // alone, never on where the pages sit in the pool.
-func attnGroupGeneric(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, scale float32, scores []float32) {
+func attnGroupGeneric(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, scale float32, mask attnMask, scores []float32) {
 	n16 := (n + 15) / 16 * 16
 	part := scores[len(q)/hd*n16 : len(q)/hd*n16+hd] // scratch past the scores (attnScratch)
 	for h := range len(q) / hd {
@@ -149,6 +182,7 @@ func attnGroupGeneric(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int,
 		for j := range n16 / 16 {
 			attnScoresGeneric(s[16*j:16*j+16], q[h*hd:(h+1)*hd], kc[kp[j]:kp[j]+16*hd], scale)
 		}
+		mask.apply(s[:n])
 		maxS := float32(math.Inf(-1))
 		for _, x := range s[:n] {
 			maxS = max(maxS, x)

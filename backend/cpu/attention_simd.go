@@ -16,7 +16,7 @@ func attnValues4x64(out *float32, w *float32, wstride int, v *float32, vstride i
 // attnGroup64 is attnGroupSIMD for head size 64 and a multiple of 8 query
 // heads per KV head: the kernels run page by page (one 16-position block of
 // keys, then that page's values into part, added to out in logical order).
-func attnGroup64(out, q, kc, vc []float32, kp, vp []int, stride, n int, scale float32, scores []float32) {
+func attnGroup64(out, q, kc, vc []float32, kp, vp []int, stride, n int, scale float32, mask attnMask, scores []float32) {
 	const hd = 64
 	nh := len(q) / hd
 	n16 := (n + 15) / 16 * 16
@@ -32,6 +32,12 @@ func attnGroup64(out, q, kc, vc []float32, kp, vp []int, stride, n int, scale fl
 	for h := 0; h < nh; h += 8 {
 		for j := range np {
 			attnScores8x64(&scores[h*n16+16*j], 4*n16, &q[h*hd], &kc[kp[j]], 1, scale)
+		}
+	}
+	if mask.active() {
+		archsimd.ClearAVXUpperBits()
+		for h := range nh {
+			mask.apply(scores[h*n16 : h*n16+n])
 		}
 	}
 	for h := range nh {

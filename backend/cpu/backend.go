@@ -155,7 +155,11 @@ func (b *Backend) MatMulAdd(dst, resid, x ml.Tensor, w ml.Weight) {
 	vec.add(r.data(), d.data())
 }
 
-func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {
+func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) { b.glu(dst, x, gate, up, false) }
+
+func (b *Backend) GeGLU(dst, x ml.Tensor, gate, up ml.Weight) { b.glu(dst, x, gate, up, true) }
+
+func (b *Backend) glu(dst, x ml.Tensor, gate, up ml.Weight, gelu bool) {
 	d := dst.(*Tensor)
 	n := d.rows * d.cols
 	if cap(b.scratch) < n {
@@ -165,7 +169,7 @@ func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {
 	*u = Tensor{cols: d.cols, rows: d.rows, capRows: d.rows, d: b.scratch[:n]}
 	b.MatMul(d, x, gate)
 	b.MatMul(u, x, up)
-	b.swiglu = swigluTask{g: d.data(), u: u.d}
+	b.swiglu = swigluTask{g: d.data(), u: u.d, gelu: gelu}
 	b.pool.Run(n, &b.swiglu)
 }
 

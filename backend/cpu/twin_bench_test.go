@@ -173,7 +173,7 @@ func kernelTwins() []twin {
 			for j := range kp {
 				kp[j], vp[j] = j*16*hd, j*16*hd
 			}
-			addV(fmt.Sprintf("attnGroup/n%d/h%d", n, nh), func(k *vecKernels) { k.attnGroup(out, q, kt, v, kp, vp, hd, n, hd, 0.125, sc) })
+			addV(fmt.Sprintf("attnGroup/n%d/h%d", n, nh), func(k *vecKernels) { k.attnGroup(out, q, kt, v, kp, vp, hd, n, hd, 0.125, attnMask{}, sc) })
 		}
 	}
 	_ = sink

@@ -20,7 +20,7 @@ type vecKernels struct {
 	// (attention.go's generic versions document them).
 	attnScores func(s, q, kt []float32, scale float32)
 	attnValues func(out, w []float32, inv float32, v []float32, stride int)
-	attnGroup  func(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, scale float32, scores []float32)
+	attnGroup  func(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, scale float32, mask attnMask, scores []float32)
 }
 
 var genericVec = vecKernels{

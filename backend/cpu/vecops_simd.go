@@ -262,10 +262,10 @@ func attnValuesSIMD(out, w []float32, inv float32, v []float32, stride int) {
 // the heads 8 at a time for the scores and 4 at a time for the values, so
 // that each key or value vector is loaded once for all of them. As there,
 // the values are summed page by page in logical order.
-func attnGroupSIMD(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, scale float32, scores []float32) {
+func attnGroupSIMD(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, scale float32, mask attnMask, scores []float32) {
 	nh := len(q) / hd
 	if hd == 64 && nh%8 == 0 {
-		attnGroup64(out, q, kc, vc, kp, vp, stride, n, scale, scores)
+		attnGroup64(out, q, kc, vc, kp, vp, stride, n, scale, mask, scores)
 		return
 	}
 	n16 := (n + 15) / 16 * 16
@@ -273,6 +273,12 @@ func attnGroupSIMD(out, q, kc, vc []float32, kp, vp []int, stride, n, hd int, sc
 	for h := range nh {
 		for j := range np {
 			attnScoresSIMD(scores[h*n16+16*j:h*n16+16*j+16], q[h*hd:(h+1)*hd], kc[kp[j]:kp[j]+16*hd], scale)
+		}
+	}
+	if mask.active() {
+		archsimd.ClearAVXUpperBits()
+		for h := range nh {
+			mask.apply(scores[h*n16 : h*n16+n])
 		}
 	}
 	for h := range nh {

@@ -147,7 +147,12 @@ func TestAttnGroup(t *testing.T) {
 	r := rand.New(rand.NewPCG(35, 36))
 	for name, k := range sets {
 		for _, c := range []struct{ hd, nh int }{{64, 8}, {64, 16}, {64, 4}, {8, 3}, {48, 2}} {
-			for _, n := range []int{1, 5, 16, 17, 100} {
+			for _, mc := range []struct {
+				n    int
+				mask attnMask
+			}{{1, attnMask{}}, {5, attnMask{}}, {16, attnMask{}}, {17, attnMask{}}, {100, attnMask{}},
+				{17, attnMask{skip: 3}}, {100, attnMask{skip: 15, softcap: 0.5}}, {5, attnMask{softcap: 0.3}}} {
+				n, mask := mc.n, mc.mask
 				n16 := (n + 15) / 16 * 16
 				const stride = 300
 				q := randomVec(r, c.nh*c.hd)
@@ -162,19 +167,26 @@ func TestAttnGroup(t *testing.T) {
 				}
 				// at maps logical position p to its physical one.
 				at := func(p int) int { return perm[p/16]*16 + p%16 }
-				k.attnGroup(out, q, kt, v, kp, vp, stride, n, c.hd, 0.125, scores)
+				k.attnGroup(out, q, kt, v, kp, vp, stride, n, c.hd, 0.125, mask, scores)
 				for h := range c.nh {
 					s := make([]float64, n)
 					m := math.Inf(-1)
-					for p := range n {
+					for p := mask.skip; p < n; p++ {
 						for d := range c.hd {
 							s[p] += float64(q[h*c.hd+d]) * float64(kt[(at(p)/16*c.hd+d)*16+p%16])
 						}
 						s[p] *= 0.125
+						if mask.softcap > 0 {
+							s[p] = float64(mask.softcap) * math.Tanh(s[p]/float64(mask.softcap))
+						}
 						m = math.Max(m, s[p])
 					}
 					var sum float64
 					for p := range s {
+						if p < mask.skip {
+							s[p] = 0
+							continue
+						}
 						s[p] = math.Exp(s[p] - m)
 						sum += s[p]
 					}
@@ -184,7 +196,7 @@ func TestAttnGroup(t *testing.T) {
 							want += s[p] / sum * float64(v[at(p)*stride+h*0+d])
 						}
 						if got := out[h*c.hd+d]; math.Abs(float64(got)-want) > 1e-5 {
-							t.Fatalf("%s hd %d heads %d n %d: out[%d][%d] = %v, want %v", name, c.hd, c.nh, n, h, d, got, want)
+							t.Fatalf("%s hd %d heads %d n %d mask %+v: out[%d][%d] = %v, want %v", name, c.hd, c.nh, n, mask, h, d, got, want)
 						}
 					}
 				}

@@ -124,6 +124,7 @@ type Backend struct {
 	prof profiler
 
 	ropes  map[*ml.Rope]*ropeDev
+	fam    famState // the family ops' scratch (family.go)
 	allocs map[devPtr]uint64
 	closed bool
 }
@@ -144,6 +145,7 @@ type ropeDev struct {
 	src      *float64
 	posScale float64
 	headDim  int
+	neox     bool
 }
 
 // New opens the first CUDA device. Without a driver or a GPU it returns one

@@ -211,7 +211,7 @@ func (b *Backend) lower(o *op) {
 		if o.nrope == 2 {
 			h1, p1, ld1 = x1.cols/hd, x1.ptr, x1.cols
 		}
-		b.launch("rope", [3]int{ceilDiv((h0+h1)*np, ropeThreads), min(o.rows, maxGridY), 1}, ropeThreads, 0,
+		b.launch(ropeName("rope", o.rope), [3]int{ceilDiv((h0+h1)*np, ropeThreads), min(o.rows, maxGridY), 1}, ropeThreads, 0,
 			args{}.p(x0.ptr).i(h0).i(x0.cols).p(p1).i(h1).i(ld1).i(o.rows).i(hd).i(np).p(o.rope.freqs).p(b.batPtr()).f(o.rope.posScale),
 			fmt.Sprintf("rope, layer %s", b.layerHint))
 
@@ -242,6 +242,9 @@ func (b *Backend) lower(o *op) {
 		x, k := o.x, o.from
 		b.launch("topk", [3]int{1, 1, 1}, topkThreads, 0,
 			args{}.p(x.ptr+devPtr(4*o.layer*x.cols)).i(x.cols).i(k).p(b.resDev).p(b.resDev+devPtr(4*k)), fmt.Sprintf("top-%d", k))
+
+	default:
+		b.lowerFamily(o) // family.go
 	}
 }
 
@@ -558,7 +561,7 @@ func (b *Backend) lowerRopeKV(o *op) {
 	hq, hk := q.cols/hd, k.cols/hd
 	kc, vc := c.layer(o.layer)
 	n := hq*np + hk*(hd/2) + hk*hd
-	b.launch("rope_kv", [3]int{ceilDiv(n, ropeThreads), min(o.rows, maxGridY), 1}, ropeThreads, 0,
+	b.launch(ropeName("rope_kv", o.rope), [3]int{ceilDiv(n, ropeThreads), min(o.rows, maxGridY), 1}, ropeThreads, 0,
 		args{}.p(q.ptr).i(hq).i(q.cols).p(k.ptr).p(o.v.ptr).i(hk).p(kc).p(vc).i(o.rows).i(hd).i(np).i(b.batSeqs).
 			p(o.rope.freqs).p(b.batPtr()).f(o.rope.posScale).i(c.kv32()), fmt.Sprintf("rope and KV store, layer %d", o.layer))
 }

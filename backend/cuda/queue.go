@@ -84,6 +84,8 @@ type op struct {
 	faSingle bool
 	faTiles  int
 	faCh     int
+
+	fam famArgs // the family ops' values (family.go)
 }
 
 func (o *op) appendSig(s []byte) []byte {
@@ -133,8 +135,10 @@ func (o *op) appendSig(s []byte) []byte {
 	if o.fa {
 		u(uint64(o.faTiles)<<32 | uint64(o.faCh)<<1 | b2u(o.faSingle))
 	}
+	s = o.fam.appendSig(s)
 	u(uint64(o.attn.NHeads)<<32 | uint64(o.attn.NKVHeads))
 	u(uint64(o.attn.HeadDim)<<32 | uint64(math.Float32bits(float32(o.attn.Scale))))
+	u(uint64(o.attn.Window)<<32 | uint64(math.Float32bits(float32(o.attn.Softcap))))
 	return s
 }
 
@@ -344,6 +348,10 @@ func (b *Backend) Embed(dst ml.Tensor, table ml.Weight, tokens []int32) {
 
 func (b *Backend) RMSNorm(dst, x ml.Tensor, w ml.Weight, eps float32) {
 	d, xs, ww := dst.(*Tensor), x.(*Tensor), w.(*Weight)
+	if ww.cols*ww.rows < xs.cols {
+		b.normSeg(d, xs, ww, eps, false) // per head (family.go)
+		return
+	}
 	if d.cols != xs.cols || ww.cols*ww.rows != xs.cols || d.capRows < xs.rows {
 		shapeErr("RMSNorm shapes: w %v, x [%d,%d], dst [%d,%d]", ww.shape, xs.cols, xs.rows, d.cols, d.rows)
 	}
@@ -433,7 +441,7 @@ func (b *Backend) ropeFor(r *ml.Rope) *ropeDev {
 	if len(r.Freqs) == 0 || 2*len(r.Freqs) > r.HeadDim {
 		shapeErr("Rope: %d frequencies for head size %d", len(r.Freqs), r.HeadDim)
 	}
-	if rd := b.ropes[r]; rd != nil && rd.n == len(r.Freqs) && rd.src == &r.Freqs[0] && rd.posScale == r.PosScale && rd.headDim == r.HeadDim {
+	if rd := b.ropes[r]; rd != nil && rd.n == len(r.Freqs) && rd.src == &r.Freqs[0] && rd.posScale == r.PosScale && rd.headDim == r.HeadDim && rd.neox == r.Neox {
 		return rd
 	}
 	b.enter()
@@ -449,7 +457,7 @@ func (b *Backend) ropeFor(r *ml.Rope) *ropeDev {
 	if err := b.d.MemcpyHtoD(p, buf); err != nil {
 		b.fatal("Rope", err)
 	}
-	rd := &ropeDev{freqs: p, n: len(r.Freqs), src: &r.Freqs[0], posScale: r.PosScale, headDim: r.HeadDim}
+	rd := &ropeDev{freqs: p, n: len(r.Freqs), src: &r.Freqs[0], posScale: r.PosScale, headDim: r.HeadDim, neox: r.Neox}
 	b.ropes[r] = rd
 	return rd
 }
@@ -587,6 +595,10 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int,
 	case b.batMaxPage >= c.pages():
 		shapeErr("Attention: the batch names pool page %d of a cache of %d", b.batMaxPage, c.pages())
 	}
+	if a.Window > 0 || a.Softcap > 0 {
+		b.attnWindow(d, qs, ks, vs, c, layer, a) // family.go
+		return
+	}
 	// Rope of q and k just before: when every sequence has one row and the
 	// decode kernel fits, the attention kernel does the rope and the KV
 	// store itself; otherwise the rope kernel stores k and v too, and
@@ -596,7 +608,7 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int,
 	fa := b.faFor(a, c)
 	if l := b.last(); b.Fuse && l != nil && l.kind == opRope && l.nrope == 2 && l.rx[0] == qs && l.rx[1] == ks && l.rows == qs.rows &&
 		l.cache == nil && l.rope.headDim == a.HeadDim {
-		if _, ok := b.attnDecFor(a); (ok || fa) && b.batRows == b.batSeqs {
+		if _, ok := b.attnDecFor(a); (ok || fa) && b.batRows == b.batSeqs && !l.rope.neox { // attn_dec's and fa_dec's folded rope is the normal mode
 			rope = l.rope
 			b.ops = b.ops[:len(b.ops)-1]
 		} else {

@@ -117,18 +117,58 @@ func (*Backend) Embed(dst ml.Tensor, table ml.Weight, tokens []int32) {
 func (*Backend) RMSNorm(dst, x ml.Tensor, w ml.Weight, eps float32) {
 	d, xs := dst.(*Tensor), x.(*Tensor)
 	ww := w.(*Weight)
-	g := make([]float64, xs.cols)
-	ww.rowF64(0, make([]float32, xs.cols), g)
+	n := int(ww.shape[0])
+	if xs.cols%n != 0 || d.cols != xs.cols {
+		panic(fmt.Sprintf("ref: RMSNorm shapes: w [%d], x [%d,%d], dst [%d,%d]", n, xs.cols, xs.rows, d.cols, d.rows))
+	}
+	g := make([]float64, n)
+	ww.rowF64(0, make([]float32, n), g)
 	for r := 0; r < xs.rows; r++ {
-		in, out := xs.row(r), d.row(r)
-		var ss float64
-		for _, v := range in {
-			ss += v * v
+		for s := 0; s < xs.cols; s += n {
+			in, out := xs.row(r)[s:s+n], d.row(r)[s:s+n]
+			var ss float64
+			for _, v := range in {
+				ss += v * v
+			}
+			scale := 1 / math.Sqrt(ss/float64(n)+float64(eps))
+			for i, v := range in {
+				out[i] = v * scale * g[i]
+			}
 		}
-		scale := 1 / math.Sqrt(ss/float64(len(in))+float64(eps))
-		for i, v := range in {
-			out[i] = v * scale * g[i]
+	}
+}
+
+func (b *Backend) RMSNormAdd(resid, x ml.Tensor, w ml.Weight, eps float32) {
+	rs, xs := resid.(*Tensor), x.(*Tensor)
+	t := &Tensor{cols: xs.cols, rows: xs.rows, capRows: xs.rows, d: make([]float64, xs.cols*xs.rows)}
+	b.RMSNorm(t, x, w, eps)
+	for i, v := range t.d {
+		rs.d[i] += v
+	}
+}
+
+func (*Backend) AddBias(x ml.Tensor, bias ml.Weight) {
+	xs, w := x.(*Tensor), bias.(*Weight)
+	if int(w.shape[0]) != xs.cols || len(w.shape) != 1 {
+		panic(fmt.Sprintf("ref: AddBias shapes: b %v, x [%d,%d]", w.shape, xs.cols, xs.rows))
+	}
+	g := make([]float64, xs.cols)
+	w.rowF64(0, make([]float32, xs.cols), g)
+	for r := 0; r < xs.rows; r++ {
+		for i, v := range g {
+			xs.row(r)[i] += v
 		}
+	}
+}
+
+func (*Backend) Scale(x ml.Tensor, s, softcap float32) {
+	xs := x.(*Tensor)
+	for i, v := range xs.d[:xs.rows*xs.cols] {
+		v *= float64(s)
+		if softcap > 0 {
+			v = float64(softcap) * math.Tanh(v/float64(softcap))
+		}
+		xs.d[i] = v
 	}
 }
 
@@ -165,26 +205,43 @@ func (b *Backend) MatMulAdd(dst, resid, x ml.Tensor, w ml.Weight) {
 }
 
 func (b *Backend) GateUp(dst, x ml.Tensor, gate, up ml.Weight) {
+	b.glu(dst, x, gate, up, func(g float64) float64 { return g / (1 + math.Exp(-g)) })
+}
+
+func (b *Backend) GeGLU(dst, x ml.Tensor, gate, up ml.Weight) { b.glu(dst, x, gate, up, GELU) }
+
+// GELU is the tanh approximation of GELU, as ggml_gelu and PyTorch's
+// gelu(approximate="tanh") compute it.
+func GELU(x float64) float64 {
+	return 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))
+}
+
+func (b *Backend) glu(dst, x ml.Tensor, gate, up ml.Weight, act func(float64) float64) {
 	d := dst.(*Tensor)
 	u := &Tensor{cols: d.cols, rows: d.rows, capRows: d.rows, d: make([]float64, d.cols*d.rows)}
 	b.MatMul(d, x, gate)
 	b.MatMul(u, x, up)
 	for i, g := range d.d[:d.rows*d.cols] {
-		d.d[i] = g / (1 + math.Exp(-g)) * u.d[i]
+		d.d[i] = act(g) * u.d[i]
 	}
 }
 
 func (b *Backend) Rope(x ml.Tensor, rp *ml.Rope) {
 	xs := x.(*Tensor)
+	half := len(rp.Freqs)
 	for r := 0; r < xs.rows; r++ {
 		p := float64(b.batch.Pos[r]) * rp.PosScale
 		row := xs.row(r)
 		for h := 0; h+rp.HeadDim <= xs.cols; h += rp.HeadDim {
 			for i, f := range rp.Freqs {
 				sin, cos := math.Sincos(p * f)
-				a, b := row[h+2*i], row[h+2*i+1]
-				row[h+2*i] = a*cos - b*sin
-				row[h+2*i+1] = a*sin + b*cos
+				i0, i1 := h+2*i, h+2*i+1
+				if rp.Neox {
+					i0, i1 = h+i, h+i+half
+				}
+				a, b := row[i0], row[i1]
+				row[i0] = a*cos - b*sin
+				row[i1] = a*sin + b*cos
 			}
 		}
 	}
@@ -207,6 +264,10 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int,
 	var scores []float64
 	for r := 0; r < qs.rows; r++ {
 		n := int(bt.Pos[r]) + 1 // causal: positions 0..Pos[r] of its sequence
+		lo := 0
+		if a.Window > 0 {
+			lo = max(0, n-a.Window) // the sliding window: the last Window positions
+		}
 		if len(scores) < n {
 			scores = make([]float64, n)
 		}
@@ -214,23 +275,27 @@ func (b *Backend) Attention(dst, q, k, v ml.Tensor, cache ml.KVCache, layer int,
 			qh := qs.row(r)[h*hd : (h+1)*hd]
 			kvOff := (h / group) * hd
 			maxS := math.Inf(-1)
-			for t := 0; t < n; t++ {
+			for t := lo; t < n; t++ {
 				kt := c.k[layer][at(r, t)+kvOff:][:hd]
 				var s float64
 				for i := range qh {
 					s += qh[i] * kt[i]
 				}
-				scores[t] = s * a.Scale
+				s *= a.Scale
+				if a.Softcap > 0 {
+					s = a.Softcap * math.Tanh(s/a.Softcap)
+				}
+				scores[t] = s
 				maxS = math.Max(maxS, scores[t])
 			}
 			var sum float64
-			for t := 0; t < n; t++ {
+			for t := lo; t < n; t++ {
 				scores[t] = math.Exp(scores[t] - maxS)
 				sum += scores[t]
 			}
 			out := d.row(r)[h*hd : (h+1)*hd]
 			clear(out)
-			for t := 0; t < n; t++ {
+			for t := lo; t < n; t++ {
 				vt := c.v[layer][at(r, t)+kvOff:][:hd]
 				p := scores[t] / sum
 				for i := range out {

@@ -278,6 +278,9 @@ func printInspect(w io.Writer, r *inspectReport) {
 			c.Dim, c.HiddenDim, c.NLayers, c.NHeads, c.NKVHeads, c.HeadDim)
 		fmt.Fprintf(w, "               vocab %d, context %d, rope base %g (dims %d, scaling %s), rms eps %g, tied embeddings %v\n",
 			c.VocabSize, c.ContextLength, c.RopeFreqBase, c.RopeDim, c.RopeScaling, c.NormEps, c.TiedEmbeddings)
+		if f := familyLine(c); f != "" {
+			fmt.Fprintf(w, "               %s\n", f)
+		}
 	}
 	if t := r.Tokenizer; t != nil {
 		fmt.Fprintf(w, "tokenizer:     model %q, pre %q, %d tokens, bos %s, eos %s\n", gguf.Clip(t.Model), gguf.Clip(t.Pre), t.NTokens, optInt(t.BOS), optInt(t.EOS))
@@ -342,4 +345,43 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// familyLine says what the config's family adds to llama ("" for none).
+func familyLine(c *llama.Config) string {
+	var parts []string
+	if c.RopeNeox {
+		parts = append(parts, "NEOX rope")
+	}
+	if c.SlidingWindow > 0 {
+		n := c.NLayers
+		if c.SWALayers != nil {
+			n = 0
+			for _, w := range c.SWALayers {
+				if w {
+					n++
+				}
+			}
+		}
+		parts = append(parts, fmt.Sprintf("sliding window %d on %d of %d layers", c.SlidingWindow, n, c.NLayers))
+		if c.RopeFreqBaseSWA > 0 {
+			parts = append(parts, fmt.Sprintf("their rope base %g", c.RopeFreqBaseSWA))
+		}
+	}
+	if c.AttnSoftcap > 0 {
+		parts = append(parts, fmt.Sprintf("attention softcap %g", c.AttnSoftcap))
+	}
+	if c.FinalSoftcap > 0 {
+		parts = append(parts, fmt.Sprintf("final softcap %g", c.FinalSoftcap))
+	}
+	if c.AttnScale > 0 {
+		parts = append(parts, fmt.Sprintf("attention scale %.4g", c.AttnScale))
+	}
+	if c.EmbedScale > 0 {
+		parts = append(parts, fmt.Sprintf("embeddings ×%.4g", c.EmbedScale))
+	}
+	if c.FusedQKV {
+		parts = append(parts, "fused qkv")
+	}
+	return strings.Join(parts, ", ")
 }

@@ -16,6 +16,7 @@ import (
 
 	gengine "greta/engine"
 	"greta/serve"
+	"greta/tokenizer"
 	"greta/tokenizer/template"
 )
 
@@ -36,7 +37,7 @@ func cmdServe(args []string) error {
 	logFormat := fs.String("log-format", "text", "log lines: text or json")
 	grace := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long requests in flight may run on before they are cancelled")
 	maxBody := fs.String("max-body", "8MiB", "largest request body; more gets 413")
-	chatTmpl := fs.String("chat-template", "", "a built-in chat format by name (llama3, llama2, zephyr, chatml) instead of the model's template")
+	chatTmpl := fs.String("chat-template", "", "a built-in chat format by name ("+strings.Join(tokenizer.ChatTemplateNames, ", ")+") instead of the model's template")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -13,7 +14,7 @@ import (
 )
 
 func init() {
-	register("synth", "write a llama model with random weights at any shape", cmdSynth)
+	register("synth", "write a model of any family with random weights at any shape", cmdSynth)
 }
 
 func cmdSynth(args []string) error {
@@ -25,6 +26,7 @@ func cmdSynth(args []string) error {
 	}
 	sort.Strings(presetNames)
 	preset := fs.String("preset", "", "real model dimensions: "+strings.Join(presetNames, "|"))
+	arch := fs.String("arch", "llama", "architecture: "+strings.Join(llama.Architectures(), "|"))
 	dim := fs.Int("dim", 256, "embedding length")
 	layers := fs.Int("layers", 2, "number of blocks")
 	heads := fs.Int("heads", 8, "attention heads")
@@ -32,6 +34,14 @@ func cmdSynth(args []string) error {
 	ffn := fs.Int("ffn", 768, "feed-forward length")
 	ctx := fs.Int("ctx", 2048, "training context length")
 	ropeBase := fs.Float64("rope-base", 10000, "rope theta")
+	headDim := fs.Int("head-dim", 0, "head size, written as attention.key_length (default: dim/heads)")
+	ropeDim := fs.Int("rope-dim", 0, "rotary dimensions per head (partial rotary below head-dim; default: head-dim)")
+	window := fs.Int("sliding-window", 0, "attention.sliding_window (0: none; gemma2 then assumes 4096)")
+	swaPattern := fs.Int("swa-pattern", 0, "attention.sliding_window_pattern: every Nth layer global (0: the family's default)")
+	ropeBaseSWA := fs.Float64("rope-base-swa", 0, "rope theta of the windowed layers (gemma3; 0: the family's default)")
+	attnCap := fs.Float64("attn-softcap", 0, "attn_logit_softcapping (gemma2; 0: not written)")
+	finalCap := fs.Float64("final-softcap", 0, "final_logit_softcapping (gemma2/3; 0: not written)")
+	weightStd := fs.Float64("weight-std", 0.02, "standard deviation of the weights (larger spreads a small model's logits)")
 	tied := fs.Bool("tied", false, "tie output to token_embd (no output.weight)")
 	seed := fs.Uint64("seed", 1, "random seed")
 	typ := fs.String("type", "f32", "weight type: "+strings.Join(llama.SynthTypes(), "|"))
@@ -43,11 +53,15 @@ func cmdSynth(args []string) error {
 	if *out == "" {
 		return usageError("-o OUT.gguf is required (see greta help synth)")
 	}
+	if !(*weightStd > 0 && *weightStd <= 10) {
+		return usageError("--weight-std %v: expected a number in (0, 10]", *weightStd)
+	}
 	if fs.NArg() > 0 {
 		return usageError("unexpected arguments %q", cut(strings.Join(fs.Args(), " "), 60))
 	}
-	o := llama.SynthOptions{Dim: *dim, Layers: *layers, Heads: *heads, KVHeads: *kvHeads, FFN: *ffn,
-		Context: *ctx, RopeBase: *ropeBase, Vocab: *vocab}
+	o := llama.SynthOptions{Arch: *arch, Dim: *dim, Layers: *layers, Heads: *heads, KVHeads: *kvHeads, FFN: *ffn,
+		Context: *ctx, RopeBase: *ropeBase, Vocab: *vocab, HeadDim: *headDim, RopeDim: *ropeDim,
+		SlidingWindow: *window, SWAPattern: *swaPattern, RopeBaseSWA: *ropeBaseSWA, AttnSoftcap: *attnCap, FinalSoftcap: *finalCap, WeightStd: *weightStd}
 	if *preset != "" {
 		p, ok := llama.Presets[*preset]
 		if !ok {
@@ -66,8 +80,24 @@ func cmdSynth(args []string) error {
 		set("ffn", &o.FFN, p.FFN)
 		set("ctx", &o.Context, p.Context)
 		set("vocab", &o.Vocab, p.Vocab)
+		set("head-dim", &o.HeadDim, p.HeadDim)
+		set("rope-dim", &o.RopeDim, p.RopeDim)
+		set("sliding-window", &o.SlidingWindow, p.SlidingWindow)
+		set("swa-pattern", &o.SWAPattern, p.SWAPattern)
 		if !fs.Changed("rope-base") {
 			o.RopeBase = p.RopeBase
+		}
+		if !fs.Changed("arch") {
+			o.Arch = cmp.Or(p.Arch, "llama")
+		}
+		if !fs.Changed("attn-softcap") {
+			o.AttnSoftcap = p.AttnSoftcap
+		}
+		if !fs.Changed("final-softcap") {
+			o.FinalSoftcap = p.FinalSoftcap
+		}
+		if !fs.Changed("tied") {
+			*tied = p.Tied
 		}
 		o.NormEps = p.NormEps
 		o.Name = "greta-synth " + *preset + " " + *typ

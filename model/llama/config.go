@@ -1,6 +1,9 @@
-// Package llama is the llama architecture: its config from GGUF metadata,
-// the checks that a file describes a model that makes sense, its weights and
-// its forward pass. Llama 2/3, TinyLlama and Mistral files all use it.
+// Package llama holds the decoder-only transformers GRETA runs: a config
+// from GGUF metadata, the checks that a file describes a model that makes
+// sense, its weights and its forward pass. The llama architecture (Llama
+// 2/3, TinyLlama, Mistral) is the base; each other family (Qwen2, Qwen3,
+// Gemma 2 and 3, Phi-3) is one file holding its tensor table and its
+// forward pass (family.go says how they plug in).
 package llama
 
 import (
@@ -39,6 +42,28 @@ type Config struct {
 	RopeHighFreqFactor float64 `json:"rope_high_freq_factor,omitempty"`
 	TiedEmbeddings     bool    `json:"tied_embeddings"`      // no output.weight: logits use token_embd.weight
 	HasRopeFreqs       bool    `json:"rope_freqs,omitempty"` // rope_freqs.weight present
+
+	// What the families beyond llama add (each family's file says which it
+	// reads). Zero values are llama's.
+	RopeNeox        bool    `json:"rope_neox,omitempty"`          // NEOX rope: pairs (i, i+rope_dim/2)
+	SlidingWindow   int     `json:"sliding_window,omitempty"`     // {arch}.attention.sliding_window: positions a windowed layer sees
+	SWALayers       []bool  `json:"swa_layers,omitempty"`         // which layers use the window (nil: all, when SlidingWindow > 0)
+	RopeFreqBaseSWA float64 `json:"rope_freq_base_swa,omitempty"` // the windowed layers' rope base ({arch}.rope.freq_base_swa)
+	RopeSWAScaled   bool    `json:"rope_swa_scaled,omitempty"`    // the windowed layers' rope takes the rope scaling too (Gemma 2; not Gemma 3)
+	AttnScale       float64 `json:"attn_scale,omitempty"`         // score scale (0: 1/sqrt(head_dim))
+	AttnSoftcap     float64 `json:"attn_softcap,omitempty"`       // {arch}.attn_logit_softcapping
+	FinalSoftcap    float64 `json:"final_softcap,omitempty"`      // {arch}.final_logit_softcapping
+	EmbedScale      float64 `json:"embed_scale,omitempty"`        // embeddings × this (0: 1; Gemma: sqrt(dim))
+	FusedQKV        bool    `json:"fused_qkv,omitempty"`          // blk.N.attn_qkv.weight instead of attn_q/k/v (Phi-3)
+}
+
+// QDim is the width of the queries of one position: n_heads·head_dim,
+// which is dim for most models but not for Gemma.
+func (c *Config) QDim() int { return c.NHeads * c.HeadDim }
+
+// IsSWA reports whether layer l attends through the sliding window.
+func (c *Config) IsSWA(l int) bool {
+	return c.SlidingWindow > 0 && (c.SWALayers == nil || c.SWALayers[l])
 }
 
 // KVDim is the width of one position's keys (or values): n_kv_heads·head_dim.
@@ -65,79 +90,53 @@ func ConfigFromGGUF(f *gguf.File) (*Config, error) {
 	if !ok {
 		return nil, errors.New(`metadata "general.architecture" is missing`)
 	}
-	if arch != "llama" {
-		return nil, fmt.Errorf(`metadata "general.architecture" = %q: unsupported architecture (supported: llama)`, gguf.Clip(arch))
+	fam, ok := families[arch]
+	if !ok {
+		return nil, fmt.Errorf(`metadata "general.architecture" = %q: unsupported architecture (supported: %s)`, gguf.Clip(arch), strings.Join(Architectures(), ", "))
 	}
 	c := &Config{Arch: arch}
-	k := func(s string) string { return arch + "." + s }
-
-	required := func(key string, max int64) (int, error) {
-		v, ok, err := f.Int(key)
-		if err != nil {
-			return 0, err
-		}
-		if !ok {
-			return 0, fmt.Errorf("metadata %q is missing", key)
-		}
-		if v < 1 || v > max {
-			return 0, fmt.Errorf("metadata %q = %d, expected 1..%d", key, v, max)
-		}
-		return int(v), nil
-	}
-	optional := func(key string, def int, max int64) (int, error) {
-		if _, ok := f.Value(key); !ok {
-			return def, nil
-		}
-		return required(key, max)
-	}
-	float := func(key string, def float64) (float64, bool, error) {
-		v, ok, err := f.Float(key)
-		if err != nil {
-			return 0, ok, err
-		}
-		if !ok {
-			return def, false, nil
-		}
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return 0, true, fmt.Errorf("metadata %q = %v, expected a finite number", key, v)
-		}
-		return v, true, nil
-	}
+	m := &meta{f: f, arch: arch}
+	k := m.key
 
 	if n, ok, _ := f.Int(k("expert_count")); ok && n > 0 {
 		return nil, fmt.Errorf("metadata %q = %d: mixture-of-experts models are not supported", k("expert_count"), n)
 	}
-	if c.Dim, err = required(k("embedding_length"), maxDim); err != nil {
+	if c.Dim, err = m.required("embedding_length", maxDim); err != nil {
 		return nil, err
 	}
-	if c.HiddenDim, err = required(k("feed_forward_length"), maxHidden); err != nil {
+	if c.HiddenDim, err = m.required("feed_forward_length", maxHidden); err != nil {
 		return nil, err
 	}
-	if c.NLayers, err = required(k("block_count"), maxLayers); err != nil {
+	if c.NLayers, err = m.required("block_count", maxLayers); err != nil {
 		return nil, err
 	}
-	if c.NHeads, err = required(k("attention.head_count"), maxDim); err != nil {
+	if c.NHeads, err = m.required("attention.head_count", maxDim); err != nil {
 		return nil, err
 	}
-	if c.NKVHeads, err = optional(k("attention.head_count_kv"), c.NHeads, maxDim); err != nil {
+	if c.NKVHeads, err = m.optional("attention.head_count_kv", c.NHeads, maxDim); err != nil {
 		return nil, err
 	}
-	if c.ContextLength, err = required(k("context_length"), maxContext); err != nil {
+	if c.ContextLength, err = m.required("context_length", maxContext); err != nil {
 		return nil, err
 	}
-	if c.Dim%c.NHeads != 0 {
+	// The head size: dim/n_heads unless the file says otherwise (Gemma's
+	// heads are wider than dim/n_heads, so its queries are not dim wide).
+	if _, ok := f.Value(k("attention.key_length")); ok {
+		if c.HeadDim, err = m.required("attention.key_length", maxDim); err != nil {
+			return nil, err
+		}
+	} else if c.Dim%c.NHeads != 0 {
 		return nil, fmt.Errorf("metadata %q = %d does not divide %q = %d", k("attention.head_count"), c.NHeads, k("embedding_length"), c.Dim)
+	} else {
+		c.HeadDim = c.Dim / c.NHeads
 	}
-	if c.HeadDim, err = optional(k("attention.key_length"), c.Dim/c.NHeads, maxDim); err != nil {
-		return nil, err
-	}
-	if vl, err := optional(k("attention.value_length"), c.HeadDim, maxDim); err != nil {
+	if vl, err := m.optional("attention.value_length", c.HeadDim, maxDim); err != nil {
 		return nil, err
 	} else if vl != c.HeadDim {
 		return nil, fmt.Errorf("metadata %q = %d differs from the key length %d: unsupported", k("attention.value_length"), vl, c.HeadDim)
 	}
-	if c.NHeads*c.HeadDim != c.Dim {
-		return nil, fmt.Errorf("n_heads·head_dim = %d·%d = %d, expected dim = %d", c.NHeads, c.HeadDim, c.NHeads*c.HeadDim, c.Dim)
+	if int64(c.NHeads)*int64(c.HeadDim) > maxDim {
+		return nil, fmt.Errorf("n_heads·head_dim = %d·%d is over the limit of %d", c.NHeads, c.HeadDim, maxDim)
 	}
 	if c.NHeads%c.NKVHeads != 0 {
 		return nil, fmt.Errorf("metadata %q = %d does not divide %q = %d", k("attention.head_count_kv"), c.NKVHeads, k("attention.head_count"), c.NHeads)
@@ -145,19 +144,19 @@ func ConfigFromGGUF(f *gguf.File) (*Config, error) {
 	if c.HeadDim%2 != 0 {
 		return nil, fmt.Errorf("head_dim = %d is odd; rope needs pairs", c.HeadDim)
 	}
-	if c.RopeDim, err = optional(k("rope.dimension_count"), c.HeadDim, maxDim); err != nil {
+	if c.RopeDim, err = m.optional("rope.dimension_count", c.HeadDim, maxDim); err != nil {
 		return nil, err
 	}
 	if c.RopeDim > c.HeadDim || c.RopeDim%2 != 0 {
 		return nil, fmt.Errorf("metadata %q = %d, expected an even number ≤ head_dim = %d", k("rope.dimension_count"), c.RopeDim, c.HeadDim)
 	}
-	if c.RopeFreqBase, _, err = float(k("rope.freq_base"), 10000); err != nil {
+	if c.RopeFreqBase, _, err = m.float("rope.freq_base", 10000); err != nil {
 		return nil, err
 	}
 	if c.RopeFreqBase <= 1 {
 		return nil, fmt.Errorf("metadata %q = %v, expected > 1", k("rope.freq_base"), c.RopeFreqBase)
 	}
-	eps, ok, err := float(k("attention.layer_norm_rms_epsilon"), 0)
+	eps, ok, err := m.float("attention.layer_norm_rms_epsilon", 0)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +167,7 @@ func ConfigFromGGUF(f *gguf.File) (*Config, error) {
 		return nil, fmt.Errorf("metadata %q = %v, expected 0 < eps < 1", k("attention.layer_norm_rms_epsilon"), eps)
 	}
 	c.NormEps = eps
-	if err := c.readRopeScaling(f, k, float); err != nil {
+	if err := c.readRopeScaling(f, k, m.floatKey); err != nil {
 		return nil, err
 	}
 
@@ -194,7 +193,75 @@ func ConfigFromGGUF(f *gguf.File) (*Config, error) {
 	_, hasOut := f.Tensor("output.weight")
 	c.TiedEmbeddings = !hasOut
 	_, c.HasRopeFreqs = f.Tensor("rope_freqs.weight")
+	if err := fam.config(c, m); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// meta reads one architecture's metadata keys ({arch}.name), checking
+// ranges, for ConfigFromGGUF and the families' own keys.
+type meta struct {
+	f    *gguf.File
+	arch string
+}
+
+func (m *meta) key(s string) string { return m.arch + "." + s }
+
+// required reads the integer key {arch}.name, in 1..max.
+func (m *meta) required(name string, max int64) (int, error) {
+	key := m.key(name)
+	v, ok, err := m.f.Int(key)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, fmt.Errorf("metadata %q is missing", key)
+	}
+	if v < 1 || v > max {
+		return 0, fmt.Errorf("metadata %q = %d, expected 1..%d", key, v, max)
+	}
+	return int(v), nil
+}
+
+// optional is required with a default for a missing key.
+func (m *meta) optional(name string, def int, max int64) (int, error) {
+	if _, ok := m.f.Value(m.key(name)); !ok {
+		return def, nil
+	}
+	return m.required(name, max)
+}
+
+// float reads the finite number {arch}.name (def when missing).
+func (m *meta) float(name string, def float64) (float64, bool, error) {
+	return m.floatKey(m.key(name), def)
+}
+
+func (m *meta) floatKey(key string, def float64) (float64, bool, error) {
+	v, ok, err := m.f.Float(key)
+	if err != nil {
+		return 0, ok, err
+	}
+	if !ok {
+		return def, false, nil
+	}
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, true, fmt.Errorf("metadata %q = %v, expected a finite number", key, v)
+	}
+	return v, true, nil
+}
+
+// positive reads an optional number that must be > 0 when present (0 when
+// missing): softcaps, window sizes.
+func (m *meta) positive(name string) (float64, error) {
+	v, ok, err := m.float(name, 0)
+	if err != nil {
+		return 0, err
+	}
+	if ok && v <= 0 {
+		return 0, fmt.Errorf("metadata %q = %v, expected > 0", m.key(name), v)
+	}
+	return v, nil
 }
 
 func (c *Config) readRopeScaling(f *gguf.File, k func(string) string, float func(string, float64) (float64, bool, error)) error {

@@ -66,7 +66,7 @@ func (m *Model) NewBatchState(maxBatch, maxOut int) *State {
 	maxBatch = max(1, maxBatch)
 	maxOut = max(1, min(maxOut, maxBatch))
 	s := &State{MaxBatch: maxBatch, maxOut: maxOut}
-	qd := c.NHeads * c.HeadDim
+	qd := c.QDim()
 	s.x = b.NewTensor(c.Dim, maxBatch)
 	s.xb = b.NewTensor(c.Dim, maxBatch)
 	s.xb2 = b.NewTensor(c.Dim, maxBatch)
@@ -160,55 +160,37 @@ func (m *Model) ForwardBatch(s *State, cache ml.KVCache, tokens []int32, batch *
 			return fmt.Errorf("token id %d is outside the vocabulary (0..%d)", t, m.Config.VocabSize-1)
 		}
 	}
-	c, b := m.Config, m.Backend
-	eps := float32(c.NormEps)
+	b := m.Backend
 	s.setRows(n, nOut)
 	b.Begin(batch)
 	if m.Trace != nil {
 		m.Trace.BeginStep(int(batch.Pos[0]), n)
 	}
 
-	b.Embed(s.x, m.TokEmbd, tokens)
-	for l := range m.Layers {
-		w := &m.Layers[l]
-		m.trace(l, "x", s.x)
+	m.fam.forward(m, s, cache, tokens, batch)
+	return nil
+}
 
-		// Attention: rmsnorm, q/k/v projections, rope, attention over the
-		// cache, output projection added to the residual stream.
-		b.RMSNorm(s.xb, s.x, w.AttnNorm, eps)
-		m.trace(l, "norm_out", s.xb)
-		b.MatMul(s.q, s.xb, w.Wq)
-		b.MatMul(s.k, s.xb, w.Wk)
-		b.MatMul(s.v, s.xb, w.Wv)
-		b.Rope(s.q, &m.Rope)
-		b.Rope(s.k, &m.Rope)
-		m.trace(l, "q", s.q)
-		m.trace(l, "k", s.k)
-		m.trace(l, "v", s.v)
-		b.Attention(s.att, s.q, s.k, s.v, cache, l, &m.Attn)
-		m.trace(l, "kqv_out", s.att)
-		b.MatMulAdd(s.xb2, s.x, s.att, w.Wo)
-		m.trace(l, "attn_out", s.xb2)
-
-		// Feed-forward: rmsnorm, SwiGLU, down projection added to the
-		// residual stream.
-		b.RMSNorm(s.xb, s.x, w.FFNNorm, eps)
-		m.trace(l, "ffn_norm", s.xb)
-		b.GateUp(s.hb, s.xb, w.Gate, w.Up)
-		b.MatMulAdd(s.xb2, s.x, s.hb, w.Down)
-		m.trace(l, "mlp_out", s.xb2)
-		m.trace(l, "x_out", s.x)
+// head is every family's output: the final RMSNorm, the rows that want
+// logits (batch.Out), the output projection, Qwen2's optional output bias
+// and Gemma 2's final softcap. A batch whose rows want no logits (a
+// prompt chunk) stops before it.
+func (m *Model) head(s *State, batch *ml.Batch) {
+	if len(batch.Out) == 0 {
+		return
 	}
-
-	if nOut == 0 {
-		return nil // a prompt chunk whose rows need no logits
-	}
-	b.RMSNorm(s.xb, s.x, m.OutputNorm, eps)
+	b := m.Backend
+	b.RMSNorm(s.xb, s.x, m.OutputNorm, float32(m.Config.NormEps))
 	m.trace(-1, "final_norm", s.xb)
 	b.Gather(s.last, s.xb, batch.Out)
 	b.MatMul(s.Logits, s.last, m.Output)
+	if m.OutputBias != nil {
+		b.AddBias(s.Logits, m.OutputBias)
+	}
+	if c := m.Config.FinalSoftcap; c > 0 {
+		b.Scale(s.Logits, 1, float32(c))
+	}
 	m.trace(-1, "logits", s.Logits)
-	return nil
 }
 
 // trace records a trace point when tracing is on; otherwise it costs a nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"greta/gguf"
 	"greta/ml"
@@ -11,21 +12,26 @@ import (
 	"greta/trace"
 )
 
-// Layer holds one transformer block's weights (GGUF names beside them).
-// Shapes are GGUF order, innermost first.
+// Layer holds one transformer block's weights (GGUF names beside them;
+// each family's table says which it has). Shapes are GGUF order,
+// innermost first; q_dim = n_heads·head_dim, kv_dim = n_kv_heads·head_dim.
 type Layer struct {
-	AttnNorm ml.Weight // blk.N.attn_norm.weight   [dim]
-	Wq       ml.Weight // blk.N.attn_q.weight      [dim, n_heads·head_dim]
-	Wk       ml.Weight // blk.N.attn_k.weight      [dim, n_kv_heads·head_dim]
-	Wv       ml.Weight // blk.N.attn_v.weight      [dim, n_kv_heads·head_dim]
-	Wo       ml.Weight // blk.N.attn_output.weight [n_heads·head_dim, dim]
-	FFNNorm  ml.Weight // blk.N.ffn_norm.weight    [dim]
-	Gate     ml.Weight // blk.N.ffn_gate.weight    [dim, hidden_dim]
-	Up       ml.Weight // blk.N.ffn_up.weight      [dim, hidden_dim]
-	Down     ml.Weight // blk.N.ffn_down.weight    [hidden_dim, dim]
+	AttnNorm     ml.Weight // blk.N.attn_norm.weight           [dim]
+	Wq           ml.Weight // blk.N.attn_q.weight              [dim, q_dim]
+	Wk           ml.Weight // blk.N.attn_k.weight              [dim, kv_dim]
+	Wv           ml.Weight // blk.N.attn_v.weight              [dim, kv_dim]
+	Bq, Bk, Bv   ml.Weight // blk.N.attn_{q,k,v}.bias          [q_dim], [kv_dim] (qwen2)
+	QNorm, KNorm ml.Weight // blk.N.attn_{q,k}_norm.weight     [head_dim], per head (qwen3, gemma3)
+	Wo           ml.Weight // blk.N.attn_output.weight         [q_dim, dim]
+	PostAttnNorm ml.Weight // blk.N.post_attention_norm.weight [dim] (gemma)
+	FFNNorm      ml.Weight // blk.N.ffn_norm.weight            [dim]
+	Gate         ml.Weight // blk.N.ffn_gate.weight            [dim, hidden_dim]
+	Up           ml.Weight // blk.N.ffn_up.weight              [dim, hidden_dim]
+	Down         ml.Weight // blk.N.ffn_down.weight            [hidden_dim, dim]
+	PostFFNNorm  ml.Weight // blk.N.post_ffw_norm.weight       [dim] (gemma)
 }
 
-// Model is a llama model loaded onto a backend.
+// Model is a model of one of the families loaded onto a backend.
 type Model struct {
 	Config     *Config
 	Backend    ml.Backend
@@ -33,13 +39,34 @@ type Model struct {
 	TokEmbd    ml.Weight // token_embd.weight  [dim, vocab]
 	OutputNorm ml.Weight // output_norm.weight [dim]
 	Output     ml.Weight // output.weight      [dim, vocab], or TokEmbd when tied
+	OutputBias ml.Weight // output.bias        [vocab] (qwen2, optional)
 	Layers     []Layer
 
-	Rope ml.Rope
-	Attn ml.Attn
+	// Rope and Attn are every layer's settings; the layers that attend
+	// through a sliding window (Config.IsSWA) take RopeSWA and AttnSWA
+	// (another rope base in Gemma 3, a window).
+	Rope, RopeSWA ml.Rope
+	Attn, AttnSWA ml.Attn
 
 	// Trace, when set, records the activations at every trace point.
 	Trace *trace.Recorder
+
+	fam *family
+}
+
+// layerRope and layerAttn are layer l's rope and attention settings.
+func (m *Model) layerRope(l int) *ml.Rope {
+	if m.Config.IsSWA(l) {
+		return &m.RopeSWA
+	}
+	return &m.Rope
+}
+
+func (m *Model) layerAttn(l int) *ml.Attn {
+	if m.Config.IsSWA(l) {
+		return &m.AttnSWA
+	}
+	return &m.Attn
 }
 
 // LoadOptions tune loading.
@@ -71,13 +98,10 @@ func Load(f *gguf.File, b ml.Backend, o LoadOptions) (*Model, error) {
 	if err := checkMemory("INT8 mode's Q8_0 copy of the float weight matrices", "load without INT8 mode", int8Bytes); int8Bytes > 0 && err != nil {
 		return nil, err
 	}
-	load := func(name string) (ml.Weight, error) {
-		t, ok := f.Tensor(name)
-		if !ok {
-			return nil, nil
-		}
-		wd := ml.WeightData{Name: name, Type: t.Type, Shape: t.Shape, Data: f.TensorData(t)}
-		if o.Int8 && int8Convertible(t) {
+	m.fam = families[cfg.Arch]
+	m.Layers = make([]Layer, cfg.NLayers)
+	upload := func(name string, wd ml.WeightData) (ml.Weight, error) {
+		if o.Int8 && len(wd.Shape) == 2 && (wd.Type == gguf.F32 || wd.Type == gguf.F16 || wd.Type == gguf.BF16) && wd.Shape[0]%32 == 0 {
 			var err error
 			if wd, err = toQ8_0(wd); err != nil {
 				return nil, fmt.Errorf("tensor %q: INT8 mode: %w", name, err)
@@ -87,36 +111,43 @@ func Load(f *gguf.File, b ml.Backend, o LoadOptions) (*Model, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", name, err)
 		}
+		return w, nil
+	}
+	// The tensor table says where each tensor goes; a fused one is sliced
+	// by rows (whole rows of blocks, so any type slices exactly).
+	for _, sp := range cfg.TensorSpecs() {
+		t, ok := f.Tensor(sp.Name)
+		if !ok {
+			continue // optional (Validate checked the others)
+		}
+		wd := ml.WeightData{Name: sp.Name, Type: t.Type, Shape: t.Shape, Data: f.TensorData(t)}
+		if sp.parts == nil {
+			dst := m.field(sp.layer, strings.TrimPrefix(sp.Name, layerPrefix(sp.layer)))
+			if dst == nil {
+				continue // read elsewhere (rope_freqs.weight)
+			}
+			w, err := upload(sp.Name, wd)
+			if err != nil {
+				return nil, err
+			}
+			*dst = w
+		} else {
+			rb := int64(t.Type.RowBytes(int(t.Shape[0])))
+			var r0 int64
+			for _, p := range sp.parts {
+				part := ml.WeightData{Name: layerPrefix(sp.layer) + p.field, Type: t.Type, Shape: []int64{t.Shape[0], p.rows}, Data: wd.Data[r0*rb : (r0+p.rows)*rb]}
+				w, err := upload(sp.Name, part)
+				if err != nil {
+					return nil, err
+				}
+				*m.field(sp.layer, p.field) = w
+				r0 += p.rows
+			}
+		}
 		done += t.Size()
 		if o.Progress != nil {
 			o.Progress(done, total)
 		}
-		return w, nil
-	}
-	var err error
-	must := func(dst *ml.Weight, name string) {
-		if err == nil {
-			*dst, err = load(name)
-		}
-	}
-	must(&m.TokEmbd, "token_embd.weight")
-	must(&m.OutputNorm, "output_norm.weight")
-	must(&m.Output, "output.weight")
-	m.Layers = make([]Layer, cfg.NLayers)
-	for i := range m.Layers {
-		l, p := &m.Layers[i], "blk."+strconv.Itoa(i)+"."
-		must(&l.AttnNorm, p+"attn_norm.weight")
-		must(&l.Wq, p+"attn_q.weight")
-		must(&l.Wk, p+"attn_k.weight")
-		must(&l.Wv, p+"attn_v.weight")
-		must(&l.Wo, p+"attn_output.weight")
-		must(&l.FFNNorm, p+"ffn_norm.weight")
-		must(&l.Gate, p+"ffn_gate.weight")
-		must(&l.Up, p+"ffn_up.weight")
-		must(&l.Down, p+"ffn_down.weight")
-	}
-	if err != nil {
-		return nil, err
 	}
 	if m.Output == nil {
 		m.Output = m.TokEmbd
@@ -128,9 +159,29 @@ func Load(f *gguf.File, b ml.Backend, o LoadOptions) (*Model, error) {
 			return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
 		}
 	}
-	m.Rope = cfg.rope(freqFactors)
-	m.Attn = ml.Attn{NHeads: cfg.NHeads, NKVHeads: cfg.NKVHeads, HeadDim: cfg.HeadDim, Scale: 1 / math.Sqrt(float64(cfg.HeadDim))}
+	m.Rope = cfg.rope(freqFactors, cfg.RopeFreqBase, true)
+	m.RopeSWA = m.Rope
+	if cfg.RopeFreqBaseSWA > 0 {
+		// The windowed layers' own base; Gemma 3's take none of the
+		// global layers' scaling.
+		m.RopeSWA = cfg.rope(freqFactors, cfg.RopeFreqBaseSWA, cfg.RopeSWAScaled)
+	}
+	scale := cfg.AttnScale
+	if scale == 0 {
+		scale = 1 / math.Sqrt(float64(cfg.HeadDim))
+	}
+	m.Attn = ml.Attn{NHeads: cfg.NHeads, NKVHeads: cfg.NKVHeads, HeadDim: cfg.HeadDim, Scale: scale, Softcap: cfg.AttnSoftcap}
+	m.AttnSWA = m.Attn
+	m.AttnSWA.Window = cfg.SlidingWindow
 	return m, nil
+}
+
+// layerPrefix is "blk.N." for a layer's tensors, "" for the model's.
+func layerPrefix(layer int) string {
+	if layer < 0 {
+		return ""
+	}
+	return "blk." + strconv.Itoa(layer) + "."
 }
 
 // int8Convertible reports whether INT8 mode requantizes t: a float matrix
@@ -153,14 +204,17 @@ func toQ8_0(w ml.WeightData) (ml.WeightData, error) {
 // rope computes the rotation frequency of every pair of a head: theta_i =
 // base^(−2i/rope_dim), divided by the file's frequency factors (Llama 3.1's
 // rope_freqs.weight) or rescaled by the llama3 rule when the file gives only
-// the scaling keys.
-func (c *Config) rope(factors []float32) ml.Rope {
-	r := ml.Rope{HeadDim: c.HeadDim, PosScale: 1, Freqs: make([]float64, c.RopeDim/2)}
+// the scaling keys (when scaled).
+func (c *Config) rope(factors []float32, base float64, scaled bool) ml.Rope {
+	r := ml.Rope{HeadDim: c.HeadDim, PosScale: 1, Freqs: make([]float64, c.RopeDim/2), Neox: c.RopeNeox}
 	for i := range r.Freqs {
-		r.Freqs[i] = math.Pow(c.RopeFreqBase, -2*float64(i)/float64(c.RopeDim))
+		r.Freqs[i] = math.Pow(base, -2*float64(i)/float64(c.RopeDim))
 		if factors != nil {
 			r.Freqs[i] /= float64(factors[i])
 		}
+	}
+	if !scaled {
+		return r
 	}
 	switch c.RopeScaling {
 	case "linear":

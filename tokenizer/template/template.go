@@ -37,7 +37,7 @@ type Message struct {
 // Template renders conversations for one model.
 type Template struct {
 	// Name is "jinja" for the model's own template, else the built-in
-	// format's name (llama3, llama2, zephyr, chatml).
+	// format's name (tokenizer.ChatTemplateNames).
 	Name string
 	// Fallback is set when a built-in format stands in for the model's
 	// template; Why says why (no template, or the Jinja engine refused it).

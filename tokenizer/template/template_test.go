@@ -1,6 +1,7 @@
 package template
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"greta/gguf"
 	"greta/internal/testmodels"
+	"greta/model/llama"
 	"greta/tokenizer"
 )
 
@@ -154,5 +156,103 @@ func TestFromTokenizerFallback(t *testing.T) {
 	}
 	if _, err := ByName(tok, "nope"); err == nil {
 		t.Fatal("an unknown name was accepted")
+	}
+}
+
+// TestLlamaCppRender: the chat templates of the families GRETA runs
+// (Qwen2.5, Qwen3, Gemma 2, Phi-3.5, as llama.cpp ships them in
+// models/templates) render multi-turn conversations, with and without a
+// system turn, to exactly the text llama.cpp's --jinja renders
+// (testdata/llamacpp-render.json, made by llamacpp_render.py; llama.cpp
+// also leaves out a leading BOS).
+func TestLlamaCppRender(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "llamacpp-render.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Cases []struct {
+			Template, Bos, Eos, Prompt string
+			Messages                   []struct{ Role, Content string }
+		}
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		t.Fatal(err)
+	}
+	if len(ref.Cases) == 0 {
+		t.Fatal("no cases")
+	}
+	for i, c := range ref.Cases {
+		src, err := os.ReadFile(filepath.Join("testdata", c.Template))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tm, err := Compile(string(src), c.Bos, c.Eos)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Template, err)
+		}
+		var msgs []Message
+		for _, m := range c.Messages {
+			msgs = append(msgs, Message{Role: m.Role, Content: m.Content})
+		}
+		got, err := tm.Apply(msgs, true)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Template, err)
+		}
+		if got != c.Prompt {
+			t.Errorf("case %d %s (%d turns):\n got %q\nwant %q", i, c.Template, len(msgs), got, c.Prompt)
+		}
+		// The built-in format that DetectChatTemplate picks for the
+		// template writes the same text (the files without a template of
+		// their own, greta chat). Qwen2.5's default system prompt is the
+		// template's, not chatml's.
+		ct, err := tokenizer.DetectChatTemplate(string(src))
+		if err != nil {
+			t.Fatalf("%s: %v", c.Template, err)
+		}
+		if msgs[0].Role != "system" && ct.Name == "chatml" {
+			continue
+		}
+		if b := ct.Apply(toTok(msgs), true); b != c.Prompt {
+			t.Errorf("case %d %s, built-in %s:\n got %q\nwant %q", i, c.Template, ct.Name, b, c.Prompt)
+		}
+	}
+}
+
+// TestSynthTemplates: the chat templates greta synth writes for each
+// family render through the Jinja engine to the family's built-in format
+// (which TestLlamaCppRender holds to llama.cpp's rendering of the
+// publishers' templates).
+func TestSynthTemplates(t *testing.T) {
+	for _, c := range []struct{ arch, builtin string }{{"qwen2", "chatml"}, {"qwen3", "chatml"}, {"gemma2", "gemma"}, {"gemma3", "gemma"}, {"phi3", "phi3"}} {
+		kv, err := llama.SynthMetadata(llama.SynthOptions{Arch: c.arch, Dim: 64, Layers: 1, Heads: 4, FFN: 64, Context: 256, Vocab: 600, Type: "f32"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := gguf.FromMetadata(kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := tokenizer.FromGGUF(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tm := FromTokenizer(tok)
+		if tm.Name != "jinja" || tm.Fallback {
+			t.Fatalf("%s: template %+v", c.arch, tm)
+		}
+		ct, err := tok.ChatTemplate()
+		if err != nil || ct.Name != c.builtin || ct.Fallback {
+			t.Fatalf("%s: detected %+v, %v; want %s", c.arch, ct, err, c.builtin)
+		}
+		for _, msgs := range [][]Message{conversation, conversation[1:]} {
+			got, err := tm.Apply(msgs, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := ct.Apply(toTok(msgs), true); got != want {
+				t.Errorf("%s (%d turns):\n got %q\nwant %q", c.arch, len(msgs), got, want)
+			}
+		}
 	}
 }
