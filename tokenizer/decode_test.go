@@ -2,7 +2,6 @@ package tokenizer
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -35,7 +34,7 @@ func streamAll(t *testing.T, tok *Tokenizer, ids []int32) string {
 func TestRoundTripSuites(t *testing.T) {
 	for _, name := range []string{"ggml-vocab-llama-spm.gguf", "ggml-vocab-llama-bpe.gguf"} {
 		tok := loadShared(t, "vocab/"+name)
-		for _, c := range readVocabCases(t, filepath.Join(sharedDir, "vocab", name)) {
+		for _, c := range readVocabCases(t, sharedPath(t, "vocab/"+name)) {
 			if !utf8.ValidString(c.text) {
 				continue
 			}
@@ -186,7 +185,7 @@ func TestEncodeSpecialHandling(t *testing.T) {
 func TestConcurrentEncode(t *testing.T) {
 	for _, name := range []string{"ggml-vocab-llama-spm.gguf", "ggml-vocab-llama-bpe.gguf"} {
 		tok := loadShared(t, "vocab/"+name)
-		cases := readVocabCases(t, filepath.Join(sharedDir, "vocab", name))
+		cases := readVocabCases(t, sharedPath(t, "vocab/"+name))
 		done := make(chan error, 4)
 		for g := 0; g < 4; g++ {
 			go func() {
