@@ -185,7 +185,14 @@ func New(m *llama.Model, tok *tokenizer.Tokenizer, o Options) (*Engine, error) {
 	if o.Pages <= 0 {
 		budget := o.KVBudget
 		if budget <= 0 {
-			want := int64(o.Parallel) * int64(max(o.Context, min(c.ContextLength, 4096))) * pageBytes / ml.PageSize
+			seq := o.Context
+			if seq <= 0 {
+				seq = min(c.ContextLength, 4096)
+			}
+			if seq <= 0 {
+				seq = 4096
+			}
+			want := int64(o.Parallel) * int64(seq) * pageBytes / ml.PageSize
 			budget = min(want, DefaultKVBudget)
 		}
 		o.Pages = int(budget / pageBytes)
