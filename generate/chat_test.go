@@ -18,7 +18,7 @@ const (
 ' + message['content'] + '<|im_end|>' + '
 '}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant
 ' }}{% endif %}`
-	jinjaTrim = `{% for message in messages %}{% set content = '[' + message['role'] + ']' + message['content'] | trim + '</s>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '[assistant]' }}{% endif %}`
+	jinjaTrim   = `{% for message in messages %}{% set content = '[' + message['role'] + ']' + message['content'] | trim + '</s>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '[assistant]' }}{% endif %}`
 	jinjaRefuse = `{% for message in messages %}{% if message['content'] == 'forbidden' %}{{ raise_exception('no such word') }}{% endif %}{{ message['role'] + ': ' + message['content'] + '
 ' }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}`
 )
