@@ -39,6 +39,7 @@ type loadResult struct {
 	err          error
 	index        int    // the request's number: its prompt
 	text         string // the answer's text
+	retried      bool   // sent again after the server closed an idle connection
 	start        time.Time
 	ttft         time.Duration // first text; 0 when none came
 	gaps         []time.Duration
@@ -52,6 +53,7 @@ type levelReport struct {
 	Concurrency    int      `json:"concurrency"`
 	Requests       int      `json:"requests"`
 	Errors         int      `json:"errors"`
+	Retried        int      `json:"retried,omitempty"` // sent twice: the server closed the idle connection the first went out on
 	FirstError     string   `json:"first_error,omitempty"`
 	Seconds        float64  `json:"seconds"`
 	RequestsPerSec float64  `json:"requests_per_s"`
@@ -272,6 +274,9 @@ func runLevel(client *http.Client, c loadConfig, conc int) levelReport {
 	prompt := 0
 	for _, r := range results {
 		rep.Requests++
+		if r.retried {
+			rep.Retried++
+		}
 		if r.err != nil {
 			rep.Errors++
 			if rep.FirstError == "" {
@@ -357,6 +362,17 @@ func oneRequest(ctx context.Context, client *http.Client, c loadConfig, i int) (
 		return
 	}
 	resp, err := client.Do(req)
+	if err != nil && ctx.Err() == nil && (strings.Contains(err.Error(), "server closed idle connection") || errors.Is(err, io.EOF)) {
+		// The server closed a kept-alive connection as the request went out
+		// on it, before any answer (llama-server at times closes one right
+		// after a response; net/http retries only idempotent methods): the
+		// request was not served, so send it again, once, on a new
+		// connection.
+		res.retried = true
+		if req, err = c.request(ctx, "POST", path, b); err == nil {
+			resp, err = client.Do(req)
+		}
+	}
 	if err != nil {
 		res.err = err
 		return
@@ -446,6 +462,11 @@ func oneRequest(ctx context.Context, client *http.Client, c loadConfig, i int) (
 	if err := sc.Err(); err != nil {
 		res.err = err
 		return
+	}
+	if done {
+		// Read the stream's end, so that the connection is kept for the
+		// next request rather than closed with unread bytes.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	}
 	if !done {
 		if ctx.Err() != nil {

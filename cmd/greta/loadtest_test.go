@@ -13,9 +13,10 @@ import (
 
 // fakeOpenAI streams max_tokens one-token chunks as llama-server does,
 // without usage, and refuses models other than fake and flaky; flaky's
-// answers differ every time.
+// answers differ every time; drop's first request has its connection
+// closed without an answer.
 func fakeOpenAI(t *testing.T) *httptest.Server {
-	var served atomic.Int64
+	var served, dropped atomic.Int64
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/v1/models":
@@ -31,8 +32,16 @@ func fakeOpenAI(t *testing.T) *httptest.Server {
 			MaxTokens int    `json:"max_tokens"`
 			Stream    bool   `json:"stream"`
 		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Model != "fake" && req.Model != "flaky" {
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Model != "fake" && req.Model != "flaky" && req.Model != "drop" {
 			http.Error(w, `{"error":{"message":"bad"}}`, 400)
+			return
+		}
+		if req.Model == "drop" && dropped.Add(1) == 1 {
+			// Close the connection without an answer, once.
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				c.Close()
+			}
 			return
 		}
 		if !req.Stream {
@@ -93,6 +102,12 @@ func TestLoadtestAgainstAnyServer(t *testing.T) {
 	// Answers that differ when asked again alone are counted.
 	out, _, code = gretaWithin(t, 60*time.Second, "loadtest", "--url", srv.URL, "--model", "flaky", "--concurrency", "2", "--requests", "3", "--max-tokens", "2", "--verify", "2")
 	if code != 0 || !strings.Contains(out, "2 answers asked again alone, 2 differ; the first: request 0") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	// A request whose connection the server closes before answering is
+	// sent again, once.
+	out, _, code = gretaWithin(t, 60*time.Second, "loadtest", "--url", srv.URL, "--model", "drop", "--concurrency", "1", "--requests", "2", "--max-tokens", "2", "--json")
+	if code != 0 || !strings.Contains(out, `"errors": 0`) || !strings.Contains(out, `"retried": 1`) {
 		t.Fatalf("exit %d: %s", code, out)
 	}
 	if _, _, code := gretaWithin(t, 10*time.Second, "loadtest", "--url", srv.URL, "--concurrency", "0"); code != 2 {
