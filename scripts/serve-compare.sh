@@ -3,8 +3,10 @@
 # (greta serve and llama-server, say) with the same prompts, in ROUNDS
 # rounds (env, default 3) whose order alternates, at each concurrency of
 # LEVELS (env, default "1 8"). Each level of each round takes prompts of
-# its own seed, which neither server has seen (their prefix caches cannot
-# help), sent to both. Requests ask for MAX_TOKENS (default 64) tokens with
+# its own seed, sent to both: prompts neither server has seen, so that
+# their prefix caches (llama-server also keeps slots' prompts in RAM)
+# cannot help, as long as SEED (default 1000) is new to both servers: give
+# each run a new one (SEED=2000, ...) or restart the servers. Requests ask for MAX_TOKENS (default 64) tokens with
 # ignore_eos, so both generate the same count (checked: the figures are
 # output tokens the servers report). Prints one line per run and the
 # median of each figure.
@@ -28,7 +30,7 @@ for round in $(seq "${ROUNDS:-3}"); do
     for s in "${order[@]}"; do
       name=${s%%=*} url=${s#*=}
       "$tmp/greta" loadtest --url "$url" --concurrency "$c" --requests "$n" --prompt-tokens "${PROMPT:-64}" \
-        --max-tokens "${MAX_TOKENS:-64}" --seed $((round * 100 + c)) --json 2>/dev/null >"$tmp/r.json"
+        --max-tokens "${MAX_TOKENS:-64}" --seed $((${SEED:-1000} + round * 100 + c)) --json 2>/dev/null >"$tmp/r.json"
       python3 - "$name" "$round" "$(cut -d' ' -f1 /proc/loadavg)" "$tmp/r.json" <<'PY' | tee -a "$tmp/all"
 import json, sys
 name, rnd, load, path = sys.argv[1:]

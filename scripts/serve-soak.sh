@@ -55,7 +55,7 @@ for round in $(seq "${ROUNDS:-2}"); do
     /"first_error":|"first_mismatch":/{print "  " $0}
     /"ttft_ms"/{s="ttft"} /"itl_ms"/{s="itl"} /"latency_ms"/{s="lat"} /"p50":/{p[s]=$2}
     END{gsub(",","",q); gsub(",","",e); gsub(",","",t); gsub(",","",v); gsub(",","",m); gsub(",","",p["ttft"]); gsub(",","",p["itl"]);
-      printf "round %d: %d requests, %d errors, %s output tok/s, TTFT p50 %s ms, ITL p50 %s ms; %d asked again alone, %d differ\n", r, q, e, t, p["ttft"], p["itl"], v, m+0}'
+      printf "round %d: %d requests, %d errors, %.1f output tok/s, TTFT p50 %.1f ms, ITL p50 %.2f ms; %d asked again alone, %d differ\n", r, q, e, t, p["ttft"], p["itl"], v, m+0}'
   if echo "$out" | grep -Eq '"(errors|mismatches)": [1-9]'; then bad=1; fi
   sleep 1
   echo "idle after round $round:    $(gauges)"

@@ -336,6 +336,9 @@ func verifyAlone(client *http.Client, c loadConfig, results []loadResult, rep *l
 	}
 }
 
+// freshClient sends each request on a new connection.
+var freshClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // oneRequest sends request i and measures it.
 func oneRequest(ctx context.Context, client *http.Client, c loadConfig, i int) (res loadResult) {
 	res.start = time.Now()
@@ -366,11 +369,11 @@ func oneRequest(ctx context.Context, client *http.Client, c loadConfig, i int) (
 		// The server closed a kept-alive connection as the request went out
 		// on it, before any answer (llama-server at times closes one right
 		// after a response; net/http retries only idempotent methods): the
-		// request was not served, so send it again, once, on a new
-		// connection.
+		// request was not served, so send it again, once, on a connection
+		// of its own (another kept-alive one may be just as stale).
 		res.retried = true
 		if req, err = c.request(ctx, "POST", path, b); err == nil {
-			resp, err = client.Do(req)
+			resp, err = freshClient.Do(req)
 		}
 	}
 	if err != nil {
