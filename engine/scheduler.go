@@ -129,10 +129,11 @@ type scheduler struct {
 	fast    bool    // the step read only argmax ids (forward)
 	argmax  []int32 // per Out row, when fast
 	counter Stats
+	maxOut  int // rows of logits a step can have (st's)
 }
 
 func newScheduler(e *Engine, cache ml.KVCache, st *llama.State) *scheduler {
-	return &scheduler{e: e, m: e.m, b: e.m.Backend, cache: cache, st: st, pool: kv.NewPool(cache.Spec().Pages)}
+	return &scheduler{e: e, m: e.m, b: e.m.Backend, cache: cache, st: st, pool: kv.NewPool(cache.Spec().Pages), maxOut: e.o.LogitRows}
 }
 
 func (s *scheduler) loop() {
@@ -312,12 +313,28 @@ func (s *scheduler) build() bool {
 			s.rows = append(s.rows, [2]int{q.cached, q.cached + 1})
 		}
 		// Prompt chunks (and recomputation after preemption), oldest first.
-		for _, q := range s.running {
+		// Every sequence takes at most one row of logits, but a
+		// teacher-forced one (Logits) takes one per prompt row: its chunk is
+		// cut to the logit rows left once every later chunk has its one.
+		outs := len(s.inStep)
+		for i, q := range s.running {
 			left := len(q.toks) - q.cached
 			if budget == 0 || left == 0 || (left == 1 && q.cached >= q.nPrompt) {
 				continue
 			}
 			n := min(left, budget)
+			if q.req.Logits {
+				room := s.maxOut - outs
+				for _, r := range s.running[i+1:] {
+					if l := len(r.toks) - r.cached; l > 1 || (l == 1 && r.cached < r.nPrompt) {
+						room-- // a later chunk's row of logits
+					}
+				}
+				if room < 1 {
+					continue // the next step
+				}
+				n = min(n, room)
+			}
 			if !s.ensurePages(q, q.cached+n) {
 				// As many rows as the pages already held cover.
 				n = len(q.pages)*ml.PageSize - q.cached
@@ -329,6 +346,11 @@ func (s *scheduler) build() bool {
 			budget -= n
 			s.inStep = append(s.inStep, q)
 			s.rows = append(s.rows, [2]int{q.cached, q.cached + n})
+			if q.req.Logits {
+				outs += n
+			} else {
+				outs++
+			}
 		}
 		if len(s.inStep) > 0 {
 			s.layout()

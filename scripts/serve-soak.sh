@@ -40,7 +40,8 @@ gauges() {
     /^go_memstats_heap_alloc_bytes /{a=$2} /^greta_kv_pages_used /{u=$2} /^greta_kv_pages_cached /{c=$2}
     END{printf "goroutines %d, RSS %.1f MiB, Go heap in use %.1f MiB (allocated %.1f MiB), KV pages used %d, cached %d", g, r/1048576, h/1048576, a/1048576, u, c}'
   if [ -n "${PPROF:-}" ]; then
-    curl -sS --max-time 30 "http://$PPROF/debug/pprof/heap?gc=1&debug=1" | awk '/^# HeapAlloc = /{printf ", live after GC %.1f MiB", $4/1048576}'
+    curl -sS --max-time 30 "http://$PPROF/debug/pprof/heap?gc=1&debug=1" | awk '/^# HeapAlloc = /{a=$4} /^# HeapIdle = /{i=$4} /^# HeapReleased = /{r=$4} /^# Sys = /{s=$4}
+      END{printf ", live after GC %.1f MiB, free heap kept from the OS %.1f MiB, runtime total %.1f MiB", a/1048576, (i-r)/1048576, s/1048576}'
   fi
 }
 echo "idle before the warm-up: $(gauges)"
