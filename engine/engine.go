@@ -43,6 +43,13 @@ type Options struct {
 	QueueSize int
 	// NoPrefixCache turns prefix reuse off.
 	NoPrefixCache bool
+	// LogitRows is the most rows of logits one step computes (default and
+	// least: Parallel, one a sequence; at most PrefillBudget+Parallel). A
+	// teacher-forced request (Request.Logits) wants one for every prompt
+	// row, so its prompt chunks are cut to the rows left: raise LogitRows
+	// for such requests, not for the others (each row costs the vocabulary
+	// in floats: 0.5 MiB at Llama 3's).
+	LogitRows int
 }
 
 // DefaultKVBudget is the pool's size when neither Pages nor KVBudget is set.
@@ -185,7 +192,14 @@ func New(m *llama.Model, tok *tokenizer.Tokenizer, o Options) (*Engine, error) {
 	if o.Pages <= 0 {
 		budget := o.KVBudget
 		if budget <= 0 {
-			want := int64(o.Parallel) * int64(max(o.Context, min(c.ContextLength, 4096))) * pageBytes / ml.PageSize
+			seq := o.Context
+			if seq <= 0 {
+				seq = min(c.ContextLength, 4096)
+			}
+			if seq <= 0 {
+				seq = 4096
+			}
+			want := int64(o.Parallel) * int64(seq) * pageBytes / ml.PageSize
 			budget = min(want, DefaultKVBudget)
 		}
 		o.Pages = int(budget / pageBytes)
@@ -198,6 +212,7 @@ func New(m *llama.Model, tok *tokenizer.Tokenizer, o Options) (*Engine, error) {
 	}
 	o.Context = min(o.Context, o.Pages*ml.PageSize)
 	maxRows := o.PrefillBudget + o.Parallel
+	o.LogitRows = min(max(o.LogitRows, o.Parallel), maxRows)
 	if err := checkHostMemory(m, o, pageBytes, maxRows); err != nil {
 		return nil, err
 	}
@@ -206,7 +221,12 @@ func New(m *llama.Model, tok *tokenizer.Tokenizer, o Options) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{m: m, tok: tok, o: o, vocab: c.VocabSize, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	e.s = newScheduler(e, cache, m.NewBatchState(maxRows, maxRows))
+	// Logits are computed for a sequence's last row only (teacher-forced
+	// requests aside, whose prompt chunks build cuts to the rows left),
+	// so a step needs LogitRows of them, not maxRows: at Llama 3's
+	// vocabulary a row is 0.5 MiB, 262 MiB for the 512 prompt rows of a
+	// step.
+	e.s = newScheduler(e, cache, m.NewBatchState(maxRows, o.LogitRows))
 	e.stats = Stats{Pages: o.Pages, PagesFree: o.Pages, PageSize: ml.PageSize, Parallel: o.Parallel, Context: o.Context,
 		PrefillBudget: o.PrefillBudget, MaxQueue: o.QueueSize}
 	go e.s.loop()

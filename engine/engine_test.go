@@ -282,8 +282,10 @@ func teacherForcedInBatch(t *testing.T, b ml.Backend) {
 		wg.Wait()
 		return out
 	}
+	// In the batch, 16 rows of logits a step (the default: Parallel) cut
+	// the teacher-forced prompt chunks; alone, up to 64 rows.
 	batch := logits(newEngine(t, l, engine.Options{Parallel: 16, PrefillBudget: 64}), reqs)
-	e1 := newEngine(t, l, engine.Options{Parallel: 1})
+	e1 := newEngine(t, l, engine.Options{Parallel: 1, PrefillBudget: 64, LogitRows: 64})
 	for i := range reqs {
 		one := logits(e1, reqs[i:i+1])[0]
 		if len(one) != len(reqs[i].Prompt) || len(batch[i]) != len(one) {

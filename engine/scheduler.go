@@ -32,7 +32,7 @@ type seq struct {
 	order   int64    // admission order: the newest is preempted first
 	logRows int      // prompt rows whose logits were sent (Logits)
 
-	sampler *sample.Sampler
+	sampler *sample.Sampler // nil until the first token that is not greedy
 	dec     *tokenizer.StreamDecoder
 	stop    *generate.StopMatcher
 	greedy  bool
@@ -44,7 +44,6 @@ type seq struct {
 func newSeq(ctx context.Context, e *Engine, r Request) *seq {
 	s := &seq{ctx: ctx, req: r, out: newOutbox(ctx), nPrompt: len(r.Prompt), submitted: time.Now()}
 	s.toks = append(make([]int32, 0, len(r.Prompt)+max(r.MaxTokens, 0)), r.Prompt...)
-	s.sampler = sample.New(r.Sampling, e.vocab)
 	// Penalties change the logits before the argmax: only the sampler
 	// applies them.
 	s.greedy = (r.Sampling.Greedy || r.Sampling.Temp <= 0) && !r.Sampling.Penalized()
@@ -130,10 +129,11 @@ type scheduler struct {
 	fast    bool    // the step read only argmax ids (forward)
 	argmax  []int32 // per Out row, when fast
 	counter Stats
+	maxOut  int // rows of logits a step can have (st's)
 }
 
 func newScheduler(e *Engine, cache ml.KVCache, st *llama.State) *scheduler {
-	return &scheduler{e: e, m: e.m, b: e.m.Backend, cache: cache, st: st, pool: kv.NewPool(cache.Spec().Pages)}
+	return &scheduler{e: e, m: e.m, b: e.m.Backend, cache: cache, st: st, pool: kv.NewPool(cache.Spec().Pages), maxOut: e.o.LogitRows}
 }
 
 func (s *scheduler) loop() {
@@ -143,6 +143,7 @@ func (s *scheduler) loop() {
 		e.mu.Lock()
 		closed := e.closed
 		s.waiting = append(s.waiting, e.pending...)
+		clear(e.pending) // reused: keep no finished request alive
 		e.pending = e.pending[:0]
 		e.mu.Unlock()
 		if closed {
@@ -184,6 +185,12 @@ func (s *scheduler) step() {
 	if !s.build() {
 		return
 	}
+	// The step's references to its sequences go when it ends, so that an
+	// idle engine holds no finished request.
+	defer func() {
+		clear(s.inStep)
+		clear(s.batch.Pages)
+	}()
 	start := time.Now()
 	err := s.forward()
 	s.counter.LastStepTime = time.Since(start)
@@ -209,6 +216,7 @@ func (s *scheduler) dropCancelled() {
 		}
 		keep = append(keep, q)
 	}
+	clear(s.waiting[len(keep):])
 	s.waiting = keep
 	keep = s.running[:0]
 	for _, q := range s.running {
@@ -218,6 +226,7 @@ func (s *scheduler) dropCancelled() {
 		}
 		keep = append(keep, q)
 	}
+	clear(s.running[len(keep):])
 	s.running = keep
 }
 
@@ -232,6 +241,7 @@ func (s *scheduler) admit() {
 			s.releasePages(q) // wait for pages; keep the cached ones cached
 			return
 		}
+		s.waiting[0] = nil
 		s.waiting = s.waiting[1:]
 		s.order++
 		q.order = s.order
@@ -281,6 +291,7 @@ func (s *scheduler) releasePages(q *seq) {
 // to run.
 func (s *scheduler) build() bool {
 	for {
+		clear(s.inStep) // reused: keep no finished request alive
 		s.inStep, s.rows = s.inStep[:0], s.rows[:0]
 		budget := s.e.o.PrefillBudget
 		stuck := false
@@ -302,12 +313,28 @@ func (s *scheduler) build() bool {
 			s.rows = append(s.rows, [2]int{q.cached, q.cached + 1})
 		}
 		// Prompt chunks (and recomputation after preemption), oldest first.
-		for _, q := range s.running {
+		// Every sequence takes at most one row of logits, but a
+		// teacher-forced one (Logits) takes one per prompt row: its chunk is
+		// cut to the logit rows left once every later chunk has its one.
+		outs := len(s.inStep)
+		for i, q := range s.running {
 			left := len(q.toks) - q.cached
 			if budget == 0 || left == 0 || (left == 1 && q.cached >= q.nPrompt) {
 				continue
 			}
 			n := min(left, budget)
+			if q.req.Logits {
+				room := s.maxOut - outs
+				for _, r := range s.running[i+1:] {
+					if l := len(r.toks) - r.cached; l > 1 || (l == 1 && r.cached < r.nPrompt) {
+						room-- // a later chunk's row of logits
+					}
+				}
+				if room < 1 {
+					continue // the next step
+				}
+				n = min(n, room)
+			}
 			if !s.ensurePages(q, q.cached+n) {
 				// As many rows as the pages already held cover.
 				n = len(q.pages)*ml.PageSize - q.cached
@@ -319,6 +346,11 @@ func (s *scheduler) build() bool {
 			budget -= n
 			s.inStep = append(s.inStep, q)
 			s.rows = append(s.rows, [2]int{q.cached, q.cached + n})
+			if q.req.Logits {
+				outs += n
+			} else {
+				outs++
+			}
 		}
 		if len(s.inStep) > 0 {
 			s.layout()
@@ -329,6 +361,7 @@ func (s *scheduler) build() bool {
 				// One sequence alone cannot get its pages: Submit's checks
 				// make this impossible; fail it rather than spin.
 				s.finish(s.running[0], StopError, fmt.Errorf("engine: no KV page left for a single sequence"))
+				clear(s.running)
 				s.running = s.running[:0]
 			}
 			return false
@@ -374,6 +407,7 @@ func (s *scheduler) preemptNewest(keep *seq) bool {
 // layout fills the batch from inStep and rows.
 func (s *scheduler) layout() {
 	b := &s.batch
+	clear(b.Pages)
 	b.Pos, b.Seq, b.Gen, b.Out, b.Pages = b.Pos[:0], b.Seq[:0], b.Gen[:0], b.Out[:0], b.Pages[:0]
 	s.tokens, s.outSeq, s.outRow = s.tokens[:0], s.outSeq[:0], s.outRow[:0]
 	for i, q := range s.inStep {
@@ -474,6 +508,7 @@ func (s *scheduler) advance() {
 		}
 		keep = append(keep, q)
 	}
+	clear(s.running[len(keep):])
 	s.running = keep
 }
 
@@ -513,6 +548,13 @@ func (s *scheduler) next(q *seq, row []float32) {
 		if q.greedy {
 			id = sample.Greedy(row)
 		} else {
+			if q.sampler == nil {
+				// Made at the first sampled token, not at Submit: a greedy
+				// request never needs its vocabulary-sized buffers (a quarter
+				// of a MiB a request at 32,000 tokens, for every running
+				// and waiting one).
+				q.sampler = sample.New(q.req.Sampling, len(row))
+			}
 			id = q.sampler.Sample(row, q.toks)
 		}
 		if v := row[id]; math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {

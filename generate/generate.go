@@ -239,6 +239,23 @@ func (ss *Session) Reset() {
 	ss.history, ss.pending = nil, nil
 }
 
+// Rewind keeps the first n tokens of the sequence and forgets the rest
+// (nothing when n is at least Len): the next Generate writes its tokens
+// over the cache positions from n on.
+func (ss *Session) Rewind(n int) {
+	n = max(n, 0)
+	if n >= len(ss.history) {
+		return
+	}
+	kept := ss.history[:n:n] // a later append must not write over what callers hold
+	if n <= ss.s.Pos {
+		ss.s.Pos, ss.pending = n, nil
+	} else {
+		ss.pending = append([]int32(nil), kept[ss.s.Pos:]...)
+	}
+	ss.history = kept
+}
+
 // Generate appends tokens to the sequence and generates after them. A
 // cancelled ctx ends it between two forward calls with StopReason
 // "cancelled" and no error; what was fed stays in the sequence.

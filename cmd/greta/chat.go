@@ -13,6 +13,7 @@ import (
 	flag "github.com/spf13/pflag"
 
 	"greta/generate"
+	"greta/tokenizer/template"
 )
 
 func init() {
@@ -51,9 +52,16 @@ func runChat(fs *flag.FlagSet, ef *engineFlags, g *genFlags, in io.Reader, out i
 	}
 	defer e.closeInto(&err)
 	g.logSettings(o)
-	ct, err := g.template(e.tok)
+	ct, err := g.chatFormat(e.tok)
 	if err != nil {
 		return err
+	}
+	if *g.system != "" {
+		// A template that takes no system message says so now, not at the
+		// first turn.
+		if _, err := ct.Apply([]template.Message{{Role: "system", Content: *g.system}, {Role: "user", Content: "hello"}}, true); err != nil {
+			return usageError("--system: %v", err)
+		}
 	}
 	st, err := e.model.NewState(e.ctx, *ef.batch, false)
 	if err != nil {
@@ -63,8 +71,8 @@ func runChat(fs *flag.FlagSet, ef *engineFlags, g *genFlags, in io.Reader, out i
 		o.OnDebug = debugPrinter(e.tok)
 	}
 	c := generate.NewChat(generate.NewSession(e.model, e.tok, st), e.tok, ct, *g.system)
-	fmt.Fprintf(os.Stderr, "chatting with %s (%s template, context %d tokens). Ctrl-C stops a reply; /clear forgets the conversation; /exit or Ctrl-D ends.\n",
-		ef.modelName(), ct.Name, e.ctx)
+	fmt.Fprintf(os.Stderr, "chatting with %s (%s, context %d tokens). Ctrl-C stops a reply; /clear forgets the conversation; /exit or Ctrl-D ends.\n",
+		ef.modelName(), templateLabel(ct), e.ctx)
 	interrupts := make(chan os.Signal, 1)
 	signal.Notify(interrupts, os.Interrupt)
 	defer signal.Stop(interrupts)
@@ -132,14 +140,20 @@ func chatLoop(c *generate.Chat, in io.Reader, out io.Writer, o generate.Options,
 			case <-done:
 			}
 		}()
+		reuse, _, _ := c.Turn(line)
 		r, err := c.Send(ctx, line, o)
 		if errors.Is(err, generate.ErrContext) && c.Session().Len() > 0 {
 			fmt.Fprintf(os.Stderr, "[context full (%d tokens): the conversation is cleared]\n", c.Session().Context())
 			c.Reset()
+			reuse = 0
 			r, err = c.Send(ctx, line, o)
 		}
 		close(done)
 		cancel()
+		if errors.Is(err, generate.ErrTemplate) {
+			fmt.Fprintf(os.Stderr, "[%v: the turn is dropped]\n", err)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -152,10 +166,18 @@ func chatLoop(c *generate.Chat, in io.Reader, out io.Writer, o generate.Options,
 		case r.StopReason == "context":
 			fmt.Fprintln(os.Stderr, "[the context is full: /clear to go on]")
 		case verbose:
-			fmt.Fprintf(os.Stderr, "[prompt %d tokens at %.1f tok/s, %s (%s); %d of %d context tokens used]\n",
-				len(r.PromptTokens), r.PromptTPS(), genSummary(r), r.StopReason, c.Session().Len(), c.Session().Context())
+			fmt.Fprintf(os.Stderr, "[prompt %d new tokens at %.1f tok/s (%d reused from the cache), %s (%s); %d of %d context tokens used]\n",
+				len(r.PromptTokens), r.PromptTPS(), reuse, genSummary(r), r.StopReason, c.Session().Len(), c.Session().Context())
 		}
 	}
+}
+
+// templateLabel names the chat template in a status line.
+func templateLabel(t *template.Template) string {
+	if t.Name == "jinja" {
+		return "the model's chat template"
+	}
+	return "the built-in " + t.Name + " chat format"
 }
 
 // genSummary says how many tokens a chat turn gave and, when any took a

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"greta/model/llama"
 	"greta/sample"
 	"greta/tokenizer"
+	"greta/tokenizer/template"
 )
 
 // signalWriter collects the chat's output and sends an interrupt the first
@@ -62,9 +64,9 @@ func chatFixture(t *testing.T) (*generate.Chat, *llama.Model) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ct, err := tok.ChatTemplate()
-	if err != nil || !ct.Fallback || ct.Name != "chatml" {
-		t.Fatalf("a model without a template gets chatml: %+v %v", ct, err)
+	ct := template.FromTokenizer(tok)
+	if !ct.Fallback || ct.Name != "chatml" {
+		t.Fatalf("a model without a template gets chatml: %+v", ct)
 	}
 	st, err := m.NewState(256, 32, false)
 	if err != nil {
@@ -92,7 +94,11 @@ func TestChatLoop(t *testing.T) {
 	if len(msgs) != 3 || msgs[0].Role != "system" || msgs[2].Role != "assistant" {
 		t.Fatalf("messages after one turn: %+v", msgs)
 	}
-	firstTurn := len(c.Turn("x")) // what a second turn would feed
+	_, feed, err := c.Turn("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstTurn := len(feed) // what a second turn would feed
 	inW.Write([]byte("second\n"))
 	waitFor(t, func() bool { out.mu.Lock(); defer out.mu.Unlock(); return out.prompts == 3 })
 	inW.Close()
@@ -107,7 +113,7 @@ func TestChatLoop(t *testing.T) {
 	}
 	// The second turn fed only its own tokens: far fewer than the whole
 	// conversation rendered again.
-	all := c.Template.Apply(c.Messages(), false)
+	all, _ := c.Template.Apply(c.Messages(), false)
 	if firstTurn >= lenAfterFirst || c.Session().Len() <= lenAfterFirst {
 		t.Errorf("turn of %d tokens after %d in the cache; now %d (whole text %d bytes)", firstTurn, lenAfterFirst, c.Session().Len(), len(all))
 	}
@@ -138,5 +144,40 @@ func TestChatInterruptAtPrompt(t *testing.T) {
 	var out strings.Builder
 	if err := chatLoop(c, in, &out, generate.Options{MaxTokens: 4}, sig, false); err != nil || out.String() != "> \n" {
 		t.Fatalf("%v, %q", err, out.String())
+	}
+}
+
+// greta chat renders with the model's own Jinja template, keeps the
+// conversation's tokens in the cache between turns, and refuses a --system
+// that the template does not take, in one line.
+func TestChatUsesModelTemplate(t *testing.T) {
+	dir := t.TempDir()
+	m := testmodels.SynthChat(t, dir, "jinja.gguf", testmodels.Tiny, `{% for m in messages %}{{ '<' + m['role'] + '>' + m['content'] + '</s>' }}{% endfor %}{% if add_generation_prompt %}{{ '<assistant>' }}{% endif %}`)
+	_, stderr, code := greta(t, []byte("hello\nagain\n"), "chat", "-m", m, "--greedy", "-n", "6", "--verbose", "--device", "cpu")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "(the model's chat template, context") {
+		t.Fatalf("the model's template was not used:\n%s", stderr)
+	}
+	var reused []int
+	for _, l := range strings.Split(stderr, "\n") {
+		var n, r int
+		if i := strings.Index(l, "[prompt "); i >= 0 {
+			if _, err := fmt.Sscanf(l[i:], "[prompt %d new tokens at", &n); err == nil {
+				j := strings.Index(l, "tok/s (")
+				fmt.Sscanf(l[j:], "tok/s (%d reused", &r)
+				reused = append(reused, r)
+			}
+		}
+	}
+	if len(reused) != 2 || reused[0] != 0 || reused[1] < 8 {
+		t.Fatalf("tokens reused from the cache per turn %v, want 0 then the first turn's:\n%s", reused, stderr)
+	}
+
+	noSystem := testmodels.SynthChat(t, dir, "nosys.gguf", testmodels.Tiny, `{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}{% endfor %}`)
+	_, stderr, code = greta(t, []byte("hello\n"), "chat", "-m", noSystem, "--system", "be brief", "--device", "cpu")
+	if code != 2 || !strings.Contains(stderr, "--system: chat template: ") || !strings.Contains(stderr, "System role not supported") {
+		t.Fatalf("exit %d: %s", code, stderr)
 	}
 }

@@ -31,11 +31,15 @@ type loadConfig struct {
 	stream, ignoreEOS         bool
 	duration, timeout         time.Duration
 	seed                      uint64
+	verify                    int
 }
 
 // loadResult is one request's measurements.
 type loadResult struct {
 	err          error
+	index        int    // the request's number: its prompt
+	text         string // the answer's text
+	retried      bool   // sent again after the server closed an idle connection
 	start        time.Time
 	ttft         time.Duration // first text; 0 when none came
 	gaps         []time.Duration
@@ -49,6 +53,7 @@ type levelReport struct {
 	Concurrency    int      `json:"concurrency"`
 	Requests       int      `json:"requests"`
 	Errors         int      `json:"errors"`
+	Retried        int      `json:"retried,omitempty"` // sent twice: the server closed the idle connection the first went out on
 	FirstError     string   `json:"first_error,omitempty"`
 	Seconds        float64  `json:"seconds"`
 	RequestsPerSec float64  `json:"requests_per_s"`
@@ -59,6 +64,11 @@ type levelReport struct {
 	TTFT           pcts     `json:"ttft_ms"`
 	ITL            pcts     `json:"itl_ms"`
 	Latency        pcts     `json:"latency_ms"`
+	// Verified answers were asked again alone (one request at a time, after
+	// the level); Mismatches of them differed from the answer under load.
+	Verified      int    `json:"verified,omitempty"`
+	Mismatches    int    `json:"mismatches,omitempty"`
+	FirstMismatch string `json:"first_mismatch,omitempty"`
 }
 
 type pcts struct {
@@ -96,6 +106,7 @@ func cmdLoadtest(args []string) error {
 	ignoreEOS := fs.Bool("ignore-eos", true, "ask for max_tokens exactly (llama.cpp's and GRETA's ignore_eos; other servers ignore it)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "limit of one request")
 	seed := fs.Uint64("seed", 1, "seed of the prompts' words")
+	verify := fs.Int("verify", 0, "after each level, ask this many of its answered requests again one at a time (-1: all) and count the answers that differ (the requests are greedy: on a batch-invariant server, none should)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -120,8 +131,11 @@ func cmdLoadtest(args []string) error {
 	if *duration <= 0 || *timeout <= 0 {
 		return usageError("--duration and --timeout must be positive")
 	}
+	if *verify < -1 {
+		return usageError("--verify %d: want -1 (all), 0 (none) or a count", *verify)
+	}
 	cfg := loadConfig{url: strings.TrimRight(*url, "/"), model: *model, key: *key, endpoint: *endpoint, requests: *requests,
-		promptTokens: *promptTokens, maxTokens: *maxTokens, stream: *stream, ignoreEOS: *ignoreEOS, duration: *duration, timeout: *timeout, seed: *seed}
+		promptTokens: *promptTokens, maxTokens: *maxTokens, stream: *stream, ignoreEOS: *ignoreEOS, duration: *duration, timeout: *timeout, seed: *seed, verify: *verify}
 	if cfg.key == "" {
 		cfg.key = os.Getenv("OPENAI_API_KEY")
 	}
@@ -156,6 +170,13 @@ func cmdLoadtest(args []string) error {
 	for _, r := range reports {
 		if r.Errors > 0 {
 			fmt.Fprintf(stdout, "concurrency %d: %d errors; the first: %s\n", r.Concurrency, r.Errors, r.FirstError)
+		}
+		if r.Verified > 0 {
+			fmt.Fprintf(stdout, "concurrency %d: %d answers asked again alone, %d differ", r.Concurrency, r.Verified, r.Mismatches)
+			if r.Mismatches > 0 {
+				fmt.Fprintf(stdout, "; the first: %s", r.FirstMismatch)
+			}
+			fmt.Fprintln(stdout)
 		}
 	}
 	return nil
@@ -239,6 +260,7 @@ func runLevel(client *http.Client, c loadConfig, conc int) levelReport {
 					return
 				}
 				r := oneRequest(context.Background(), client, c, i)
+				r.index = i
 				mu.Lock()
 				results = append(results, r)
 				mu.Unlock()
@@ -252,6 +274,9 @@ func runLevel(client *http.Client, c loadConfig, conc int) levelReport {
 	prompt := 0
 	for _, r := range results {
 		rep.Requests++
+		if r.retried {
+			rep.Retried++
+		}
 		if r.err != nil {
 			rep.Errors++
 			if rep.FirstError == "" {
@@ -273,8 +298,46 @@ func runLevel(client *http.Client, c loadConfig, conc int) levelReport {
 	rep.RequestsPerSec = float64(rep.Requests-rep.Errors) / wall.Seconds()
 	rep.OutputTokPerS = float64(rep.OutputTokens) / wall.Seconds()
 	rep.TTFT, rep.ITL, rep.Latency = percentiles(ttft), percentiles(gaps), percentiles(lat)
+	if c.verify != 0 {
+		verifyAlone(client, c, results, &rep)
+	}
 	return rep
 }
+
+// verifyAlone asks c.verify of the answered requests (in the order of
+// their numbers; all with -1) again, one at a time, and counts those whose
+// text differs from the answer they got under load.
+func verifyAlone(client *http.Client, c loadConfig, results []loadResult, rep *levelReport) {
+	var ok []loadResult
+	for _, r := range results {
+		if r.err == nil {
+			ok = append(ok, r)
+		}
+	}
+	slices.SortFunc(ok, func(a, b loadResult) int { return a.index - b.index })
+	if c.verify > 0 && len(ok) > c.verify {
+		ok = ok[:c.verify]
+	}
+	for _, r := range ok {
+		again := oneRequest(context.Background(), client, c, r.index)
+		rep.Verified++
+		switch {
+		case again.err != nil:
+			rep.Mismatches++
+			if rep.FirstMismatch == "" {
+				rep.FirstMismatch = fmt.Sprintf("request %d failed alone: %s", r.index, oneLine(again.err.Error()))
+			}
+		case again.text != r.text:
+			rep.Mismatches++
+			if rep.FirstMismatch == "" {
+				rep.FirstMismatch = fmt.Sprintf("request %d: under load %q, alone %q", r.index, cut(r.text, 80), cut(again.text, 80))
+			}
+		}
+	}
+}
+
+// freshClient sends each request on a new connection.
+var freshClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 // oneRequest sends request i and measures it.
 func oneRequest(ctx context.Context, client *http.Client, c loadConfig, i int) (res loadResult) {
@@ -302,6 +365,17 @@ func oneRequest(ctx context.Context, client *http.Client, c loadConfig, i int) (
 		return
 	}
 	resp, err := client.Do(req)
+	if err != nil && ctx.Err() == nil && (strings.Contains(err.Error(), "server closed idle connection") || errors.Is(err, io.EOF)) {
+		// The server closed a kept-alive connection as the request went out
+		// on it, before any answer (llama-server at times closes one right
+		// after a response; net/http retries only idempotent methods): the
+		// request was not served, so send it again, once, on a connection
+		// of its own (another kept-alive one may be just as stale).
+		res.retried = true
+		if req, err = c.request(ctx, "POST", path, b); err == nil {
+			resp, err = freshClient.Do(req)
+		}
+	}
 	if err != nil {
 		res.err = err
 		return
@@ -337,9 +411,13 @@ func oneRequest(ctx context.Context, client *http.Client, c loadConfig, i int) (
 		if a.Usage != nil {
 			res.outTokens, res.promptTokens = a.Usage.CompletionTokens, a.Usage.PromptTokens
 		}
+		if len(a.Choices) > 0 {
+			res.text = a.Choices[0].Text + a.Choices[0].Message.Content
+		}
 		res.total = time.Since(res.start)
 		return
 	}
+	var text strings.Builder
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	var last time.Time
@@ -367,11 +445,12 @@ func oneRequest(ctx context.Context, client *http.Client, c loadConfig, i int) (
 		if a.Usage != nil && a.Usage.CompletionTokens > 0 {
 			res.outTokens, res.promptTokens = a.Usage.CompletionTokens, a.Usage.PromptTokens
 		}
-		text := false
+		got := false
 		for _, ch := range a.Choices {
-			text = text || ch.Text != "" || ch.Delta.Content != ""
+			got = got || ch.Text != "" || ch.Delta.Content != ""
+			text.WriteString(ch.Text + ch.Delta.Content)
 		}
-		if !text {
+		if !got {
 			continue
 		}
 		now := time.Now()
@@ -387,6 +466,11 @@ func oneRequest(ctx context.Context, client *http.Client, c loadConfig, i int) (
 		res.err = err
 		return
 	}
+	if done {
+		// Read the stream's end, so that the connection is kept for the
+		// next request rather than closed with unread bytes.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	}
 	if !done {
 		if ctx.Err() != nil {
 			res.err = fmt.Errorf("cut by --timeout: %w", ctx.Err())
@@ -398,6 +482,7 @@ func oneRequest(ctx context.Context, client *http.Client, c loadConfig, i int) (
 	if res.outTokens == 0 {
 		res.outTokens = chunks // a server that sends no usage: one chunk per token
 	}
+	res.text = text.String()
 	res.total = time.Since(res.start)
 	return
 }

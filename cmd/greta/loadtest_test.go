@@ -6,13 +6,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // fakeOpenAI streams max_tokens one-token chunks as llama-server does,
-// without usage, and fails every request whose prompt contains "fail".
+// without usage, and refuses models other than fake and flaky; flaky's
+// answers differ every time; drop's first request has its connection
+// closed without an answer.
 func fakeOpenAI(t *testing.T) *httptest.Server {
+	var served, dropped atomic.Int64
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/v1/models":
@@ -28,8 +32,16 @@ func fakeOpenAI(t *testing.T) *httptest.Server {
 			MaxTokens int    `json:"max_tokens"`
 			Stream    bool   `json:"stream"`
 		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Model != "fake" {
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Model != "fake" && req.Model != "flaky" && req.Model != "drop" {
 			http.Error(w, `{"error":{"message":"bad"}}`, 400)
+			return
+		}
+		if req.Model == "drop" && dropped.Add(1) == 1 {
+			// Close the connection without an answer, once.
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				c.Close()
+			}
 			return
 		}
 		if !req.Stream {
@@ -37,7 +49,11 @@ func fakeOpenAI(t *testing.T) *httptest.Server {
 			return
 		}
 		w.Header().Set("Content-Type", "text/event-stream")
+		n := served.Add(1)
 		for i := 0; i < req.MaxTokens; i++ {
+			if req.Model == "flaky" && i == 0 {
+				fmt.Fprintf(w, "data: {\"choices\":[{\"text\":\"%d\"}]}\n\n", n)
+			}
 			fmt.Fprintf(w, "data: {\"choices\":[{\"text\":\"t%d\"}]}\n\n", i)
 			w.(http.Flusher).Flush()
 			time.Sleep(time.Millisecond)
@@ -50,7 +66,7 @@ func TestLoadtestAgainstAnyServer(t *testing.T) {
 	srv := fakeOpenAI(t)
 	defer srv.Close()
 	out, stderr, code := gretaWithin(t, 60*time.Second, "loadtest", "--url", srv.URL, "--concurrency", "1,4", "--requests", "8",
-		"--max-tokens", "5", "--prompt-tokens", "16", "--json", "--duration", "30s")
+		"--max-tokens", "5", "--prompt-tokens", "16", "--json", "--duration", "30s", "--verify", "-1")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -63,6 +79,8 @@ func TestLoadtestAgainstAnyServer(t *testing.T) {
 			O    int            `json:"output_tokens"`
 			TTFT map[string]any `json:"ttft_ms"`
 			ITL  map[string]any `json:"itl_ms"`
+			V    int            `json:"verified"`
+			M    int            `json:"mismatches"`
 		} `json:"levels"`
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
@@ -72,13 +90,24 @@ func TestLoadtestAgainstAnyServer(t *testing.T) {
 		t.Fatalf("report: %s", out)
 	}
 	for _, l := range rep.Levels {
-		if l.R != 8 || l.E != 0 || l.O != 40 || l.TTFT["n"].(float64) != 8 || l.ITL["n"].(float64) != 32 {
+		if l.R != 8 || l.E != 0 || l.O != 40 || l.TTFT["n"].(float64) != 8 || l.ITL["n"].(float64) != 32 || l.V != 8 || l.M != 0 {
 			t.Errorf("concurrency %d: %+v", l.C, l)
 		}
 	}
 	// The table, and errors counted with the first one shown.
 	out, _, code = gretaWithin(t, 60*time.Second, "loadtest", "--url", srv.URL, "--model", "other", "--concurrency", "2", "--requests", "3", "--max-tokens", "2")
 	if code != 0 || !strings.Contains(out, "3 errors; the first: status 400") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	// Answers that differ when asked again alone are counted.
+	out, _, code = gretaWithin(t, 60*time.Second, "loadtest", "--url", srv.URL, "--model", "flaky", "--concurrency", "2", "--requests", "3", "--max-tokens", "2", "--verify", "2")
+	if code != 0 || !strings.Contains(out, "2 answers asked again alone, 2 differ; the first: request 0") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	// A request whose connection the server closes before answering is
+	// sent again, once.
+	out, _, code = gretaWithin(t, 60*time.Second, "loadtest", "--url", srv.URL, "--model", "drop", "--concurrency", "1", "--requests", "2", "--max-tokens", "2", "--json")
+	if code != 0 || !strings.Contains(out, `"errors": 0`) || !strings.Contains(out, `"retried": 1`) {
 		t.Fatalf("exit %d: %s", code, out)
 	}
 	if _, _, code := gretaWithin(t, 10*time.Second, "loadtest", "--url", srv.URL, "--concurrency", "0"); code != 2 {

@@ -69,7 +69,7 @@ func cmdLogits(args []string) (err error) {
 	// (at most 256 MiB of logits a step) on a pool of exactly its tokens.
 	batch := max(1, min(*ef.batch, (256<<20)/(4*V), len(tokens)))
 	en, err := startEngine(e, eng.Options{Parallel: 1, Context: len(tokens), Pages: (len(tokens) + ml.PageSize - 1) / ml.PageSize,
-		CacheType: kvCacheType(e, *ef.cache), PrefillBudget: batch, NoPrefixCache: true})
+		CacheType: kvCacheType(e, *ef.cache), PrefillBudget: batch, LogitRows: batch, NoPrefixCache: true})
 	if err != nil {
 		return err
 	}

@@ -82,23 +82,6 @@ func (g *genFlags) options(fs *flag.FlagSet) (generate.Options, error) {
 	return o, o.Validate()
 }
 
-// template returns the chat template asked for, or the model's, warning
-// when chatml stands in for a missing one.
-func (g *genFlags) template(tok *tokenizer.Tokenizer) (*tokenizer.ChatTemplate, error) {
-	if *g.chatTemplate != "" {
-		ct, err := tok.ChatTemplateByName(*g.chatTemplate)
-		if err != nil {
-			return nil, usageError("--chat-template: %v", err)
-		}
-		return ct, nil
-	}
-	ct, err := tok.ChatTemplate()
-	if err == nil && ct.Fallback {
-		warnf("%s: using chatml", strings.TrimSuffix(ct.Why, "; choose one by name ("+strings.Join(tokenizer.ChatTemplateNames, ", ")+")"))
-	}
-	return ct, err
-}
-
 func (g *genFlags) logSettings(o generate.Options) {
 	if *g.verbose {
 		p := o.Sampling

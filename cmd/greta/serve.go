@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -37,6 +39,7 @@ func cmdServe(args []string) error {
 	logFormat := fs.String("log-format", "text", "log lines: text or json")
 	grace := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long requests in flight may run on before they are cancelled")
 	maxBody := fs.String("max-body", "8MiB", "largest request body; more gets 413")
+	pprofAddr := fs.String("pprof", "", "also serve Go's runtime profiles (net/http/pprof: heap, goroutines, CPU) on this address, e.g. 127.0.0.1:6060; for debugging, never expose it")
 	chatTmpl := fs.String("chat-template", "", "a built-in chat format by name ("+strings.Join(tokenizer.ChatTemplateNames, ", ")+") instead of the model's template")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -97,6 +100,21 @@ func cmdServe(args []string) error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
 	if err != nil {
 		return err
+	}
+	if *pprofAddr != "" {
+		pl, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			return fmt.Errorf("--pprof: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(pl)
+		defer pl.Close()
+		fmt.Fprintf(os.Stderr, "greta serve: runtime profiles at http://%s/debug/pprof/\n", pl.Addr())
 	}
 	srv := serve.New(serve.Options{ModelID: id, APIKey: key, MaxBodyBytes: bodyLimit, Logger: log})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

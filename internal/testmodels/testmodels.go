@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"greta/gguf"
 	"greta/model/llama"
 )
 
@@ -27,6 +29,27 @@ func Synth(t testing.TB, dir, name string, o llama.SynthOptions) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// SynthChat writes a model with the given options and the Jinja source
+// chatTemplate as its tokenizer.chat_template to dir/name and returns its
+// path.
+func SynthChat(t testing.TB, dir, name string, o llama.SynthOptions, chatTemplate string) string {
+	t.Helper()
+	kv, err := llama.SynthMetadata(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vocab []gguf.KV
+	for _, e := range kv {
+		if strings.HasPrefix(e.Key, "tokenizer.") {
+			vocab = append(vocab, e)
+		}
+	}
+	if o.VocabFrom, err = gguf.FromMetadata(append(vocab, gguf.KV{Key: "tokenizer.chat_template", Value: chatTemplate})); err != nil {
+		t.Fatal(err)
+	}
+	return Synth(t, dir, name, o)
 }
 
 // SharedDir returns the ../shared folder seen from a package directory
