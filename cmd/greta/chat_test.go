@@ -79,7 +79,7 @@ func chatFixture(t *testing.T) (*generate.Chat, *llama.Model) {
 // tokens), an interrupt stops a reply and the chat goes on, and EOF ends it.
 func TestChatLoop(t *testing.T) {
 	c, _ := chatFixture(t)
-	o := generate.Options{MaxTokens: 200, StopAtContext: true, Sampling: sample.Params{Greedy: true}}
+	o := generate.Options{MaxTokens: 80, StopAtContext: true, Sampling: sample.Params{Greedy: true}}
 	in, inW := io.Pipe()
 	sig := make(chan os.Signal, 1)
 	out := &signalWriter{sig: sig, at: 1}
