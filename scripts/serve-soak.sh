@@ -6,16 +6,17 @@
 # the answers that differ from the ones given under load; and the server's
 # goroutines, RSS and Go heap (from /metrics) when idle after a warm-up and
 # after each round. The KV pool is allocated at start and its pages are
-# touched as they are first used (the prefix cache keeps freed pages and
-# takes never-used ones first), so RSS grows up to the pool's size while
-# the pool fills, then stays flat: size the pool (--ctx, --kv-budget) so
-# that the warm-up fills it. Build with GOEXPERIMENT=simd in the
+# touched as they are first used (the prefix cache keeps freed prompt
+# pages and evicts them only when no free page is left), so RSS grows up
+# to the pool's size while the pool fills, then stays flat: size the pool
+# (--ctx, --kv-budget) so that the warm-up fills it. Build with GOEXPERIMENT=simd in the
 # environment for the SIMD kernels.
 # With PPROF=ADDR (e.g. 127.0.0.1:6060) the server also serves its
 # runtime profiles there, and each idle point adds the live heap after a
 # forced GC (the /metrics heap figures count garbage not yet collected).
 #   [ROUNDS=N] [VERIFY=N] [PPROF=ADDR] scripts/serve-soak.sh [MODEL] [DURATION] [CONC] [extra greta serve flags...]
-# Issue 13's soak: ROUNDS=5 VERIFY=-1 scripts/serve-soak.sh ../shared/models/stories260K.gguf 1m 64 --ctx 512
+# Issue 13's soak (docs/BENCHMARKS.md): GOEXPERIMENT=simd ROUNDS=5 VERIFY=-1 PPROF=127.0.0.1:6060 \
+#   scripts/serve-soak.sh ../shared/models/syn-spm-Q4_K_M.gguf 1m 64 --ctx 512
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-../shared/models/stories260K.gguf}
