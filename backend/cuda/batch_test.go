@@ -463,9 +463,9 @@ func TestGemm(t *testing.T) {
 		t.Skip("GRETA_CUDA_GEMM=0")
 	}
 	// The GEMM is off by default until it has run on a GPU; this test turns it on.
-	was := g.Gemm
-	g.Gemm = true
-	defer func() { g.Gemm = was }()
+	was, wasMin := g.Gemm, g.GemmMin
+	g.Gemm, g.GemmMin = true, 2
+	defer func() { g.Gemm, g.GemmMin = was, wasMin }()
 	r := rand.New(rand.NewPCG(23, uint64(os.Getpid())))
 	counts := []int{1, 2, 3, 8, 17, 64, 100, 512}
 	if testing.Short() {

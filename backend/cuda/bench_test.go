@@ -291,6 +291,7 @@ func TestGemmTime(t *testing.T) {
 			xs.(*Tensor).ptr = x.(*Tensor).ptr
 			y := g.NewTensor(c.rows, n)
 			line := fmt.Sprintf("BENCH gemm %-5s %5dx%-5d gu=%-5v n=%3d", c.typ, c.cols, c.rows, c.gu, n)
+			g.GemmMin = 2
 			for _, gemm := range []bool{true, false} {
 				g.Gemm = gemm
 				i := 0

@@ -49,8 +49,9 @@ type Backend struct {
 	Check     bool   // GRETA_CUDA_CHECK=1: synchronize and check after every launch
 	Graphs    bool   // GRETA_CUDA_GRAPH=0 turns graph replay off
 	Fuse      bool   // GRETA_CUDA_FUSE=0 turns the q/k/v and rope fusions off
-	Gemm      bool   // GRETA_CUDA_GEMM=1 turns the tensor-core GEMM on (off: mvn/gun for every batch, the same bits)
-	GemmMin   int    // GRETA_CUDA_GEMM_MIN: the fewest activation rows that take the GEMM (default 2)
+	Gemm      bool   // GRETA_CUDA_GEMM=0 turns the tensor-core GEMM of many generated rows off (mvn/gun for every batch, the same bits)
+	GemmMin   int    // GRETA_CUDA_GEMM_MIN: the fewest activation rows that take the GEMM (default 16; twice that for GateUp)
+	HGemm     bool   // GRETA_CUDA_HGEMM=0: prompt rows take the decode kernels' numerics too, not hgemm (hgemm.go)
 	gemmSplit int    // tests: force the GEMM's split over classes (0: by the shape)
 	UseBLAS   bool   // GRETA_CUDA_CUBLAS=1: batches of more than 8 rows through f16 cuBLAS GEMMs (fast, not batch-invariant)
 	MVB, GUB  string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
@@ -61,6 +62,8 @@ type Backend struct {
 	// at the start of the dyn buffer, in the same copy as dyn.
 	batch      *ml.Batch
 	batRows    int
+	hruns      [][2]int // the current batch's runs of prompt rows (hgemm.go)
+	pastHead   bool     // a Gather since Begin: rows no longer the batch's
 	batSeqs    int
 	batMaxPage int
 	batUsers   int // queued ops that read the batch description
@@ -188,8 +191,9 @@ func Open(ordinal int) (*Backend, error) {
 	b.Graphs = envFlag("GRETA_CUDA_GRAPH", true)
 	b.Fuse = envFlag("GRETA_CUDA_FUSE", true)
 	b.UseBLAS = envFlag("GRETA_CUDA_CUBLAS", false)
-	b.Gemm = envFlag("GRETA_CUDA_GEMM", false) // off until measured on a GPU (docs/CUDA.md)
-	b.GemmMin = 2
+	b.Gemm = envFlag("GRETA_CUDA_GEMM", true)
+	b.HGemm = envFlag("GRETA_CUDA_HGEMM", true)
+	b.GemmMin = 16 // below it mvn is as fast (docs/CUDA.md, The GEMM)
 	if v, err := strconv.Atoi(os.Getenv("GRETA_CUDA_GEMM_MIN")); err == nil && v >= 2 {
 		b.GemmMin = v
 	}
@@ -256,6 +260,8 @@ func Open(ordinal int) (*Backend, error) {
 			lim = b.mvsLimit()
 		case strings.HasPrefix(name, "gemm_") && name != "gemm_fin" && name != "gemm_fin_gu":
 			lim = min(b.maxSmem, gemmSmem(strings.TrimPrefix(name, "gemm_")))
+		case name == "hgemm":
+			lim = hgemmSmem
 		case strings.HasPrefix(name, "gemmgu_"):
 			lim = min(b.maxSmem, gemmSmem(strings.TrimPrefix(name, "gemmgu_")))
 		}

@@ -13,7 +13,7 @@ import (
 //go:embed kernels/*.cuh kernels/*.cu
 var kernelFS embed.FS
 
-var kernelFiles = []string{"common.cuh", "formats.cuh", "matvec.cu", "gemm.cu", "ops.cu", "attention.cu", "flash.cu", "topk.cu"}
+var kernelFiles = []string{"common.cuh", "formats.cuh", "matvec.cu", "gemm.cu", "hgemm.cu", "ops.cu", "attention.cu", "flash.cu", "topk.cu"}
 
 // kernelSource returns the whole program.
 func kernelSource() string {
@@ -34,7 +34,7 @@ var formatNames = []string{"q4_k", "q5_k", "q6_k", "q8_0", "q4_0", "f16", "bf16"
 
 // kernelNames lists every kernel the backend launches.
 func kernelNames() []string {
-	names := []string{"rmsnorm", "rope", "kv_store", "gather_rows", "argmax", "add_f32", "silu_mul", "to_f16", "attn_gen", "rope_kv", "topk"}
+	names := []string{"rmsnorm", "rope", "kv_store", "gather_rows", "argmax", "add_f32", "silu_mul", "to_f16", "attn_gen", "rope_kv", "topk", "hprep", "hgemm"}
 	names = append(names, familyKernels...)
 	for _, f := range formatNames {
 		names = append(names, "mv_"+f+"_8", "gu_"+f+"_8", "deq_"+f)

@@ -137,25 +137,41 @@ func (b *Backend) prepare() {
 			b.scratchBuf("argmax", uint64(8*o.rows*argmaxBlocks(o.x.cols)))
 			b.scratchZeroed("argmaxcnt", uint64(4*o.rows))
 		case opMatMul, opGateUp:
-			if !o.usesBLAS(b) && b.mvsFits(o.w[0]) && o.rows > 1 {
-				for _, r := range o.sides() {
-					if b.gemmFits(o.w[r[0]], o.rows) {
-						p := b.planGemm(o, r[0], r[1])
-						b.scratchBuf("gemmx", uint64(p.xbytes))
-						if p.split > 1 {
-							b.scratchBuf("gemmpart", uint64(p.partBytes))
-						}
-					}
+			if o.hruns == nil {
+				b.prepareMM(o)
+				break
+			}
+			o.parts(func(s *op, prompt bool) {
+				if prompt {
+					b.prepareHGemm(s)
+				} else {
+					b.prepareMM(s)
+				}
+			})
+		}
+	}
+}
+
+// prepareMM sizes the scratch of a MatMul or GateUp through the decode
+// kernels (the GEMM's staged x and partials) or cuBLAS.
+func (b *Backend) prepareMM(o *op) {
+	if !o.usesBLAS(b) && b.mvsFits(o.w[0]) && o.rows > 1 {
+		for _, r := range o.sides() {
+			if b.gemmFits(o, r[0]) {
+				p := b.planGemm(o, r[0], r[1])
+				b.scratchBuf("gemmx", uint64(p.xbytes))
+				if p.split > 1 {
+					b.scratchBuf("gemmpart", uint64(p.partBytes))
 				}
 			}
-			if o.usesBLAS(b) {
-				w := o.w[0]
-				b.scratchBuf("x16", uint64(2*o.rows*w.cols))
-				b.scratchBuf("w16", uint64(2*b.gemmChunk(w)*w.cols))
-				if o.kind == opGateUp {
-					b.scratchBuf("up", uint64(4*o.rows*w.rows))
-				}
-			}
+		}
+	}
+	if o.usesBLAS(b) {
+		w := o.w[0]
+		b.scratchBuf("x16", uint64(2*o.rows*w.cols))
+		b.scratchBuf("w16", uint64(2*b.gemmChunk(w)*w.cols))
+		if o.kind == opGateUp {
+			b.scratchBuf("up", uint64(4*o.rows*w.rows))
 		}
 	}
 }
@@ -178,25 +194,17 @@ func (b *Backend) lower(o *op) {
 			args{}.p(x.ptr).p(w.ptr).p(d.ptr).i(o.rows).i(x.cols).f(float64(o.eps)), "rmsnorm "+w.name)
 
 	case opMatMul, opGateUp:
-		// Every row is computed the same way at any row count: the staged
-		// x kernels (mvs for one row, mvn for many, with the same numerics)
-		// where the weight's format has them, mv_*_8 otherwise; cuBLAS
-		// only when switched on.
-		switch {
-		case o.usesBLAS(b):
-			b.lowerGEMM(o)
-		case !b.mvsFits(o.w[0]):
-			for c0 := 0; c0 < o.rows; c0 += mvMaxRows {
-				b.lowerMV8(o, c0, min(mvMaxRows, o.rows-c0))
-			}
-		case o.split > 0 && o.rows == 1 && b.pairFits(o.w[0], o.w[o.split]):
-			b.lowerMatvecPair(o)
-		case o.split > 0:
-			b.lowerStaged(o, 0, o.split, true)
-			b.lowerStaged(o, o.split, o.nw, false)
-		default:
-			b.lowerStaged(o, 0, o.nw, true)
+		if o.hruns != nil {
+			o.parts(func(s *op, prompt bool) {
+				if prompt {
+					b.lowerHGemm(s)
+				} else {
+					b.lowerMM(s)
+				}
+			})
+			return
 		}
+		b.lowerMM(o)
 
 	case opRope:
 		if o.cache != nil {
@@ -245,6 +253,29 @@ func (b *Backend) lower(o *op) {
 
 	default:
 		b.lowerFamily(o) // family.go
+	}
+}
+
+// lowerMM launches a MatMul or GateUp whose rows all take the decode
+// kernels' numerics. Every row is computed the same way at any row count:
+// the staged x kernels (mvs for one row, mvn or the GEMM for many, with
+// the same numerics) where the weight's format has them, mv_*_8 otherwise;
+// cuBLAS only when switched on.
+func (b *Backend) lowerMM(o *op) {
+	switch {
+	case o.usesBLAS(b):
+		b.lowerGEMM(o)
+	case !b.mvsFits(o.w[0]):
+		for c0 := 0; c0 < o.rows; c0 += mvMaxRows {
+			b.lowerMV8(o, c0, min(mvMaxRows, o.rows-c0))
+		}
+	case o.split > 0 && o.rows == 1 && b.pairFits(o.w[0], o.w[o.split]):
+		b.lowerMatvecPair(o)
+	case o.split > 0:
+		b.lowerStaged(o, 0, o.split, true)
+		b.lowerStaged(o, o.split, o.nw, false)
+	default:
+		b.lowerStaged(o, 0, o.nw, true)
 	}
 }
 
@@ -312,7 +343,7 @@ func (b *Backend) lowerStaged(o *op, i0, i1 int, xb bool) {
 		b.lowerMatvec(o, i0, i1, 0, xb)
 		return
 	}
-	if b.gemmFits(o.w[i0], o.rows) {
+	if b.gemmFits(o, i0) {
 		b.lowerGemmQ(o, i0, i1, xb)
 		return
 	}
@@ -622,11 +653,18 @@ func (o *op) sides() [][2]int {
 	return [][2]int{{0, o.nw}}
 }
 
-// gemmFits reports whether a product of rows activation rows over w goes
-// through the tensor-core GEMM (kernels/gemm.cu): a format it has, 2 rows
-// or more (GemmMin), and x's staging within shared memory.
-func (b *Backend) gemmFits(w *Weight, rows int) bool {
-	return b.Gemm && rows >= b.GemmMin && gemmWB[w.kfmt] > 0 && mvsSmem(w.kfmt, w.cols) <= b.mvsLimit() &&
+// gemmFits reports whether the op's product over its weights from w[i]
+// goes through the tensor-core GEMM (kernels/gemm.cu): a format it has,
+// GemmMin rows or more (twice that for GateUp, where gun stays faster
+// longer; the bits are the same either way), and x's staging within shared
+// memory.
+func (b *Backend) gemmFits(o *op, i int) bool {
+	w, rows := o.w[i], o.rows
+	min := b.GemmMin
+	if o.kind == opGateUp {
+		min *= 2
+	}
+	return b.Gemm && rows >= min && gemmWB[w.kfmt] > 0 && mvsSmem(w.kfmt, w.cols) <= b.mvsLimit() &&
 		gemmSmem(w.kfmt) <= b.maxSmem && 3*ceilDiv(w.rows, gemmTO/2) <= maxGridY
 }
 

@@ -86,6 +86,10 @@ type op struct {
 	faCh     int
 
 	fam famArgs // the family ops' values (family.go)
+
+	// A MatMul or GateUp of the layers over a batch with prompt rows: the
+	// runs [r0, r1) of prompt rows, which take hgemm (hgemm.go).
+	hruns [][2]int
 }
 
 func (o *op) appendSig(s []byte) []byte {
@@ -136,6 +140,10 @@ func (o *op) appendSig(s []byte) []byte {
 		u(uint64(o.faTiles)<<32 | uint64(o.faCh)<<1 | b2u(o.faSingle))
 	}
 	s = o.fam.appendSig(s)
+	u(uint64(len(o.hruns)))
+	for _, r := range o.hruns {
+		u(uint64(r[0])<<32 | uint64(r[1]))
+	}
 	u(uint64(o.attn.NHeads)<<32 | uint64(o.attn.NKVHeads))
 	u(uint64(o.attn.HeadDim)<<32 | uint64(math.Float32bits(float32(o.attn.Scale))))
 	u(uint64(o.attn.Window)<<32 | uint64(math.Float32bits(float32(o.attn.Softcap))))
@@ -147,6 +155,9 @@ const maxQueue = 4096
 func (b *Backend) push(o op) {
 	if b.closed {
 		panic("cuda: use of a closed backend")
+	}
+	if o.kind == opMatMul || o.kind == opGateUp {
+		o.hruns = b.opRuns(&o)
 	}
 	b.ops = append(b.ops, o)
 	if o.kind == opRope || o.kind == opAttn {
@@ -388,6 +399,9 @@ func (b *Backend) MatMul(dst, x ml.Tensor, w ml.Weight) {
 		}
 		l.w[l.nw], l.y[l.nw] = ww, d
 		l.nw++
+		if l.hruns != nil && !b.hgemmFits(ww) {
+			l.hruns = nil // every weight of the op or none: the same for every batch
+		}
 		return
 	}
 separate:
@@ -498,6 +512,11 @@ func (b *Backend) Begin(batch *ml.Batch) {
 	b.batDirty = true
 	b.batch, b.batRows, b.batSeqs, b.batMaxPage = batch, n, ns, maxPage
 	b.faTilesOf = nil // the caller may reuse the Batch
+	b.pastHead = false
+	b.hruns = nil
+	if b.HGemm {
+		b.hruns = promptRuns(batch.IsGen, n)
+	}
 }
 
 // batchDesc appends the device description of batch to h
@@ -541,6 +560,7 @@ func (b *Backend) Rope(x ml.Tensor, r *ml.Rope) { b.rope(x, r) }
 // list through a kernel that reads the row ids from dyn.
 func (b *Backend) Gather(dst, src ml.Tensor, rows []int32) {
 	d, s := dst.(*Tensor), src.(*Tensor)
+	b.pastHead = true // the rows that follow are not the batch's (hgemm.go)
 	if d.cols != s.cols || len(rows) != d.rows || len(rows) > maxGridY*64 {
 		shapeErr("Gather: dst [%d,%d], src [%d,%d], %d rows", d.cols, d.rows, s.cols, s.capRows, len(rows))
 	}

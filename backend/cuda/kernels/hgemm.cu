@@ -1,0 +1,184 @@
+// hgemm.cu: the layers' products of prompt rows, on the tensor cores in f16.
+//
+// Prompt rows (the rows of ml.Batch that are not Gen) have numerics of
+// their own, as on the CPU (docs/CUDA.md, Batches and invariance): x is
+// rounded to f16 (normalized first by hprep when an RMSNorm is folded in
+// front), the weight rows are dequantized to f16 by deq_* (exactly), and
+// hgemm multiplies them with f16 MMA (mma.sync m16n8k16) accumulating in
+// float32 over k in one fixed order: k tiles of 32 from 0 up, two k16
+// steps a tile, into one accumulator. There is no split over k, and an
+// MMA's output element depends only on its row of A and its column of B,
+// so an output's bits depend on its x row and its weight row alone: not on
+// the row count, the row's place in a tile, the chunk of weight rows, or
+// the other rows of the launch.
+//
+// Tiling: a block takes 128 x rows by 128 weight rows (8 warps, 2 by 4,
+// each 64 by 32: 4 x 4 MMA tiles of 16 x 8), k tiles of 32 halves in a
+// 3-stage cp.async ring (rows padded to 40 halves, so ldmatrix's eight
+// 16-byte rows fall in distinct banks). Rows past n or r are filled with
+// zeros by the copies and never stored.
+
+struct HPrepArgs {
+  u64 x;      // [n][cols] float: the op's input, or the raw rows of a folded RMSNorm
+  u64 normw;  // [cols] float: the RMSNorm's weight, or 0
+  u64 xb;     // [n][cols] float: where the normalized rows go (the op's declared input), or 0
+  u64 x16;    // [n][cols] f16: the rows for hgemm
+  i64 n, cols;
+  double eps;
+};
+
+// One block a row.
+extern "C" __global__ void __launch_bounds__(256) hprep(const HPrepArgs a) {
+  pdl_start();
+  const i64 r = blockIdx.x;
+  if (r >= a.n) return;
+  const float* x = (const float*)a.x + r * a.cols;
+  u16* o = (u16*)a.x16 + r * a.cols;
+  if (!a.normw) {
+    for (i64 i = threadIdx.x; i < a.cols; i += blockDim.x) o[i] = f2h(x[i]);
+    return;
+  }
+  float ss = 0.f;
+  for (i64 i = threadIdx.x; i < a.cols; i += blockDim.x) ss = fmaf(x[i], x[i], ss);
+  ss = block_sum(ss);
+  const float scale = 1.0f / sqrtf(__fadd_rn(__fdiv_rn(ss, (float)a.cols), (float)a.eps));
+  const float* w = (const float*)a.normw;
+  float* xb = a.xb ? (float*)a.xb + r * a.cols : nullptr;
+  for (i64 i = threadIdx.x; i < a.cols; i += blockDim.x) {
+    const float v = __fmul_rn(__fmul_rn(x[i], scale), w[i]);
+    if (xb) xb[i] = v;
+    o[i] = f2h(v);
+  }
+}
+
+struct HGemmArgs {
+  u64 x;      // [n][k] f16
+  u64 w;      // [r][k] f16: weight rows (a chunk of them)
+  u64 y;      // [n][ldy] float: y[i][j] for j < r (offset to the chunk's first row)
+  u64 resid;  // [n][ldy] float, or 0: resid += y as well
+  i64 n, r, k, ldy;
+};
+
+#define HG_BM 128
+#define HG_BN 128
+#define HG_BK 32
+#define HG_LD 40
+#define HG_ST 3
+#define HG_THREADS 256
+
+__device__ __forceinline__ void hg_cp16(u32 dst, const void* src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0) : "memory");
+}
+
+__device__ __forceinline__ void hg_ldsm4(u32 addr, u32* r) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+__device__ __forceinline__ void hg_mma(float* c, const u32* a, u32 b0, u32 b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Grid: x over weight-row tiles, y over x-row tiles. Dynamic shared memory
+// hgemmSmem (backend/cuda/hgemm.go). k must be a multiple of 32.
+extern "C" __global__ void __launch_bounds__(HG_THREADS, 2) hgemm(const HGemmArgs a) {
+  extern __shared__ __align__(16) u8 hg_smem[];
+  pdl_start();
+  u16* As = (u16*)hg_smem;               // [HG_ST][HG_BM][HG_LD]
+  u16* Bs = As + HG_ST * HG_BM * HG_LD;  // [HG_ST][HG_BN][HG_LD]
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp >> 2, wn = warp & 3;
+  const i64 m0 = (i64)blockIdx.y * HG_BM, n0 = (i64)blockIdx.x * HG_BN;
+  const u16* X = (const u16*)a.x;
+  const u16* W = (const u16*)a.w;
+  const int KT = (int)(a.k / HG_BK);
+  const u32 as0 = smem_addr(As), bs0 = smem_addr(Bs);
+
+  // Each stage is 512 16-byte pieces of A and 512 of B: two of each a thread.
+  auto load = [&](int s, int kt) {
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      const int c = tid + j * HG_THREADS;
+      const int row = c >> 2, col = (c & 3) * 8;
+      const i64 xr = m0 + row, wr = n0 + row;
+      const bool okx = xr < a.n, okw = wr < a.r;
+      const u16* sx = okx ? X + xr * a.k + (i64)kt * HG_BK + col : X;
+      const u16* sw = okw ? W + wr * a.k + (i64)kt * HG_BK + col : W;
+      const u32 off = (u32)((s * HG_BM + row) * HG_LD + col) * 2;
+      hg_cp16(as0 + off, sx, okx);
+      hg_cp16(bs0 + off, sw, okw);
+    }
+  };
+
+  float acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
+
+#pragma unroll
+  for (int s = 0; s < HG_ST - 1; s++) {
+    if (s < KT) load(s, s);
+    cp_commit();
+  }
+  for (int kt = 0; kt < KT; kt++) {
+    cp_wait<HG_ST - 2>();
+    __syncthreads();
+    const int nk = kt + HG_ST - 1;
+    if (nk < KT) load(nk % HG_ST, nk);
+    cp_commit();
+    const int s = kt % HG_ST;
+#pragma unroll
+    for (int kk = 0; kk < HG_BK; kk += 16) {
+      u32 af[4][4], bf[4][2];
+#pragma unroll
+      for (int mi = 0; mi < 4; mi++) {
+        const int row = wm * 64 + mi * 16 + (lane & 15), col = kk + (lane >> 4) * 8;
+        hg_ldsm4(as0 + (u32)((s * HG_BM + row) * HG_LD + col) * 2, af[mi]);
+      }
+#pragma unroll
+      for (int nj = 0; nj < 2; nj++) {
+        const int row = wn * 32 + nj * 16 + (lane & 7) + ((lane >> 4) << 3), col = kk + ((lane >> 3) & 1) * 8;
+        u32 t[4];
+        hg_ldsm4(bs0 + (u32)((s * HG_BN + row) * HG_LD + col) * 2, t);
+        bf[2 * nj][0] = t[0];
+        bf[2 * nj][1] = t[1];
+        bf[2 * nj + 1][0] = t[2];
+        bf[2 * nj + 1][1] = t[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++) hg_mma(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+    }
+  }
+  cp_wait<0>();
+
+  const int g = lane >> 2, t4 = lane & 3;
+  float* Y = (float*)a.y;
+  float* R = (float*)a.resid;
+#pragma unroll
+  for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+    for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const i64 row = m0 + wm * 64 + mi * 16 + g + 8 * h;
+        const i64 col = n0 + wn * 32 + ni * 8 + 2 * t4;
+        if (row >= a.n) continue;
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          if (col + e >= a.r) continue;
+          const float v = acc[mi][ni][2 * h + e];
+          const i64 o = row * a.ldy + col + e;
+          Y[o] = v;
+          if (R) R[o] = __fadd_rn(R[o], v);
+        }
+      }
+}
