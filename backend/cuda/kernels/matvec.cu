@@ -165,8 +165,8 @@ FORMATS(MV_KERNELS)
 // shared memory.
 //
 // Each warp owns R consecutive output rows (a group) at a time and walks
-// the whole row with its 32 lanes, unit u = lane_unit(lane) + 32·i (the
-// order of the sum: see lane_unit), so no block-level
+// the whole row with its 32 lanes, unit u = lane + 32·i (the order of the
+// sum: see lane_unit), so no block-level
 // reduction or barrier is needed. Warps stride over all groups of the
 // launch (the grid holds only as many blocks as fit on the GPU at once), and
 // the weight loads of the next step (the next units, or the next group's
@@ -231,14 +231,24 @@ __device__ __forceinline__ MVBGroup<F, R, GU> mvb_group(const MVArgs& a, i64 g) 
 // norm the first 256 threads take the sum of squares in a fixed order
 // (block_sum adds the other warps' exact zeros), so kernels of 8 and 16
 // warps, and the many-row kernels, stage the same bits. Ends with a barrier.
-// Lane l of a staged-x warp takes the units u ≡ lane_unit(l) (mod 32):
-// five-bit reversal, so that the warp sum's butterfly (xor 16 first)
-// adds the partial sums of units 2j and 2j+1 first, then those pairs'
-// sums pairwise, and so on: the natural pairwise tree over u mod 32, which
-// the GEMM (gemm.cu) rebuilds from contiguous ranges of units. Unit u is
-// staged at slot unit_slot(u) of its 32-unit slice (the same reversal).
-__device__ __forceinline__ int lane_unit(int lane) { return (int)(__brev((u32)lane) >> 27); }
-__device__ __forceinline__ int unit_slot(int u) { return (u & ~31) | lane_unit(u & 31); }
+// Lane l of a staged-x warp takes the units u ≡ l (mod 32), and the warp
+// adds its 32 lane sums with warp_tree_sum, a butterfly from xor 1 up: the
+// partial sums of units 2j and 2j+1 first, then those pairs' sums
+// pairwise, and so on: the natural pairwise tree over u mod 32 ("classes"),
+// which the GEMM (gemm.cu) rebuilds from contiguous ranges of units. (The
+// tree was first had by giving lane l the units of its 5-bit reversal and
+// keeping warp_sum's xor-16-first butterfly: the same bits, but a warp's
+// 16-byte weight loads then scattered each quarter-warp over four 128-byte
+// lines, and decode lost 7 % on the H200: 414 against 448 tok/s.)
+// lane_unit and unit_slot name the lane's class and the unit's staging
+// slot (both the identity now).
+__device__ __forceinline__ int lane_unit(int lane) { return lane; }
+__device__ __forceinline__ float warp_tree_sum(float v) {
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) v = __fadd_rn(v, __shfl_xor_sync(FULL_MASK, v, o));
+  return v;
+}
+__device__ __forceinline__ int unit_slot(int u) { return u; }
 
 template <class F>
 __device__ __forceinline__ void mvs_stage(const float* x, const float* g, float eps, float* xb, float4* xs4, i64 cols) {
@@ -465,8 +475,8 @@ __device__ __forceinline__ void mvs_body(const MVArgs& a, int bid, int nblk) {
     }
 #pragma unroll
     for (int r = 0; r < R; r++) {
-      const float s0 = warp_sum(acc[0][r]);
-      const float s1 = GU ? warp_sum(acc[NW - 1][r]) : 0.f;
+      const float s0 = warp_tree_sum(acc[0][r]);
+      const float s1 = GU ? warp_tree_sum(acc[NW - 1][r]) : 0.f;
       const i64 row = done.row0 + r;
       if (lane == r && row < done.rows) {
         const float out = GU ? silu(s0) * s1 : s0;
@@ -629,8 +639,8 @@ __device__ __forceinline__ void mvn_body(const MVArgs& a) {
 #pragma unroll
     for (int n = 0; n < NX; n++) {
       if (n >= nx) break;
-      const float s0 = warp_sum(acc[n][0]);
-      const float s1 = GU ? warp_sum(acc[n][NW - 1]) : 0.f;
+      const float s0 = warp_tree_sum(acc[n][0]);
+      const float s1 = GU ? warp_tree_sum(acc[n][NW - 1]) : 0.f;
       const i64 row = done.row0;
       if (lane == 0 && row < done.rows) {
         const float out = GU ? silu(s0) * s1 : s0;
