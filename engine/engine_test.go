@@ -14,7 +14,6 @@ import (
 	"greta/backend/cpu"
 	"greta/backend/cuda"
 	"greta/engine"
-	"greta/gguf"
 	"greta/internal/testmodels"
 	"greta/ml"
 	"greta/model/llama"
@@ -29,19 +28,7 @@ type loaded struct {
 
 func load(t testing.TB, path string, b ml.Backend) *loaded {
 	t.Helper()
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	m, err := llama.Load(f, b, llama.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.FromGGUF(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, tok := testmodels.Load(t, path, b)
 	return &loaded{m, tok}
 }
 

@@ -86,21 +86,8 @@ func (st *ready) chatLogprob(ev engine.Event, top int) chatLogprob {
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request, st *ready) {
 	start := time.Now()
-	body, e := s.readBody(w, r)
-	if e != nil {
-		s.fail(w, r, e)
-		return
-	}
 	var req chatRequest
-	if e := decode(body, &req); e != nil {
-		s.fail(w, r, e)
-		return
-	}
-	if e := s.checkModel(req.Model); e != nil {
-		s.fail(w, r, e)
-		return
-	}
-	set, e := req.settings()
+	set, e := s.parseRequest(w, r, &req)
 	if e != nil {
 		s.fail(w, r, e)
 		return

@@ -53,21 +53,8 @@ func (l *completionLogprobs) add(st *ready, ev engine.Event, top, offset int) {
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request, st *ready) {
 	start := time.Now()
-	body, e := s.readBody(w, r)
-	if e != nil {
-		s.fail(w, r, e)
-		return
-	}
 	var req completionRequest
-	if e := decode(body, &req); e != nil {
-		s.fail(w, r, e)
-		return
-	}
-	if e := s.checkModel(req.Model); e != nil {
-		s.fail(w, r, e)
-		return
-	}
-	set, e := req.settings()
+	set, e := s.parseRequest(w, r, &req)
 	if e != nil {
 		s.fail(w, r, e)
 		return

@@ -11,7 +11,9 @@ import (
 	"testing"
 
 	"greta/gguf"
+	"greta/ml"
 	"greta/model/llama"
+	"greta/tokenizer"
 )
 
 // Tiny is a small GQA llama shape that runs in milliseconds.
@@ -50,6 +52,26 @@ func SynthChat(t testing.TB, dir, name string, o llama.SynthOptions, chatTemplat
 		t.Fatal(err)
 	}
 	return Synth(t, dir, name, o)
+}
+
+// Load opens the model file at path and loads its weights onto b and its
+// vocabulary, failing t on any error; the file stays open until t ends.
+func Load(t testing.TB, path string, b ml.Backend) (*llama.Model, *tokenizer.Tokenizer) {
+	t.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	m, err := llama.Load(f, b, llama.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.FromGGUF(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, tok
 }
 
 // SharedDir returns the ../shared folder seen from a package directory

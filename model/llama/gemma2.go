@@ -17,27 +17,29 @@ import (
 var gemma2Family = family{
 	config:  gemma2Config,
 	globals: []tensorRow{rowTokEmbd, rowOutputNorm},
-	layer: []tensorRow{
-		{name: "attn_norm.weight", shape: "dim"},
-		{name: "attn_q.weight", shape: "dim, q_dim"},
-		{name: "attn_k.weight", shape: "dim, kv_dim"},
-		{name: "attn_v.weight", shape: "dim, kv_dim"},
-		{name: "attn_output.weight", shape: "q_dim, dim"},
-		{name: "post_attention_norm.weight", shape: "dim"},
-		{name: "ffn_norm.weight", shape: "dim"},
-		{name: "ffn_gate.weight", shape: "dim, hidden_dim"},
-		{name: "ffn_up.weight", shape: "dim, hidden_dim"},
-		{name: "ffn_down.weight", shape: "hidden_dim, dim"},
-		{name: "post_ffw_norm.weight", shape: "dim"},
-	},
+	layer:   blockRows(nil, rowsPostAttnNorm, rowsPostFFNNorm),
 	forward: gemmaForward,
 }
 
-func gemma2Config(c *Config, m *meta) error {
+// Gemma's norms after the attention and after the feed-forward.
+var (
+	rowsPostAttnNorm = []tensorRow{{name: "post_attention_norm.weight", shape: "dim"}}
+	rowsPostFFNNorm  = []tensorRow{{name: "post_ffw_norm.weight", shape: "dim"}}
+)
+
+// gemmaConfig reads what Gemma 2 and Gemma 3 share: NEOX rope, the
+// embeddings scaled by √dim, and {arch}.attention.sliding_window.
+func gemmaConfig(c *Config, m *meta) error {
 	c.RopeNeox = true
 	c.EmbedScale = math.Sqrt(float64(c.Dim))
 	var err error
-	if c.SlidingWindow, err = m.window(); err != nil {
+	c.SlidingWindow, err = m.window()
+	return err
+}
+
+func gemma2Config(c *Config, m *meta) error {
+	err := gemmaConfig(c, m)
+	if err != nil {
 		return err
 	}
 	if c.SlidingWindow == 0 {
@@ -126,22 +128,12 @@ func gemmaForward(m *Model, s *State, cache ml.KVCache, tokens []int32, batch *m
 		// 3), attention through the window on the windowed layers with
 		// softcapped scores (Gemma 2), output projection, rmsnorm, added
 		// to the residual.
-		b.RMSNorm(s.xb, s.x, w.AttnNorm, eps)
-		m.trace(l, "norm_out", s.xb)
-		b.MatMul(s.q, s.xb, w.Wq)
-		b.MatMul(s.k, s.xb, w.Wk)
-		b.MatMul(s.v, s.xb, w.Wv)
+		m.attnQKV(s, w, l)
 		if w.QNorm != nil {
 			b.RMSNorm(s.q, s.q, w.QNorm, eps)
 			b.RMSNorm(s.k, s.k, w.KNorm, eps)
 		}
-		b.Rope(s.q, m.layerRope(l))
-		b.Rope(s.k, m.layerRope(l))
-		m.trace(l, "q", s.q)
-		m.trace(l, "k", s.k)
-		m.trace(l, "v", s.v)
-		b.Attention(s.att, s.q, s.k, s.v, cache, l, m.layerAttn(l))
-		m.trace(l, "kqv_out", s.att)
+		m.attend(s, cache, l)
 		b.MatMul(s.xb2, s.att, w.Wo)
 		m.trace(l, "attn_out", s.xb2)
 		b.RMSNormAdd(s.x, s.xb2, w.PostAttnNorm, eps)

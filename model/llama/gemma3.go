@@ -1,9 +1,6 @@
 package llama
 
-import (
-	"fmt"
-	"math"
-)
+import "fmt"
 
 // The gemma3 family (Gemma 3, text): Gemma 2's block without the
 // attention softcap, with a per-head RMSNorm of q and k, five windowed
@@ -16,29 +13,13 @@ import (
 var gemma3Family = family{
 	config:  gemma3Config,
 	globals: []tensorRow{rowTokEmbd, rowOutputNorm, rowOutput},
-	layer: []tensorRow{
-		{name: "attn_norm.weight", shape: "dim"},
-		{name: "attn_q.weight", shape: "dim, q_dim"},
-		{name: "attn_k.weight", shape: "dim, kv_dim"},
-		{name: "attn_v.weight", shape: "dim, kv_dim"},
-		{name: "attn_q_norm.weight", shape: "head_dim"},
-		{name: "attn_k_norm.weight", shape: "head_dim"},
-		{name: "attn_output.weight", shape: "q_dim, dim"},
-		{name: "post_attention_norm.weight", shape: "dim"},
-		{name: "ffn_norm.weight", shape: "dim"},
-		{name: "ffn_gate.weight", shape: "dim, hidden_dim"},
-		{name: "ffn_up.weight", shape: "dim, hidden_dim"},
-		{name: "ffn_down.weight", shape: "hidden_dim, dim"},
-		{name: "post_ffw_norm.weight", shape: "dim"},
-	},
+	layer:   blockRows(rowsQKNorm, rowsPostAttnNorm, rowsPostFFNNorm),
 	forward: gemmaForward,
 }
 
 func gemma3Config(c *Config, m *meta) error {
-	c.RopeNeox = true
-	c.EmbedScale = math.Sqrt(float64(c.Dim))
-	var err error
-	if c.SlidingWindow, err = m.window(); err != nil {
+	err := gemmaConfig(c, m)
+	if err != nil {
 		return err
 	}
 	if c.SlidingWindow > 0 {

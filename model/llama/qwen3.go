@@ -7,30 +7,15 @@ import "greta/ml"
 // llm_build_qwen3). Qwen3's mixture-of-experts files are another
 // architecture (qwen3moe), refused as unsupported.
 var qwen3Family = family{
-	config: func(c *Config, m *meta) error {
-		c.RopeNeox = true
-		return nil
-	},
+	config:  neoxRope,
 	globals: []tensorRow{rowTokEmbd, rowOutputNorm, rowOutput},
-	layer: []tensorRow{
-		{name: "attn_norm.weight", shape: "dim"},
-		{name: "attn_q.weight", shape: "dim, q_dim"},
-		{name: "attn_k.weight", shape: "dim, kv_dim"},
-		{name: "attn_v.weight", shape: "dim, kv_dim"},
-		{name: "attn_q_norm.weight", shape: "head_dim"},
-		{name: "attn_k_norm.weight", shape: "head_dim"},
-		{name: "attn_output.weight", shape: "q_dim, dim"},
-		{name: "ffn_norm.weight", shape: "dim"},
-		{name: "ffn_gate.weight", shape: "dim, hidden_dim"},
-		{name: "ffn_up.weight", shape: "dim, hidden_dim"},
-		{name: "ffn_down.weight", shape: "hidden_dim, dim"},
-	},
+	layer:   blockRows(rowsQKNorm, nil, nil),
 	forward: qwen3Forward,
 }
 
 func qwen3Forward(m *Model, s *State, cache ml.KVCache, tokens []int32, batch *ml.Batch) {
-	c, b := m.Config, m.Backend
-	eps := float32(c.NormEps)
+	b := m.Backend
+	eps := float32(m.Config.NormEps)
 	b.Embed(s.x, m.TokEmbd, tokens)
 	for l := range m.Layers {
 		w := &m.Layers[l]
@@ -39,29 +24,15 @@ func qwen3Forward(m *Model, s *State, cache ml.KVCache, tokens []int32, batch *m
 		// Attention: rmsnorm, q/k/v projections, per-head RMSNorm of q and
 		// k (their weights are head_dim long), NEOX rope, attention,
 		// output projection added to the residual.
-		b.RMSNorm(s.xb, s.x, w.AttnNorm, eps)
-		m.trace(l, "norm_out", s.xb)
-		b.MatMul(s.q, s.xb, w.Wq)
-		b.MatMul(s.k, s.xb, w.Wk)
-		b.MatMul(s.v, s.xb, w.Wv)
+		m.attnQKV(s, w, l)
 		b.RMSNorm(s.q, s.q, w.QNorm, eps)
 		b.RMSNorm(s.k, s.k, w.KNorm, eps)
-		b.Rope(s.q, m.layerRope(l))
-		b.Rope(s.k, m.layerRope(l))
-		m.trace(l, "q", s.q)
-		m.trace(l, "k", s.k)
-		m.trace(l, "v", s.v)
-		b.Attention(s.att, s.q, s.k, s.v, cache, l, m.layerAttn(l))
-		m.trace(l, "kqv_out", s.att)
+		m.attend(s, cache, l)
 		b.MatMulAdd(s.xb2, s.x, s.att, w.Wo)
 		m.trace(l, "attn_out", s.xb2)
 
 		// Feed-forward: rmsnorm, SwiGLU, down projection added.
-		b.RMSNorm(s.xb, s.x, w.FFNNorm, eps)
-		m.trace(l, "ffn_norm", s.xb)
-		b.GateUp(s.hb, s.xb, w.Gate, w.Up)
-		b.MatMulAdd(s.xb2, s.x, s.hb, w.Down)
-		m.trace(l, "mlp_out", s.xb2)
+		m.swiGLU(s, w, l)
 		m.trace(l, "x_out", s.x)
 	}
 	m.head(s, batch)
