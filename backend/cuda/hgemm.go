@@ -16,11 +16,11 @@ import "fmt"
 // GRETA_CUDA_HGEMM=0 turns this off: prompt rows then take the decode
 // kernels' numerics too (the exact mode of device-verify.sh).
 
-const (
-	hgemmBM, hgemmBN = 128, 128 // HG_BM, HG_BN
-	hgemmThreads     = 256
-	hgemmSmem        = 3 * (hgemmBM + hgemmBN) * 40 * 2 // HG_ST · (HG_BM + HG_BN) · HG_LD halves
-)
+const hgemmBM = 128 // HG_BM
+
+// hgemmSmem is the shared memory of an hgemm block of bn weight rows:
+// HG_ST stages of (HG_BM + bn) rows of HG_LD halves.
+func hgemmSmem(bn int) int { return 3 * (hgemmBM + bn) * 40 * 2 }
 
 // hgemmFormats are the weight formats whose rows dequantize exactly to f16.
 var hgemmFormats = map[string]bool{"q4_k": true, "q5_k": true, "q6_k": true, "q8_0": true, "q4_0": true, "f16": true}
@@ -134,8 +134,14 @@ func (b *Backend) lowerHGemm(o *op) {
 			if resid != 0 {
 				rp = resid + devPtr(4*r0)
 			}
-			b.launch("hgemm", [3]int{ceilDiv(cr, hgemmBN), ceilDiv(n, hgemmBM), 1}, hgemmThreads, hgemmSmem,
-				args{}.p(x16).p(w16).p(y+devPtr(4*r0)).p(rp).i(n).i(cr).i(cols).i(w.rows), fmt.Sprintf("hgemm %s, %d prompt rows", w.name, n))
+			// 128 weight rows a block, or 64 when that would not give
+			// every multiprocessor two blocks (the same arithmetic).
+			name, bn := "hgemm", 128
+			if b.hgemmBN == 64 || (b.hgemmBN == 0 && ceilDiv(cr, 128)*ceilDiv(n, hgemmBM) < 2*b.sms) {
+				name, bn = "hgemm_n64", 64
+			}
+			b.launch(name, [3]int{ceilDiv(cr, bn), ceilDiv(n, hgemmBM), 1}, 2*bn, hgemmSmem(bn),
+				args{}.p(x16).p(w16).p(y+devPtr(4*r0)).p(rp).i(n).i(cr).i(cols).i(w.rows), fmt.Sprintf("%s %s, %d prompt rows", name, w.name, n))
 		}
 	}
 	if o.kind == opGateUp {

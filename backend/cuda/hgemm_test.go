@@ -89,6 +89,18 @@ func TestHGemm(t *testing.T) {
 				if n != 100 {
 					continue
 				}
+				// Both tile widths give the same bits.
+				for _, bn := range []int{64, 128} {
+					g.hgemmBN = bn
+					yb := g.NewTensor(rows, n)
+					beginRows(g, n, promptRow)
+					g.MatMul(yb, xt.g, w.g)
+					gb := readAll(g, yb)
+					g.hgemmBN = 0
+					if k, ok := bitsEqual(gb, got); !ok {
+						t.Errorf("%s: %d weight rows a block differ at output %d", what, bn, k)
+					}
+				}
 				// Roles mixed: every third row generated.
 				mixed := func(i int) bool { return i%3 == 1 }
 				ym := g.NewTensor(rows, n)

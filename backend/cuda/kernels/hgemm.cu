@@ -13,7 +13,7 @@
 // the other rows of the launch.
 //
 // Tiling: a block takes 128 x rows by 128 weight rows (8 warps, 2 by 4,
-// each 64 by 32: 4 x 4 MMA tiles of 16 x 8), k tiles of 32 halves in a
+// each 64 by 32: 4 x 4 MMA tiles of 16 x 8; or 64 weight rows, 4 warps), k tiles of 32 halves in a
 // 3-stage cp.async ring (rows padded to 40 halves, so ldmatrix's eight
 // 16-byte rows fall in distinct banks). Rows past n or r are filled with
 // zeros by the copies and never stored.
@@ -64,7 +64,6 @@ struct HGemmArgs {
 #define HG_BK 32
 #define HG_LD 40
 #define HG_ST 3
-#define HG_THREADS 256
 
 __device__ __forceinline__ void hg_cp16(u32 dst, const void* src, bool ok) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0) : "memory");
@@ -83,34 +82,45 @@ __device__ __forceinline__ void hg_mma(float* c, const u32* a, u32 b0, u32 b1) {
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Grid: x over weight-row tiles, y over x-row tiles. Dynamic shared memory
-// hgemmSmem (backend/cuda/hgemm.go). k must be a multiple of 32.
-extern "C" __global__ void __launch_bounds__(HG_THREADS, 2) hgemm(const HGemmArgs a) {
+// Grid: x over weight-row tiles, y over x-row tiles. WN warps along the
+// weight rows (BN = 32·WN weight rows a block: 4 for hgemm, 2 for
+// hgemm_n64, which the launch picks when the 128-row tiles would not fill
+// the GPU twice; each output's arithmetic is the same in both). Dynamic
+// shared memory hgemmSmem (backend/cuda/hgemm.go). k must be a multiple of
+// 32.
+template <int WN>
+__device__ __forceinline__ void hgemm_body(const HGemmArgs& a) {
+  constexpr int BN = 32 * WN, THREADS = 64 * WN, AJ = (HG_BM * 4) / THREADS;
   extern __shared__ __align__(16) u8 hg_smem[];
   pdl_start();
   u16* As = (u16*)hg_smem;               // [HG_ST][HG_BM][HG_LD]
-  u16* Bs = As + HG_ST * HG_BM * HG_LD;  // [HG_ST][HG_BN][HG_LD]
+  u16* Bs = As + HG_ST * HG_BM * HG_LD;  // [HG_ST][BN][HG_LD]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm = warp >> 2, wn = warp & 3;
-  const i64 m0 = (i64)blockIdx.y * HG_BM, n0 = (i64)blockIdx.x * HG_BN;
+  const int wm = warp / WN, wn = warp % WN;
+  const i64 m0 = (i64)blockIdx.y * HG_BM, n0 = (i64)blockIdx.x * BN;
   const u16* X = (const u16*)a.x;
   const u16* W = (const u16*)a.w;
   const int KT = (int)(a.k / HG_BK);
   const u32 as0 = smem_addr(As), bs0 = smem_addr(Bs);
 
-  // Each stage is 512 16-byte pieces of A and 512 of B: two of each a thread.
+  // A stage is HG_BM·4 16-byte pieces of x and BN·4 of weights: AJ and two
+  // a thread.
   auto load = [&](int s, int kt) {
 #pragma unroll
-    for (int j = 0; j < 2; j++) {
-      const int c = tid + j * HG_THREADS;
+    for (int j = 0; j < AJ; j++) {
+      const int c = tid + j * THREADS;
       const int row = c >> 2, col = (c & 3) * 8;
-      const i64 xr = m0 + row, wr = n0 + row;
-      const bool okx = xr < a.n, okw = wr < a.r;
-      const u16* sx = okx ? X + xr * a.k + (i64)kt * HG_BK + col : X;
-      const u16* sw = okw ? W + wr * a.k + (i64)kt * HG_BK + col : W;
-      const u32 off = (u32)((s * HG_BM + row) * HG_LD + col) * 2;
-      hg_cp16(as0 + off, sx, okx);
-      hg_cp16(bs0 + off, sw, okw);
+      const i64 xr = m0 + row;
+      const bool ok = xr < a.n;
+      hg_cp16(as0 + (u32)((s * HG_BM + row) * HG_LD + col) * 2, ok ? X + xr * a.k + (i64)kt * HG_BK + col : X, ok);
+    }
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      const int c = tid + j * THREADS;
+      const int row = c >> 2, col = (c & 3) * 8;
+      const i64 wr = n0 + row;
+      const bool ok = wr < a.r;
+      hg_cp16(bs0 + (u32)((s * BN + row) * HG_LD + col) * 2, ok ? W + wr * a.k + (i64)kt * HG_BK + col : W, ok);
     }
   };
 
@@ -146,7 +156,7 @@ extern "C" __global__ void __launch_bounds__(HG_THREADS, 2) hgemm(const HGemmArg
       for (int nj = 0; nj < 2; nj++) {
         const int row = wn * 32 + nj * 16 + (lane & 7) + ((lane >> 4) << 3), col = kk + ((lane >> 3) & 1) * 8;
         u32 t[4];
-        hg_ldsm4(bs0 + (u32)((s * HG_BN + row) * HG_LD + col) * 2, t);
+        hg_ldsm4(bs0 + (u32)((s * BN + row) * HG_LD + col) * 2, t);
         bf[2 * nj][0] = t[0];
         bf[2 * nj][1] = t[1];
         bf[2 * nj + 1][0] = t[2];
@@ -182,3 +192,6 @@ extern "C" __global__ void __launch_bounds__(HG_THREADS, 2) hgemm(const HGemmArg
         }
       }
 }
+
+extern "C" __global__ void __launch_bounds__(256, 2) hgemm(const HGemmArgs a) { hgemm_body<4>(a); }
+extern "C" __global__ void __launch_bounds__(128, 4) hgemm_n64(const HGemmArgs a) { hgemm_body<2>(a); }
