@@ -44,7 +44,9 @@ func SynthChat(t testing.TB, dir, name string, o llama.SynthOptions, chatTemplat
 	}
 	var vocab []gguf.KV
 	for _, e := range kv {
-		if strings.HasPrefix(e.Key, "tokenizer.") {
+		// The family's own template, which SynthMetadata writes for all
+		// but llama, gives way to chatTemplate.
+		if strings.HasPrefix(e.Key, "tokenizer.") && e.Key != "tokenizer.chat_template" {
 			vocab = append(vocab, e)
 		}
 	}
