@@ -47,6 +47,10 @@ type Template struct {
 	jt       *jinja.Template
 	builtin  *tokenizer.ChatTemplate
 	bos, eos string
+	// foldSystem: the template has no system role (it raises on one, as
+	// Gemma's do, or drops it), so system turns are folded into the next
+	// user turn, as llama.cpp's minja does (polyfill_system_role).
+	foldSystem bool
 }
 
 // FromTokenizer returns the model's chat template: its Jinja source when
@@ -98,7 +102,38 @@ func Compile(src, bos, eos string) (*Template, error) {
 	if _, err := t.Apply([]Message{{Role: "user", Content: "hello"}}, true); err != nil {
 		return nil, err
 	}
+	const probe = "<<system probe>>"
+	out, err := t.Apply([]Message{{Role: "system", Content: probe}, {Role: "user", Content: "hello"}}, true)
+	t.foldSystem = err != nil || !strings.Contains(out, probe)
 	return t, nil
+}
+
+// foldSystem joins each run of system turns into the next user turn:
+// "system\nuser" (the system texts joined by "\n"), as minja does for
+// templates without a system role. System turns with no user turn after
+// them are dropped, as there.
+func foldSystem(messages []Message) []Message {
+	out := make([]Message, 0, len(messages))
+	pending := ""
+	for _, m := range messages {
+		switch {
+		case m.Role == "system":
+			if pending != "" {
+				pending += "\n"
+			}
+			pending += m.Content
+			continue
+		case m.Role == "user" && pending != "":
+			if m.Content != "" {
+				m.Content = pending + "\n" + m.Content
+			} else {
+				m.Content = pending
+			}
+			pending = ""
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // Apply renders messages. With addGenerationPrompt the text ends with what
@@ -115,6 +150,9 @@ func (t *Template) Apply(messages []Message, addGenerationPrompt bool) (string, 
 			msgs[i] = tokenizer.Message{Role: m.Role, Content: m.Content}
 		}
 		return t.builtin.Apply(msgs, addGenerationPrompt), nil
+	}
+	if t.foldSystem {
+		messages = foldSystem(messages)
 	}
 	msgs := make([]any, len(messages))
 	for i, m := range messages {

@@ -116,12 +116,12 @@ func TestPublishedTemplates(t *testing.T) {
 // A template's own refusal is an error of Apply, not a panic or a silent
 // prompt.
 func TestRaiseException(t *testing.T) {
-	src := `{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{{ m.content }}{% endfor %}`
+	src := `{% for m in messages %}{% if m.role == 'assistant' and loop.index0 == 2 %}{{ raise_exception('Roles must alternate') }}{% endif %}{{ m.content }}{% endfor %}`
 	tm, err := Compile(src, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tm.Apply(conversation, true); err == nil || !strings.Contains(err.Error(), "System role not supported") {
+	if _, err := tm.Apply(conversation, true); err == nil || !strings.Contains(err.Error(), "Roles must alternate") {
 		t.Fatalf("got %v, want the template's exception", err)
 	}
 	if _, err := Compile("{% for %}", "", ""); err == nil {
@@ -254,5 +254,27 @@ func TestSynthTemplates(t *testing.T) {
 				t.Errorf("%s (%d turns):\n got %q\nwant %q", c.arch, len(msgs), got, want)
 			}
 		}
+	}
+}
+
+// TestFoldSystem: a template without a system role (Gemma 2's raises on
+// one) gets the system text joined into the next user turn, as llama.cpp's
+// minja does; one with a system role renders it itself.
+func TestFoldSystem(t *testing.T) {
+	src := `{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}`
+	tm, err := Compile(src, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tm.Apply([]Message{{Role: "system", Content: "S1"}, {Role: "system", Content: "S2"}, {Role: "user", Content: "U"}, {Role: "assistant", Content: "A"}, {Role: "user", Content: "V"}}, false)
+	if want := "<user>S1\nS2\nU<assistant>A<user>V"; err != nil || got != want {
+		t.Fatalf("folded: %q, %v; want %q", got, err, want)
+	}
+	with, err := Compile(`{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}`, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := with.Apply([]Message{{Role: "system", Content: "S"}, {Role: "user", Content: "U"}}, false); got != "<system>S<user>U" {
+		t.Fatalf("a template with a system role: %q", got)
 	}
 }
