@@ -12,9 +12,10 @@ import (
 	"greta/ml"
 )
 
-// Fill returns a tensor of b holding x (rows of cols values), through the
-// interface alone: an F32 table embedded row by row.
-func Fill(t testing.TB, b ml.Backend, x []float32, cols, rows int) ml.Tensor {
+// Filler returns a tensor of b and a func that fills it with x (rows of
+// cols values) through the interface alone: an F32 table embedded row by
+// row, the same op on the same buffers at every call.
+func Filler(t testing.TB, b ml.Backend, x []float32, cols, rows int) (ml.Tensor, func()) {
 	t.Helper()
 	data := make([]byte, 4*len(x))
 	for i, v := range x {
@@ -33,17 +34,17 @@ func Fill(t testing.TB, b ml.Backend, x []float32, cols, rows int) ml.Tensor {
 	for i := range tok {
 		tok[i] = int32(i)
 	}
-	b.Embed(dst, w, tok)
-	return dst
+	return dst, func() { b.Embed(dst, w, tok) }
 }
 
 // TopK checks Backend.TopK against ml.TopKHost a row: rows with heavy ties
 // (values on a grid of 1/4, four values, all equal, signed zeros) and
 // without, k from 1 to the whole row, rows asked for in any order and more
 // than once, and gathered columns (some of them among the selected ones).
-// Each request runs three times over tensors refilled the same way with
-// new k and gather lists, so that a backend that replays a recorded step
-// (CUDA graphs) is checked with values that changed under the same shape.
+// Each request runs three times over the tensor refilled by the same op,
+// with as many rows but new rows, k and gather lists, so that a backend
+// that replays a recorded step (CUDA graphs) is checked with values that
+// changed under the same shape.
 // colsList gives the row lengths; a slow backend passes short ones.
 func TopK(t *testing.T, b ml.Backend, colsList []int) {
 	r := rand.New(rand.NewPCG(9, 10))
@@ -69,9 +70,10 @@ func TopK(t *testing.T, b ml.Backend, colsList []int) {
 				}
 			}
 			var req ml.TopK
+			xt, refill := Filler(t, b, x, cols, rows)
+			n := 1 + r.IntN(8)
 			for rep := range 3 {
-				xt := Fill(t, b, x, cols, rows)
-				n := 1 + r.IntN(8)
+				refill()
 				req.Rows, req.K, req.Gather = req.Rows[:0], req.K[:0], req.Gather[:0]
 				for i := range n {
 					k := []int{1, 2, 40, 1000, cols, 1 + r.IntN(cols)}[(i+rep)%6]
