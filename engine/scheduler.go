@@ -491,7 +491,7 @@ func (s *scheduler) readMode() readMode {
 	for o, i := range s.outSeq {
 		q := s.inStep[i]
 		k, gather := 1, []int32(nil)
-		if !q.greedy {
+		if !q.greedy && q.out != nil && q.req.MaxTokens != 0 { // else nothing is sampled
 			if q.sampler == nil {
 				// Made at the first sampled token, not at Submit: a greedy
 				// request never needs its vocabulary-sized buffers (a
