@@ -236,6 +236,61 @@ func seededSampling(t *testing.T, b ml.Backend) {
 	}
 }
 
+// TestSampledReadModesAgree: a step reads its rows' candidates (one
+// Backend.TopK for all rows) unless a row needs its logits (top_logprobs
+// here), and a seeded request draws the same tokens either way: alone on
+// candidates, alone on logits, and in a batch whose steps switch between
+// the two. The settings cover penalties that lower and that raise logits
+// (repeat_penalty < 1, a negative presence penalty), penalized greedy
+// decoding, and sampling without top-k (always logits).
+func TestSampledReadModesAgree(t *testing.T) {
+	for _, bk := range backends {
+		t.Run(bk.name, func(t *testing.T) { readModesAgree(t, bk.new(t)) })
+	}
+}
+
+func readModesAgree(t *testing.T, b ml.Backend) {
+	l := load(t, sharedModel(t, "stories260K.gguf"), b)
+	reqs := requests(rand.New(rand.NewPCG(7, 8)), 12, 60, 40, l.m.Config.VocabSize, l.tok.BOS())
+	for i := range reqs {
+		p := sample.Params{Seed: uint64(i + 1), RepeatLastN: 64}
+		switch i % 5 {
+		case 0:
+			p.Temp, p.TopK, p.TopP, p.RepeatPenalty = 0.9, 40, 0.95, 1.1
+		case 1:
+			p.Temp, p.TopK, p.PresencePenalty, p.FrequencyPenalty = 1.2, 5, -1.5, 0.5
+		case 2:
+			p.Greedy, p.RepeatPenalty = true, 0.8
+		case 3:
+			p.Temp, p.TopK, p.MinP, p.RepeatPenalty, p.FrequencyPenalty = 0.7, 100, 0.05, 1.3, 0.3
+		case 4:
+			p.Temp, p.TopP = 0.8, 0.9
+		}
+		reqs[i].Sampling = p
+	}
+	want := alone(t, l, reqs)
+	withLogprobs := slices.Clone(reqs)
+	for i := range withLogprobs {
+		withLogprobs[i].TopLogprobs = 2
+	}
+	onLogits := alone(t, l, withLogprobs)
+	mixed := slices.Clone(reqs)
+	for i := range mixed {
+		if i%4 == 3 {
+			mixed[i].TopLogprobs = 1
+		}
+	}
+	batch := runAll(t, newEngine(t, l, engine.Options{Parallel: 8, PrefillBudget: 13}), mixed)
+	for i := range reqs {
+		if !slices.Equal(onLogits[i], want[i]) {
+			t.Fatalf("request %d (%+v): %v on logits, %v on candidates", i, reqs[i].Sampling, onLogits[i], want[i])
+		}
+		if !slices.Equal(batch[i], want[i]) {
+			t.Fatalf("request %d (%+v): %v in the batch, %v alone", i, reqs[i].Sampling, batch[i], want[i])
+		}
+	}
+}
+
 // TestTeacherForcedLogitsInBatch: a sequence's teacher-forced logits in a
 // batch of 16 equal its logits alone, bit for bit. (The oracle bounds are
 // model/llama's conformance tests, whose Forward runs ForwardBatch.)

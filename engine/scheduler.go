@@ -124,10 +124,11 @@ type scheduler struct {
 	inStep  []*seq // the sequences of the step, in row order
 	rows    [][2]int
 	logits  []float32
-	outSeq  []int   // per Out row: index into inStep
-	outRow  []int   // per Out row: the row's index in its sequence's toks
-	fast    bool    // the step read only argmax ids (forward)
-	argmax  []int32 // per Out row, when fast
+	outSeq  []int    // per Out row: index into inStep
+	outRow  []int    // per Out row: the row's index in its sequence's toks
+	read    readMode // how forward read the step's Out rows
+	argmax  []int32  // per Out row, when readArgmax
+	top     ml.TopK  // per Out row, when readTop: its candidates
 	counter Stats
 	maxOut  int // rows of logits a step can have (st's)
 }
@@ -442,25 +443,72 @@ func (s *scheduler) forward() (err error) {
 	if len(s.batch.Out) == 0 {
 		return nil
 	}
-	// On a GPU, rows that need only their argmax get it there: a 4-byte
-	// copy instead of a row of logits (128,256 floats for Llama 3). Where
-	// the logits are in host memory anyway they are always read, which
-	// also checks them for NaN and Inf at every step.
-	s.fast = s.b.Name() == "cuda"
-	for _, i := range s.outSeq {
-		q := s.inStep[i]
-		if q.req.Logits || !q.greedy || q.req.TopLogprobs > 0 || q.req.Constraint != nil {
-			s.fast = false
-		}
-	}
-	if s.fast {
+	s.read = s.readMode()
+	switch s.read {
+	case readArgmax:
 		s.argmax = grow(s.argmax, len(s.batch.Out))
 		s.b.Argmax(s.st.Logits, s.argmax)
-		return nil
+	case readTop:
+		s.b.TopK(s.st.Logits, &s.top)
+	default:
+		s.logits = grow(s.logits, len(s.batch.Out)*s.e.vocab)
+		s.b.Read(s.st.Logits, s.logits)
 	}
-	s.logits = grow(s.logits, len(s.batch.Out)*s.e.vocab)
-	s.b.Read(s.st.Logits, s.logits)
 	return nil
+}
+
+// readMode is how a step reads its Out rows (docs/ENGINE.md, "Sampling a
+// step"), from the least a row needs.
+type readMode uint8
+
+const (
+	readLogits readMode = iota // every row's logits
+	readArgmax                 // each row's argmax id (CUDA, all rows greedy)
+	readTop                    // one Backend.TopK for all rows: each row's candidates
+)
+
+// readMode picks the step's readMode and, for readTop, fills s.top: row
+// o of the logits asks for k 1 when greedy, else what its sampler Wants.
+// Every mode gives each row the token it gets alone (sample.Sampler.Want
+// says why the candidates suffice), so a request's tokens do not depend
+// on the company it keeps.
+func (s *scheduler) readMode() readMode {
+	argmax := s.b.Name() == "cuda" // where the argmax kernel beats a top-1 select
+	for _, i := range s.outSeq {
+		q := s.inStep[i]
+		if q.req.Logits || q.req.TopLogprobs > 0 || q.req.Constraint != nil {
+			return readLogits
+		}
+		argmax = argmax && q.greedy
+	}
+	if argmax {
+		return readArgmax
+	}
+	t := &s.top
+	t.Rows, t.K = t.Rows[:0], t.K[:0]
+	clear(t.Gather) // holds the samplers' lists: keep no finished request alive
+	t.Gather = t.Gather[:0]
+	for o, i := range s.outSeq {
+		q := s.inStep[i]
+		k, gather := 1, []int32(nil)
+		if !q.greedy && q.out != nil && q.req.MaxTokens != 0 { // else nothing is sampled
+			if q.sampler == nil {
+				// Made at the first sampled token, not at Submit: a greedy
+				// request never needs its vocabulary-sized buffers (a
+				// quarter of a MiB a request at 32,000 tokens, for every
+				// running and waiting one).
+				q.sampler = sample.New(q.req.Sampling, s.e.vocab)
+			}
+			var ok bool
+			if k, gather, ok = q.sampler.Want(q.toks); !ok {
+				return readLogits // sampling without top-k needs the whole row
+			}
+		}
+		t.Rows = append(t.Rows, int32(o))
+		t.K = append(t.K, int32(k))
+		t.Gather = append(t.Gather, gather)
+	}
+	return readTop
 }
 
 // advance books the step: cached tokens, full prompt pages keyed for
@@ -475,13 +523,22 @@ func (s *scheduler) advance() {
 		}
 		s.registerPages(q)
 	}
+	e := 0 // the first entry of row o in s.top
 	for o, i := range s.outSeq {
 		q := s.inStep[i]
 		p := s.outRow[o]
-		if s.fast {
+		switch s.read {
+		case readArgmax:
 			if p == len(q.toks)-1 && q.out != nil {
 				s.nextID(q, s.argmax[o], Event{})
 			}
+			continue
+		case readTop:
+			n := int(s.top.K[o]) + len(s.top.Gathered(o))
+			if p == len(q.toks)-1 && q.out != nil {
+				s.nextTop(q, s.top.IDs[e:e+n], s.top.Vals[e:e+n])
+			}
+			e += n
 			continue
 		}
 		row := s.logits[o*V : (o+1)*V]
@@ -549,16 +606,12 @@ func (s *scheduler) next(q *seq, row []float32) {
 			id = sample.Greedy(row)
 		} else {
 			if q.sampler == nil {
-				// Made at the first sampled token, not at Submit: a greedy
-				// request never needs its vocabulary-sized buffers (a quarter
-				// of a MiB a request at 32,000 tokens, for every running
-				// and waiting one).
-				q.sampler = sample.New(q.req.Sampling, len(row))
+				q.sampler = sample.New(q.req.Sampling, len(row)) // see readMode
 			}
 			id = q.sampler.Sample(row, q.toks)
 		}
 		if v := row[id]; math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("non-finite logits at generation step %d (position %d): the model's weights or activations hold NaN or Inf (greta inspect --check scans the file)", q.generated(), len(q.toks)-1)
+			return nonFinite(q)
 		}
 		if q.req.TopLogprobs > 0 {
 			ev.Logprob, ev.Top = logprobs(row, id, q.req.TopLogprobs)
@@ -573,6 +626,44 @@ func (s *scheduler) next(q *seq, row []float32) {
 		return
 	}
 	s.nextID(q, id, ev)
+}
+
+// nextTop samples q's next token from its candidates (readTop: the row's
+// k largest logits and its gathered ones) and streams it. Every value the
+// device returned is checked: a NaN ranks above every number there
+// (kernels/topk.cu's keys), so a row that holds one shows it.
+func (s *scheduler) nextTop(q *seq, ids []int32, vals []float32) {
+	if q.req.MaxTokens == 0 {
+		return
+	}
+	var id int32
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("engine: sampling failed: %v", r)
+			}
+		}()
+		for _, v := range vals {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return nonFinite(q)
+			}
+		}
+		if q.greedy {
+			id = ids[0]
+		} else {
+			id = q.sampler.SampleTop(ids, vals)
+		}
+		return nil
+	}()
+	if err != nil {
+		s.finish(q, StopError, err)
+		return
+	}
+	s.nextID(q, id, Event{})
+}
+
+func nonFinite(q *seq) error {
+	return fmt.Errorf("non-finite logits at generation step %d (position %d): the model's weights or activations hold NaN or Inf (greta inspect --check scans the file)", q.generated(), len(q.toks)-1)
 }
 
 // nextID streams q's next token id (ev may carry its logprobs).

@@ -11,6 +11,7 @@ import (
 	"math"
 	"time"
 
+	"greta/ml"
 	"greta/model/llama"
 	"greta/sample"
 	"greta/tokenizer"
@@ -287,8 +288,6 @@ func (ss *Session) Generate(ctx context.Context, tokens []int32, o Options) (*Re
 	b := m.Backend
 	V := m.Config.VocabSize
 	sampler := sample.New(o.Sampling, V)
-	greedy := o.Sampling.Greedy || o.Sampling.Temp <= 0
-	penalize := o.Sampling.RepeatPenalty != 0 && o.Sampling.RepeatPenalty != 1
 	dec := tok.NewStreamDecoder()
 	stop := NewStopMatcher(o.Stop)
 	var text []byte
@@ -321,36 +320,29 @@ func (ss *Session) Generate(ctx context.Context, tokens []int32, o Options) (*Re
 		r.StopReason = "max_tokens"
 		return r, nil
 	}
-	// Greedy, and sampling whose chain starts with top-k, need only the
-	// device's top 1 or top k: the full logits are copied only for a
-	// penalty (every logit) or --debug-decode (probabilities over the row).
+	// Greedy decoding and sampling with top-k need only the device's top 1
+	// or top k (and, with penalties, the logits of the recent tokens:
+	// sample.Sampler.Want): the full logits are copied only for sampling
+	// without top-k or for --debug-decode (probabilities over the row).
 	// Each step's logits are checked for NaN and Inf: the whole row where
-	// it is copied, the values the device returned on the fast paths.
-	topK := o.Sampling.TopK
-	fast := greedy && !penalize && o.DebugTop <= 0
-	useTop := !greedy && !penalize && o.DebugTop <= 0 && topK > 0 && topK < V
-	if fast {
-		topK = 1
-	}
-	var topIDs []int32
-	var topVals []float32
+	// it is copied, the values the device returned on the fast path.
+	_, _, useTop := sampler.Want(nil)
+	useTop = useTop && o.DebugTop <= 0
 	var logits []float32
-	if fast || useTop {
-		topIDs, topVals = make([]int32, topK), make([]float32, topK)
-	} else {
+	if !useTop {
 		logits = make([]float32, V)
 	}
+	top := ml.TopK{Rows: []int32{0}, K: []int32{0}, Gather: [][]int32{nil}}
 	history := ss.history
 	next := func(step int) (int32, error) {
-		if fast || useTop {
-			b.TopK(s.Logits, 0, topK, topIDs, topVals)
-			if err := CheckLogits(step, topVals); err != nil {
+		if useTop {
+			k, gather, _ := sampler.Want(history)
+			top.K[0], top.Gather[0] = int32(k), gather
+			b.TopK(s.Logits, &top)
+			if err := CheckLogits(step, top.Vals); err != nil {
 				return 0, err
 			}
-			if fast {
-				return topIDs[0], nil
-			}
-			return sampler.SampleTop(topIDs, topVals), nil
+			return sampler.SampleTop(top.IDs, top.Vals), nil
 		}
 		b.Read(s.Logits, logits)
 		if err := CheckLogits(step, logits); err != nil {

@@ -9,7 +9,11 @@
 // to one of rows values.
 package ml
 
-import "greta/gguf"
+import (
+	"fmt"
+
+	"greta/gguf"
+)
 
 // Tensor is an activation buffer on a backend: float32 on cpu and cuda,
 // float64 on ref. Its row count can shrink and grow up to the capacity it
@@ -100,10 +104,11 @@ type Backend interface {
 	Gather(dst, src Tensor, rows []int32)
 	// Argmax writes the index of each row's largest value (the first on ties).
 	Argmax(x Tensor, dst []int32)
-	// TopK writes the k largest values of row `row` of x and their column
-	// ids, largest first (the lower id first on ties), so sampling needs no
-	// copy of the whole row. k ≤ Cols.
-	TopK(x Tensor, row, k int, ids []int32, vals []float32)
+	// TopK selects, for every row t.Rows[i] of x, its t.K[i] largest values
+	// and reads the columns t.Gather[i], all rows in one pass and one copy
+	// to the host, so that sampling a step's rows needs no copy of their
+	// logits (see TopK).
+	TopK(x Tensor, t *TopK)
 	// Read copies x to the host as float32, row-major.
 	Read(x Tensor, dst []float32)
 	Close() error
@@ -131,6 +136,86 @@ type Attn struct {
 	// Softcap, when > 0, caps every score softly before the softmax:
 	// Softcap·tanh(score/Softcap) (Gemma 2).
 	Softcap float64
+}
+
+// TopK asks Backend.TopK for candidates from some rows of a tensor: what a
+// sampler needs of a step's logits rows instead of the rows themselves.
+//
+// Row i's entries start at entry Σ_{j<i} (K[j] + len(Gather[j])) of IDs
+// and Vals: first its K[i] largest values with their columns, largest
+// first and the lower column first on ties (exactly TopKHost's order),
+// then the values at the columns Gather[i], in that order (IDs repeats
+// the columns). The gathered values let a sampler penalize tokens that
+// may lie outside the selected ones (sample.Sampler.Want says why).
+type TopK struct {
+	Rows   []int32   // rows of x
+	K      []int32   // per row: 1 ≤ K[i] ≤ Cols
+	Gather [][]int32 // per row, columns to read as well (nil or empty: none)
+
+	// The results, resized by Backend.TopK to Len() (their capacity is
+	// reused from call to call).
+	IDs  []int32
+	Vals []float32
+}
+
+// Len is the number of entries the request returns.
+func (t *TopK) Len() int {
+	n := 0
+	for i, k := range t.K {
+		n += int(k)
+		if i < len(t.Gather) {
+			n += len(t.Gather[i])
+		}
+	}
+	return n
+}
+
+// Gathered is the columns gathered for row i (nil when none).
+func (t *TopK) Gathered(i int) []int32 {
+	if i < len(t.Gather) {
+		return t.Gather[i]
+	}
+	return nil
+}
+
+// Check panics unless t fits a tensor of rows×cols (the shape errors the
+// backends report), and sizes IDs and Vals to Len().
+func (t *TopK) Check(rows, cols int) {
+	if len(t.K) != len(t.Rows) || len(t.Gather) > len(t.Rows) {
+		panic(fmt.Sprintf("TopK: %d rows, %d counts, %d gather lists", len(t.Rows), len(t.K), len(t.Gather)))
+	}
+	for i, r := range t.Rows {
+		if r < 0 || int(r) >= rows || t.K[i] < 1 || int(t.K[i]) > cols {
+			panic(fmt.Sprintf("TopK: k %d of row %d of a [%d,%d] tensor", t.K[i], r, cols, rows))
+		}
+		for _, c := range t.Gathered(i) {
+			if c < 0 || int(c) >= cols {
+				panic(fmt.Sprintf("TopK: gather column %d of a row of %d", c, cols))
+			}
+		}
+	}
+	n := t.Len()
+	if cap(t.IDs) < n {
+		t.IDs, t.Vals = make([]int32, n), make([]float32, n)
+	}
+	t.IDs, t.Vals = t.IDs[:n], t.Vals[:n]
+}
+
+// TopKRows is Backend.TopK over rows held on the host (row(r) returns row
+// r of the tensor): TopKHost a row. Backends whose rows live in host
+// memory use it.
+func TopKRows(t *TopK, rows, cols int, row func(r int) []float32) {
+	t.Check(rows, cols)
+	e := 0
+	for i, r := range t.Rows {
+		x, k := row(int(r)), int(t.K[i])
+		TopKHost(x, k, t.IDs[e:e+k], t.Vals[e:e+k])
+		e += k
+		for _, c := range t.Gathered(i) {
+			t.IDs[e], t.Vals[e] = c, x[c]
+			e++
+		}
+	}
 }
 
 // TopKHost is TopK over a row held on the host: a heap of k entries,

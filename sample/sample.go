@@ -54,12 +54,14 @@ type Sampler struct {
 	p     Params
 	rng   *rand.Rand
 	cands []Candidate
-	seen  map[int32]int
+	seen  map[int32]int // the recent tokens' counts (penalties)
+	pen   []int32       // Want's gather list: the distinct recent tokens
 }
 
 // New returns a sampler for a vocabulary of n tokens.
 func New(p Params, n int) *Sampler {
-	return &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x5851F42D4C957F2D)), cands: make([]Candidate, n), seen: map[int32]int{}}
+	return &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x5851F42D4C957F2D)), cands: make([]Candidate, n), seen: map[int32]int{},
+		pen: make([]int32, 0, min(n, max(p.RepeatLastN, 0), 1<<12))}
 }
 
 // Greedy returns the index of the largest logit (the first on ties).
@@ -86,28 +88,9 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 		c[i] = Candidate{ID: int32(i), Logit: v}
 	}
 	if penalize {
-		// llama.cpp's penalties sampler: per distinct recent token, divide
-		// a positive logit by the repeat penalty (multiply a negative
-		// one), then subtract count·frequency + presence.
-		clear(s.seen)
-		from := max(0, len(history)-p.RepeatLastN)
-		for _, t := range history[from:] {
-			if t >= 0 && int(t) < len(c) {
-				s.seen[t]++
-			}
-		}
-		rp := p.RepeatPenalty
-		if rp == 0 {
-			rp = 1
-		}
+		s.recent(history)
 		for t, n := range s.seen {
-			l := c[t].Logit
-			if l > 0 {
-				l /= float32(rp)
-			} else {
-				l *= float32(rp)
-			}
-			c[t].Logit = l - float32(float64(n)*p.FrequencyPenalty+p.PresencePenalty)
+			c[t].Logit = p.penalize(c[t].Logit, n)
 		}
 	}
 	if p.Greedy || p.Temp <= 0 {
@@ -128,14 +111,106 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 	return s.finish(c)
 }
 
-// SampleTop samples from candidates a backend already selected with
-// Backend.TopK (ids and logits, best first, TopK of them): the rest of the
-// chain (top-p, min-p, temperature) needs nothing else. It must not be used
-// with a repetition penalty, which needs every logit.
+// recent counts the tokens among history's last RepeatLastN into seen and
+// lists the distinct ones in pen, in the order they first appear.
+func (s *Sampler) recent(history []int32) {
+	clear(s.seen)
+	s.pen = s.pen[:0]
+	from := max(0, len(history)-s.p.RepeatLastN)
+	for _, t := range history[from:] {
+		if t >= 0 && int(t) < len(s.cands) {
+			if s.seen[t] == 0 {
+				s.pen = append(s.pen, t)
+			}
+			s.seen[t]++
+		}
+	}
+}
+
+// penalize is llama.cpp's penalties sampler for one token seen n times
+// recently: divide a positive logit by the repeat penalty (multiply a
+// negative one), then subtract n·frequency + presence.
+func (p Params) penalize(l float32, n int) float32 {
+	rp := p.RepeatPenalty
+	if rp == 0 {
+		rp = 1
+	}
+	if l > 0 {
+		l /= float32(rp)
+	} else {
+		l *= float32(rp)
+	}
+	return l - float32(float64(n)*p.FrequencyPenalty+p.PresencePenalty)
+}
+
+// Want says what the sampler needs of the next token's logits row when a
+// backend selects candidates on the device (ml.TopK) instead of copying
+// the row: its k largest logits, and the logits at the columns gather.
+// ok is false when it needs the whole row: sampling without top-k (top_k
+// 0 or the whole vocabulary). gather is valid until the next Want, and
+// SampleTop must get the backend's answer to this Want.
+//
+// Penalties change which tokens are in the top k, so the backend cannot
+// select on the raw logits alone; Want asks for k+P of them instead, P
+// being the number of distinct penalized tokens (those among history's
+// last RepeatLastN), and for the raw logits of those P. That is enough,
+// whatever the penalties' signs: the unpenalized tokens in the final top
+// k are the best of the unpenalized ones, in their raw order, and at most
+// P penalized tokens rank above any of them in the raw top k+P; the
+// penalized tokens' values come from the gathered logits, so a penalty
+// that raises a logit (repeat_penalty < 1, a negative presence or
+// frequency penalty) can lift one from anywhere in the row. SampleTop
+// applies the penalties (the same float32 arithmetic as Sample) and takes
+// the top k by value, the lower id first on ties: the set and order
+// Sample's top-k gives over the whole penalized row. Top-p, min-p,
+// temperature and the draw then run over the same candidates in the same
+// order, so a seeded request draws the same token on either path.
+func (s *Sampler) Want(history []int32) (k int, gather []int32, ok bool) {
+	p := s.p
+	V := len(s.cands)
+	s.pen = s.pen[:0]
+	if p.Penalized() {
+		s.recent(history)
+	}
+	switch {
+	case p.Greedy || p.Temp <= 0:
+		k = 1
+	case p.TopK <= 0 || p.TopK >= V:
+		return 0, nil, false
+	default:
+		k = p.TopK
+	}
+	return min(k+len(s.pen), V), s.pen, true
+}
+
+// SampleTop samples from what a backend returned for the last Want (ids
+// and logits: the k largest raw logits, best first and the lower id first
+// on ties, then the raw logits at the gathered columns) and gives the
+// token Sample would give for the same row and history.
 func (s *Sampler) SampleTop(ids []int32, logits []float32) int32 {
-	c := s.cands[:len(ids)]
-	for i := range ids {
-		c[i] = Candidate{ID: ids[i], Logit: logits[i]}
+	p := s.p
+	nsel := len(ids) - len(s.pen)
+	c := s.cands[:0]
+	if len(s.pen) == 0 {
+		for i := range nsel {
+			c = append(c, Candidate{ID: ids[i], Logit: logits[i]})
+		}
+	} else {
+		for i := range nsel {
+			if s.seen[ids[i]] == 0 {
+				c = append(c, Candidate{ID: ids[i], Logit: logits[i]})
+			}
+		}
+		for j, t := range ids[nsel:] {
+			c = append(c, Candidate{ID: t, Logit: p.penalize(logits[nsel+j], s.seen[t])})
+		}
+		sortDesc(c)
+	}
+	if p.Greedy || p.Temp <= 0 {
+		return c[0].ID
+	}
+	if p.TopK > 0 && p.TopK < len(c) {
+		c = c[:p.TopK]
 	}
 	return s.finish(c)
 }
@@ -205,17 +280,24 @@ func sortDesc(c []Candidate) {
 	})
 }
 
-// selectTop moves the k largest logits to the front (quickselect).
+// better orders candidates by logit, the lower id first on ties: the order
+// of ml.TopKHost, so that the top k is one set however it is found.
+func better(a, b Candidate) bool {
+	return a.Logit > b.Logit || a.Logit == b.Logit && a.ID < b.ID
+}
+
+// selectTop moves the k best candidates (better) to the front
+// (quickselect).
 func selectTop(c []Candidate, k int) {
 	lo, hi := 0, len(c)-1
 	for lo < hi {
-		pivot := c[(lo+hi)/2].Logit
+		pivot := c[(lo+hi)/2]
 		i, j := lo, hi
 		for i <= j {
-			for c[i].Logit > pivot {
+			for better(c[i], pivot) {
 				i++
 			}
-			for c[j].Logit < pivot {
+			for better(pivot, c[j]) {
 				j--
 			}
 			if i <= j {

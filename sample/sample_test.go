@@ -1,8 +1,11 @@
 package sample
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
+
+	"greta/ml"
 )
 
 func randLogits(n int, seed uint64) []float32 {
@@ -136,5 +139,93 @@ func TestPresenceFrequencyPenalties(t *testing.T) {
 	}
 	if err := (Params{FrequencyPenalty: -2}).Validate(); err != nil {
 		t.Errorf("frequency_penalty -2: %v", err)
+	}
+}
+
+// Sampling from a backend's selection for Want (ml.TopKRows, what the CPU
+// backend runs; the CUDA one is tested against it) draws exactly what
+// Sample draws from the whole row, step after step with one seed: greedy
+// and sampled, with every kind of penalty (those that raise logits too),
+// on rows with heavy ties, and top-k from 1 to the vocabulary.
+func TestWantSampleTopMatchesSample(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	const V = 300
+	for trial := range 400 {
+		p := Params{Temp: []float64{0, 0.7, 1.5}[trial%3], TopK: 1 + r.IntN(V+20), TopP: []float64{1, 0.9, 0.5}[r.IntN(3)],
+			MinP: []float64{0, 0.05}[r.IntN(2)], RepeatLastN: r.IntN(40), Seed: uint64(trial)}
+		switch trial % 5 {
+		case 1:
+			p.RepeatPenalty = 1.3
+		case 2:
+			p.RepeatPenalty = 0.7 // raises logits: a token far down can come up
+		case 3:
+			p.PresencePenalty, p.FrequencyPenalty = -2, 0.5
+		case 4:
+			p.RepeatPenalty, p.PresencePenalty, p.FrequencyPenalty = 1.1, 0.4, -0.3
+		}
+		if trial%7 == 0 {
+			p.TopK = 0
+		}
+		a, b := New(p, V), New(p, V)
+		hist := []int32{-1, V + 5} // out of the vocabulary: ignored
+		for step := range 8 {
+			row := make([]float32, V)
+			for i := range row {
+				switch trial % 4 {
+				case 0:
+					row[i] = float32(r.NormFloat64() * 3)
+				case 1:
+					row[i] = float32(r.IntN(4)) / 2 // four values: ties everywhere
+				case 2:
+					row[i] = 1
+				default:
+					row[i] = float32(math.Round(r.NormFloat64()*4) / 4)
+				}
+			}
+			want := a.Sample(row, hist)
+			k, gather, ok := b.Want(hist)
+			if !ok {
+				if p.TopK > 0 && p.TopK < V && p.Temp > 0 {
+					t.Fatalf("trial %d: Want refused top_k %d", trial, p.TopK)
+				}
+				b.Sample(row, hist) // keep the generators in step
+				continue
+			}
+			tk := ml.TopK{Rows: []int32{0}, K: []int32{int32(k)}, Gather: [][]int32{gather}}
+			ml.TopKRows(&tk, 1, V, func(int) []float32 { return row })
+			if got := b.SampleTop(tk.IDs, tk.Vals); got != want {
+				t.Fatalf("trial %d step %d (%+v, k %d, %d gathered): SampleTop %d, Sample %d", trial, step, p, k, len(gather), got, want)
+			}
+			for range 1 + r.IntN(6) {
+				hist = append(hist, int32(r.IntN(V)))
+			}
+		}
+	}
+}
+
+// selectTop keeps the lower ids among equal logits, as ml.TopKHost does.
+func TestSelectTopTies(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	for range 200 {
+		n := 1 + r.IntN(200)
+		row := make([]float32, n)
+		for i := range row {
+			row[i] = float32(r.IntN(3))
+		}
+		k := 1 + r.IntN(n)
+		c := make([]Candidate, n)
+		for i, v := range row {
+			c[i] = Candidate{ID: int32(i), Logit: v}
+		}
+		selectTop(c, k)
+		c = c[:k]
+		sortDesc(c)
+		ids, vals := make([]int32, k), make([]float32, k)
+		ml.TopKHost(row, k, ids, vals)
+		for i := range k {
+			if c[i].ID != ids[i] {
+				t.Fatalf("n %d k %d: entry %d is %d, TopKHost %d", n, k, i, c[i].ID, ids[i])
+			}
+		}
 	}
 }

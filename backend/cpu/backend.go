@@ -197,8 +197,9 @@ func (b *Backend) Argmax(x ml.Tensor, dst []int32) {
 	}
 }
 
-func (b *Backend) TopK(x ml.Tensor, row, k int, ids []int32, vals []float32) {
-	ml.TopKHost(x.(*Tensor).row(row), k, ids, vals)
+func (b *Backend) TopK(x ml.Tensor, t *ml.TopK) {
+	xs := x.(*Tensor)
+	ml.TopKRows(t, xs.Rows(), xs.Cols(), xs.row)
 }
 
 func (b *Backend) Read(x ml.Tensor, dst []float32) {

@@ -112,7 +112,9 @@ type Backend struct {
 	resDev  devPtr
 	resHost unsafe.Pointer
 	resCap  int
-	topkIdx []int32 // TopK's ranking of its candidates
+	topkIdx []int32   // TopK's ranking of a row's candidates
+	topkVal []float32 // and their values
+	topkBuf []int32   // TopK's row descriptions and gather lists (dyn)
 
 	// Launch arguments: one struct per launch, copied by the driver at
 	// launch time. Heap memory owned here, alive through every call.

@@ -247,9 +247,8 @@ func (b *Backend) lower(o *op) {
 		b.launch("argmax", [3]int{nb, min(o.rows, maxGridY), 1}, 256, 0, args{}.p(x.ptr).i(o.rows).i(x.cols).p(b.resDev).p(part).p(cnt).i(nb), "argmax")
 
 	case opTopK:
-		x, k := o.x, o.from
-		b.launch("topk", [3]int{1, 1, 1}, topkThreads, 0,
-			args{}.p(x.ptr+devPtr(4*o.layer*x.cols)).i(x.cols).i(k).p(b.resDev).p(b.resDev+devPtr(4*k)), fmt.Sprintf("top-%d", k))
+		b.launch("topk", [3]int{1, o.rows, 1}, topkThreads, 0,
+			args{}.p(o.x.ptr).i(o.x.cols).p(b.dynPtr(o.dyn)).p(b.resDev), fmt.Sprintf("top-k of %d rows", o.rows))
 
 	default:
 		b.lowerFamily(o) // family.go

@@ -13,6 +13,7 @@ import (
 	"greta/gguf"
 	"greta/internal/testmodels"
 	"greta/ml"
+	"greta/ml/mltest"
 	"greta/quant"
 )
 
@@ -475,47 +476,63 @@ func typeOfKfmt(f string) gguf.Type {
 	panic("typeOfKfmt: " + f)
 }
 
-// TestTopK checks the device top-k against ml.TopKHost on rows with many
-// ties (values on a grid of 1/4, all equal, signed zeros), for k from 1 to
-// the whole row.
+// TestTopK checks the batched top-k (one launch and one copy for all
+// rows) against ml.TopKHost a row, on rows with many ties, for k from 1 to
+// the whole row, with gathered columns, and under graph replay
+// (mltest.TopK).
 func TestTopK(t *testing.T) {
-	p := newPair(t)
-	r := rand.New(rand.NewPCG(9, uint64(os.Getpid())))
-	for _, cols := range []int{1, 17, 1000, 32000, 128256} {
-		for _, kind := range []string{"normal", "grid", "equal", "zeros"} {
-			x := make([]float32, 2*cols)
-			for i := range x {
-				switch kind {
-				case "normal":
-					x[i] = float32(r.NormFloat64() * 3)
-				case "grid":
-					x[i] = float32(math.Round(r.NormFloat64()*4) / 4)
-				case "equal":
-					x[i] = -1.5
-				case "zeros":
-					x[i] = float32(math.Copysign(0, float64(r.IntN(2)*2-1)))
-					if r.IntN(5) == 0 {
-						x[i] = float32(r.NormFloat64())
-					}
-				}
-			}
-			t2 := p.inputFrom(x, cols, 2)
-			for _, k := range []int{1, 2, 40, 1000, cols} {
-				if k > cols {
-					continue
-				}
-				gi, gv := make([]int32, k), make([]float32, k)
-				wi, wv := make([]int32, k), make([]float32, k)
-				row := k % 2 // either row
-				p.g.TopK(t2.g, row, k, gi, gv)
-				ml.TopKHost(x[row*cols:(row+1)*cols], k, wi, wv)
-				for i := range k {
-					if gi[i] != wi[i] || math.Float32bits(gv[i]) != math.Float32bits(wv[i]) && gv[i] != wv[i] {
-						t.Fatalf("TopK %s cols %d k %d: entry %d is (%d, %g), want (%d, %g)", kind, cols, k, i, gi[i], gv[i], wi[i], wv[i])
-					}
-				}
+	mltest.TopK(t, device(t), []int{1, 17, 1000, 32000, 128256})
+}
+
+// TestTopKManyRows: a 64-row step of a Llama 3 vocabulary, every row asked
+// for with its own k and gather list, as the engine asks.
+func TestTopKManyRows(t *testing.T) {
+	g := device(t)
+	const cols, rows = 128256, 64
+	r := rand.New(rand.NewPCG(21, 22))
+	x := make([]float32, rows*cols)
+	for i := range x {
+		x[i] = float32(math.Round(r.NormFloat64()*8) / 8)
+	}
+	xt, fill := mltest.Filler(t, g, x, cols, rows)
+	fill()
+	req := ml.TopK{}
+	for i := range rows {
+		req.Rows = append(req.Rows, int32(i))
+		req.K = append(req.K, 100)
+		var gather []int32
+		for range 64 {
+			gather = append(gather, int32(r.IntN(cols)))
+		}
+		req.Gather = append(req.Gather, gather)
+	}
+	replays := g.Stats.Replays
+	for step := range 4 {
+		// The first step asks for the most, so the result buffer grows
+		// only then and the later steps may replay the second one's graph.
+		if step > 0 {
+			fill() // the same queue every step: Embed, then TopK
+			for i := range rows {
+				req.Rows[i] = int32(r.IntN(rows))
+				req.K[i] = int32(1 + r.IntN(100))
+				req.Gather[i] = req.Gather[i][:r.IntN(len(req.Gather[i])+1)]
 			}
 		}
+		runs := g.Stats.Runs
+		g.TopK(xt, &req)
+		if g.Stats.Runs != runs+1 {
+			t.Errorf("TopK of %d rows took %d runs, want 1", rows, g.Stats.Runs-runs)
+		}
+		want := ml.TopK{Rows: req.Rows, K: req.K, Gather: req.Gather}
+		ml.TopKRows(&want, rows, cols, func(r int) []float32 { return x[r*cols : (r+1)*cols] })
+		for i := range want.IDs {
+			if req.IDs[i] != want.IDs[i] || math.Float32bits(req.Vals[i]) != math.Float32bits(want.Vals[i]) {
+				t.Fatalf("step %d: entry %d is (%d, %g), want (%d, %g)", step, i, req.IDs[i], req.Vals[i], want.IDs[i], want.Vals[i])
+			}
+		}
+	}
+	if g.Graphs && g.Stats.Replays == replays {
+		t.Error("no TopK step was replayed from a graph")
 	}
 }
 

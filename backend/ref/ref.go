@@ -327,13 +327,17 @@ func (*Backend) Argmax(x ml.Tensor, dst []int32) {
 	}
 }
 
-func (*Backend) TopK(x ml.Tensor, r, k int, ids []int32, vals []float32) {
+// TopK ranks the rows' values rounded to float32, as the other backends
+// hold them.
+func (*Backend) TopK(x ml.Tensor, t *ml.TopK) {
 	xs := x.(*Tensor)
 	row := make([]float32, xs.cols)
-	for i, v := range xs.row(r) {
-		row[i] = float32(v)
-	}
-	ml.TopKHost(row, k, ids, vals)
+	ml.TopKRows(t, xs.Rows(), xs.cols, func(r int) []float32 {
+		for i, v := range xs.row(r) {
+			row[i] = float32(v)
+		}
+		return row
+	})
 }
 
 func (*Backend) Read(x ml.Tensor, dst []float32) {

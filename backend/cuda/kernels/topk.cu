@@ -1,19 +1,28 @@
-// topk.cu: the k largest values of one row, so that sampling copies k
-// candidates to the host instead of the whole logits row.
+// topk.cu: the k largest values of each of some rows (Backend.TopK), so
+// that sampling a step copies a few candidates a row to the host instead
+// of whole logits rows: one launch and one copy for all of a step's rows.
 //
-// One block of 1024 threads. A radix select on the values' order-preserving
-// 32-bit keys finds the key T of the k-th largest value, 8 bits a pass from
-// the top (a 256-bin histogram of the values that match the digits found so
-// far). A last pass in column order writes every value above T, then the
-// first `need` values equal to T (the lowest ids win ties, as in
-// ml.TopKHost). The k candidates come out in column order; the host sorts
-// them (backend/cuda/topk.go).
+// One block of 1024 threads a row (grid.y = rows). A radix select on the
+// values' order-preserving 32-bit keys finds the key T of the k-th largest
+// value, 8 bits a pass from the top (a 256-bin histogram of the values that
+// match the digits found so far). A last pass in column order writes every
+// value above T, then the first `need` values equal to T (the lowest ids
+// win ties, as in ml.TopKHost). So the k candidates come out as those above
+// T, then those equal to T, each in column order: equal values keep their
+// column order, and the host, which sorts them (backend/cuda/topk.go),
+// breaks ties by the index among the candidates. Then the block reads the
+// row's gathered columns (the tokens a sampler's penalties touch).
+//
+// A row's k and gathered columns come from its description in the per-step
+// values (desc), so a step's launch keeps its signature while they change.
+
+#define TOPK_DESC 5  // int32s a row: x row, k, first entry, gather start (int32s from desc), gather count
 
 struct TopKArgs {
-  u64 x;       // the row, [n] float
-  i64 n, k;    // 1 ≤ k ≤ n
-  u64 ids;     // [k] int32
-  u64 vals;    // [k] float
+  u64 x;     // [rows, n] float
+  i64 n;     // values a row
+  u64 desc;  // [grid.y] TOPK_DESC int32s, then the gather lists
+  u64 out;   // entries: (column, value bits) int32 pairs
 };
 
 // A float's key: larger values have larger keys; -0 and +0 are one key.
@@ -30,10 +39,12 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS) topk(const TopKArgs a
   __shared__ u32 hist[256];
   __shared__ u32 sh_prefix, sh_need;
   __shared__ u32 wcnt[2][TOPK_THREADS / 32];
-  const float* x = (const float*)a.x;
-  const i64 n = a.n;
+  const int* d = (const int*)a.desc + TOPK_DESC * blockIdx.y;
+  const i64 n = a.n, k = d[1];
+  const float* x = (const float*)a.x + n * d[0];
+  int* out = (int*)a.out + 2 * (i64)d[2];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  u32 prefix = 0, mask = 0, need = (u32)a.k;
+  u32 prefix = 0, mask = 0, need = (u32)k;
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int i = threadIdx.x; i < 256; i += TOPK_THREADS) hist[i] = 0;
     __syncthreads();
@@ -76,9 +87,7 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS) topk(const TopKArgs a
     mask |= 255u << shift;
   }
   // prefix is T; need values equal to T are taken after the k-need above it.
-  const u32 T = prefix, ngt = (u32)a.k - need;
-  int* ids = (int*)a.ids;
-  float* vals = (float*)a.vals;
+  const u32 T = prefix, ngt = (u32)k - need;
   const u32 below = (1u << lane) - 1u;
   u32 baseGt = 0, baseEq = 0;
   for (i64 c0 = 0; c0 < n; c0 += TOPK_THREADS) {
@@ -100,15 +109,20 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS) topk(const TopKArgs a
       te += e;
     }
     if (gt) {
-      ids[baseGt + og] = (int)i;
-      vals[baseGt + og] = v;
+      out[2 * (baseGt + og)] = (int)i;
+      out[2 * (baseGt + og) + 1] = __float_as_int(v);
     }
     if (eq && baseEq + oe < need) {
-      ids[ngt + baseEq + oe] = (int)i;
-      vals[ngt + baseEq + oe] = v;
+      out[2 * (ngt + baseEq + oe)] = (int)i;
+      out[2 * (ngt + baseEq + oe) + 1] = __float_as_int(v);
     }
     baseGt += tg;
     baseEq += te;
     __syncthreads();
+  }
+  const int* g = (const int*)a.desc + d[3];
+  for (int j = threadIdx.x; j < d[4]; j += TOPK_THREADS) {
+    out[2 * (k + j)] = g[j];
+    out[2 * (k + j) + 1] = __float_as_int(x[g[j]]);
   }
 }
