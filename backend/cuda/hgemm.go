@@ -134,10 +134,13 @@ func (b *Backend) lowerHGemm(o *op) {
 			if resid != 0 {
 				rp = resid + devPtr(4*r0)
 			}
-			// 128 weight rows a block, or 64 when that would not give
-			// every multiprocessor two blocks (the same arithmetic).
+			// 128 weight rows a block. hgemm_n64 (64, the same
+			// arithmetic) was picked for grids that would not give every
+			// SM two blocks, and measured slower on the H200 (pp512 5,468
+			// against 6,847, pp4096 5,897 against 6,906 tok/s, a lease
+			// apart; llama.cpp's pp4096 the same in both): tests only.
 			name, bn := "hgemm", 128
-			if b.hgemmBN == 64 || (b.hgemmBN == 0 && ceilDiv(cr, 128)*ceilDiv(n, hgemmBM) < 2*b.sms) {
+			if b.hgemmBN == 64 {
 				name, bn = "hgemm_n64", 64
 			}
 			b.launch(name, [3]int{ceilDiv(cr, bn), ceilDiv(n, hgemmBM), 1}, 2*bn, hgemmSmem(bn),

@@ -84,8 +84,9 @@ __device__ __forceinline__ void hg_mma(float* c, const u32* a, u32 b0, u32 b1) {
 
 // Grid: x over weight-row tiles, y over x-row tiles. WN warps along the
 // weight rows (BN = 32·WN weight rows a block: 4 for hgemm, 2 for
-// hgemm_n64, which the launch picks when the 128-row tiles would not fill
-// the GPU twice; each output's arithmetic is the same in both). Dynamic
+// hgemm_n64; each output's arithmetic is the same in both. hgemm_n64 was
+// meant for grids that do not fill the GPU twice, and measured slower:
+// hgemm.go). Dynamic
 // shared memory hgemmSmem (backend/cuda/hgemm.go). k must be a multiple of
 // 32.
 template <int WN>
