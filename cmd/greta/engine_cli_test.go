@@ -222,6 +222,8 @@ func TestKVBudgetFlag(t *testing.T) {
 	m := tinyModel(t)
 	_, stderr, code := greta(t, nil, "run", "-m", m, "-p", "hi", "--device", "cpu", "--kv-budget", "12XB")
 	oneLineErr(t, "--kv-budget 12XB", stderr, code, 2, "--kv-budget")
+	_, stderr, code = greta(t, nil, "serve", "-m", m, "--device", "cpu", "--port", "0", "--kv-budget", "12XB")
+	oneLineErr(t, "serve --kv-budget 12XB", stderr, code, 2, "--kv-budget")
 	_, stderr, code = greta(t, nil, "run", "-m", m, "-p", "hi", "--device", "cpu", "--kv-budget", "100B")
 	oneLineErr(t, "--kv-budget 100B", stderr, code, 1, "holds no page")
 	// A pool smaller than the context: the context shrinks to it, and a

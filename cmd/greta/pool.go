@@ -172,34 +172,48 @@ type poolSpec struct {
 func (p *poolFlags) engineOptions(fs *flag.FlagSet, ef *engineFlags, e *engine, ps poolSpec) (eng.Options, error) {
 	o := eng.Options{Parallel: ps.parallel, Context: ps.context, CacheType: kvCacheType(e, *ef.cache),
 		PrefillBudget: p.budget(fs, *ef.batch), NoPrefixCache: *p.noPrefix, QueueSize: max(256, ps.parallel+1)}
-	per := kvBytesPerToken(e, o.CacheType)
-	bytes, frac, err := parseKVBudget(*p.kvBudget)
+	if *p.kvBudget == "" && ps.minTokens > 0 {
+		o.Pages = (ps.minTokens + ml.PageSize - 1) / ml.PageSize
+		return o, nil
+	}
+	var err error
+	o.Pages, err = kvPages(e, *p.kvBudget, ps.parallel, ps.context, o.CacheType)
+	return o, err
+}
+
+// kvPages is the KV pool's size in pages for --kv-budget spec (a size, a
+// fraction of the free memory, or "" for the default) with parallel
+// sequences of ctx tokens. The default gives every sequence its whole
+// context, within 90 % of the free memory on a device that reports it
+// (the GPU; vLLM's default share), within 1 GiB elsewhere (RAM is the
+// whole machine's); one sequence always gets its whole context.
+func kvPages(e *engine, spec string, parallel, ctx int, cacheType string) (int, error) {
+	pageBytes := kvBytesPerToken(e, cacheType) * ml.PageSize
+	bytes, frac, err := parseKVBudget(spec)
 	if err != nil {
-		return o, usageError("--kv-budget: %v", err)
+		return 0, usageError("--kv-budget: %v", err)
 	}
 	if frac > 0 {
 		free, err := freeMemory(e)
 		if err != nil {
-			return o, fmt.Errorf("--kv-budget %s: %w", *p.kvBudget, err)
+			return 0, fmt.Errorf("--kv-budget %s: %w", spec, err)
 		}
 		bytes = int64(frac * float64(free))
 	}
-	pageBytes := per * ml.PageSize
-	switch {
-	case bytes > 0:
-		o.Pages = int(min(bytes/pageBytes, 1<<30))
-		if o.Pages < 1 {
-			return o, fmt.Errorf("--kv-budget %s: %s holds no page of %d tokens (%s for this model)", *p.kvBudget, humanBytes(bytes), ml.PageSize, humanBytes(pageBytes))
+	if bytes > 0 {
+		pages := int(min(bytes/pageBytes, 1<<30))
+		if pages < 1 {
+			return 0, fmt.Errorf("--kv-budget %s: %s holds no page of %d tokens (%s for this model)", spec, humanBytes(bytes), ml.PageSize, humanBytes(pageBytes))
 		}
-	case ps.minTokens > 0:
-		o.Pages = (ps.minTokens + ml.PageSize - 1) / ml.PageSize
-	default:
-		// Every sequence its whole context, within 1 GiB; one sequence
-		// always gets its whole context, as before the engine.
-		one := (ps.context + ml.PageSize - 1) / ml.PageSize
-		o.Pages = int(min(int64(ps.parallel)*int64(one), max(int64(one), eng.DefaultKVBudget/pageBytes)))
+		return pages, nil
 	}
-	return o, nil
+	one := int64((ctx + ml.PageSize - 1) / ml.PageSize)
+	limit := eng.DefaultKVBudget / pageBytes
+	if m, ok := e.backend.(interface{ MemInfo() (free, total uint64) }); ok {
+		free, _ := m.MemInfo()
+		limit = int64(0.9*float64(free)) / pageBytes
+	}
+	return int(min(int64(parallel)*one, max(one, limit))), nil
 }
 
 // startEngine starts the engine on a loaded model.

@@ -32,7 +32,7 @@ func cmdServe(args []string) error {
 	host := fs.String("host", "127.0.0.1", "address to listen on (0.0.0.0: every interface)")
 	port := fs.Int("port", 8080, "TCP port (0: any free one, printed in the ready line)")
 	parallel := fs.Int("parallel", 8, "sequences generated at once (slots)")
-	kvBudget := fs.String("kv-budget", "", "KV cache size, e.g. 512MiB or 2GiB (default: enough for --parallel sequences of --ctx tokens, at most 1 GiB)")
+	kvBudget := fs.String("kv-budget", "", "KV cache pool: a size (512MiB, 2GiB) or a fraction of the memory free after loading (0.9, 90%). Default: --parallel sequences of --ctx tokens, within 90% of the GPU's free memory, or 1 GiB of RAM on the CPU")
 	queue := fs.Int("queue", 256, "requests waiting beyond the running ones; more get 429")
 	apiKey := fs.String("api-key", "", "require Authorization: Bearer KEY (default: $GRETA_API_KEY, else none)")
 	alias := fs.String("alias", "", "the model's id in the API (default: the file's name without .gguf)")
@@ -59,13 +59,8 @@ func cmdServe(args []string) error {
 	if *queue < 1 {
 		return usageError("--queue %d: want at least 1", *queue)
 	}
-	var budget int64
-	if *kvBudget != "" {
-		b, err := parseBytes(*kvBudget)
-		if err != nil {
-			return usageError("--kv-budget: %v", err)
-		}
-		budget = b
+	if _, _, err := parseKVBudget(*kvBudget); err != nil {
+		return usageError("--kv-budget: %v", err)
 	}
 	bodyLimit, err := parseBytes(*maxBody)
 	if err != nil || bodyLimit < 1 {
@@ -131,8 +126,13 @@ func cmdServe(args []string) error {
 		return err
 	}
 	defer e.closeInto(&err)
-	eng, err := gengine.New(e.model, e.tok, gengine.Options{Parallel: *parallel, Context: e.ctx, KVBudget: budget,
-		CacheType: *ef.cache, PrefillBudget: *ef.batch, QueueSize: *queue})
+	var eng *gengine.Engine
+	cacheType := kvCacheType(e, *ef.cache)
+	pages, err := kvPages(e, *kvBudget, *parallel, e.ctx, cacheType)
+	if err == nil {
+		eng, err = gengine.New(e.model, e.tok, gengine.Options{Parallel: *parallel, Context: e.ctx, Pages: pages,
+			CacheType: cacheType, PrefillBudget: *ef.batch, QueueSize: *queue})
+	}
 	if err != nil {
 		stop()
 		<-served
