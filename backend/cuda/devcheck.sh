@@ -48,7 +48,7 @@ fi
 
 if has test; then
   # One process per test, so that one failure does not hide the rest.
-  for t in TestKernelsCompile TestNoDeviceIsOneLine TestMatMul TestGemm TestMatvecVariants TestNormFused TestMatMulCuBLAS TestMatMulAddGateUpFused TestEmbed TestRMSNorm TestRope \
+  for t in TestKernelsCompile TestNoDeviceIsOneLine TestMatMul TestGemm TestHGemm TestMatvecVariants TestNormFused TestMatMulCuBLAS TestMatMulAddGateUpFused TestEmbed TestRMSNorm TestRope \
     TestPagedAttention TestMatMulInvariance TestForwardBatchInvariance TestArgmaxAndGather TestTopK TestTopKManyRows TestPairKernel TestAttention TestAttentionDecodeRope TestKVCacheTooLarge TestModelShapes TestGraphReplayAndTracing TestSharedModels \
     TestBatchDesc TestAttentionLong TestFamilyNorms TestFamilyBiasScaleGeGLU TestFamilyRope TestFamilyAttention TestFamilyModels TestFamilyDecodeLaunches TestNCCLAllReduce; do
     (cd /tmp && GRETA_SHARED=$C/shared timeout 240 "$C/cuda.test" -test.run "^$t\$" -test.v -test.count=1) >"$LOG/test-$t.log" 2>&1
