@@ -75,7 +75,7 @@ fi
 
 if has memcheck; then
   (cd /tmp && timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 30 \
-    "$C/cuda.test" -test.v -test.short -test.count=1 -test.run "${MEMCHECK_RUN:-TestMatMul\$|TestGemm\$|TestMatvecVariants|TestNormFused|TestMatMulAddGateUpFused|TestEmbed|TestRMSNorm|TestRope|TestArgmaxAndGather|TestTopK|TestPagedAttention|TestForwardBatchInvariance|TestPairKernel|TestAttention|TestAttentionDecodeRope|TestGraphReplayAndTracing|TestModelShapes}") >"$LOG/memcheck.log" 2>&1
+    "$C/cuda.test" -test.v -test.short -test.count=1 -test.run "${MEMCHECK_RUN:-TestMatMul\$|TestGemm\$|TestHGemm\$|TestTopKManyRows|TestMatvecVariants|TestNormFused|TestMatMulAddGateUpFused|TestEmbed|TestRMSNorm|TestRope|TestArgmaxAndGather|TestTopK|TestPagedAttention|TestForwardBatchInvariance|TestPairKernel|TestAttention|TestAttentionDecodeRope|TestGraphReplayAndTracing|TestModelShapes}") >"$LOG/memcheck.log" 2>&1
   rc=$?
   say "memcheck: rc=$rc; $(grep -E "ERROR SUMMARY" "$LOG/memcheck.log" | tail -1); $(grep -c -- "^--- PASS" "$LOG/memcheck.log") tests passed under it [$(el)]"
   grep -E -- "--- FAIL|Invalid|out of bounds|Address" "$LOG/memcheck.log" | head -10 | sed 's/^/    /' | tee -a "$SUM"
