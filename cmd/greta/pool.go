@@ -78,26 +78,41 @@ func parseKVBudget(s string) (bytes int64, frac float64, err error) {
 		}
 		return 0, v / 100, nil
 	}
+	if v, err := strconv.ParseFloat(s, 64); err == nil && v > 0 && v <= 1 {
+		return 0, v, nil
+	}
+	b, err := parseSize(s)
+	if err != nil {
+		return 0, 0, err
+	}
+	if b == 0 {
+		return 0, 0, fmt.Errorf("%q: want a size such as 512MiB or 2GiB, or a fraction of free memory such as 0.9", s)
+	}
+	return b, 0, nil
+}
+
+// parseSize reads a size: a number with an optional suffix (K, M, G, T or
+// KiB..TiB: powers of 1024; KB..TB: of 1000; B). The flags that take sizes
+// (--kv-budget, serve's --max-body) read them here.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
 	num := strings.TrimRightFunc(s, func(r rune) bool { return r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' })
 	unit := strings.ToLower(strings.TrimSpace(s[len(num):]))
 	v, perr := strconv.ParseFloat(strings.TrimSpace(num), 64)
-	if perr != nil || math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
-		return 0, 0, fmt.Errorf("%q: want a size such as 512MiB or 2GiB, or a fraction of free memory such as 0.9", s)
-	}
-	if unit == "" && v <= 1 {
-		return 0, v, nil
+	if perr != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return 0, fmt.Errorf("%q is not a size (e.g. 512MiB, 2GiB or a byte count)", s)
 	}
 	mult := map[string]float64{"": 1, "b": 1,
 		"k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40,
 		"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}[unit]
 	if mult == 0 {
-		return 0, 0, fmt.Errorf("%q: unknown unit %q (expected B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s, unit)
+		return 0, fmt.Errorf("%q: unknown unit %q (expected B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s, unit)
 	}
 	b := v * mult
 	if b > 1<<60 {
-		return 0, 0, fmt.Errorf("%q: too large", s)
+		return 0, fmt.Errorf("%q: too large", s)
 	}
-	return int64(b), 0, nil
+	return int64(b), nil
 }
 
 // kvCacheType is the cache type the engine is asked for: --cache-type on

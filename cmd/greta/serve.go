@@ -62,7 +62,7 @@ func cmdServe(args []string) error {
 	if _, _, err := parseKVBudget(*kvBudget); err != nil {
 		return usageError("--kv-budget: %v", err)
 	}
-	bodyLimit, err := parseBytes(*maxBody)
+	bodyLimit, err := parseSize(*maxBody)
 	if err != nil || bodyLimit < 1 {
 		return usageError("--max-body %q: want a size such as 8MiB", *maxBody)
 	}
@@ -167,29 +167,6 @@ func cmdServe(args []string) error {
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// parseBytes reads a size: a plain byte count or one with a unit (K, M,
-// G, T with an optional iB or B; powers of 1024).
-func parseBytes(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	upper := strings.ToUpper(t)
-	for _, u := range []struct {
-		suffix string
-		m      int64
-	}{{"TIB", 1 << 40}, {"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
-		{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
-		if strings.HasSuffix(upper, u.suffix) {
-			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.m
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v < 0 || v*float64(mult) > 1<<62 {
-		return 0, fmt.Errorf("%q is not a size (e.g. 512MiB, 2GiB or a byte count)", s)
-	}
-	return int64(v * float64(mult)), nil
 }
 
 // shortHash is a short stable hash of s, for system_fingerprint.
