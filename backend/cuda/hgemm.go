@@ -101,9 +101,10 @@ func (o *op) parts(f func(s *op, prompt bool)) {
 	}
 }
 
-// prepareHGemm sizes the scratch of an op of prompt rows: x in f16, a chunk
-// of dequantized weight rows, and SwiGLU's up product.
-func (b *Backend) prepareHGemm(o *op) {
+// prepareF16 sizes the scratch of an op through an f16 GEMM (hgemm, or
+// cuBLAS): x in f16, a chunk of dequantized weight rows, and SwiGLU's up
+// product.
+func (b *Backend) prepareF16(o *op) {
 	w := o.w[0]
 	b.scratchBuf("x16", uint64(2*o.rows*w.cols))
 	b.scratchBuf("w16", uint64(2*b.gemmChunk(w)*w.cols))

@@ -143,7 +143,7 @@ func (b *Backend) prepare() {
 			}
 			o.parts(func(s *op, prompt bool) {
 				if prompt {
-					b.prepareHGemm(s)
+					b.prepareF16(s)
 				} else {
 					b.prepareMM(s)
 				}
@@ -167,12 +167,7 @@ func (b *Backend) prepareMM(o *op) {
 		}
 	}
 	if o.usesBLAS(b) {
-		w := o.w[0]
-		b.scratchBuf("x16", uint64(2*o.rows*w.cols))
-		b.scratchBuf("w16", uint64(2*b.gemmChunk(w)*w.cols))
-		if o.kind == opGateUp {
-			b.scratchBuf("up", uint64(4*o.rows*w.rows))
-		}
+		b.prepareF16(o)
 	}
 }
 

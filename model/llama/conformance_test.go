@@ -42,15 +42,7 @@ func newCPU(t *testing.T, act cpu.Activations) ml.Backend {
 // the logits of the last n positions.
 func teacherLogits(t *testing.T, b ml.Backend, path string, tokens []int32, n int) [][]float32 {
 	t.Helper()
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	m, err := llama.Load(f, b, llama.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, _ := testmodels.Load(t, path, b)
 	s, err := m.NewState(len(tokens), len(tokens), true)
 	if err != nil {
 		t.Fatal(err)

@@ -57,16 +57,7 @@ func llamaCppRuns(t *testing.T) []*llamaCppRun {
 // synthLoad writes the run's file and loads it onto b.
 func synthLoad(t *testing.T, o llama.SynthOptions, b ml.Backend) *llama.Model {
 	t.Helper()
-	path := testmodels.Synth(t, t.TempDir(), "m.gguf", o)
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	m, err := llama.Load(f, b, llama.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, _ := testmodels.Load(t, testmodels.Synth(t, t.TempDir(), "m.gguf", o), b)
 	return m
 }
 
