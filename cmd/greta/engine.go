@@ -51,7 +51,7 @@ func addEngineFlagsNoThreads(fs *flag.FlagSet, withTrace bool) *engineFlags {
 		device:  fs.String("device", "auto", "cpu, cuda, ref (float64 oracle) or auto (cuda when present)"),
 		threads: &zero,
 		ctx:     fs.Int("ctx", 0, "context size in tokens (0: the model's, at most 4096)"),
-		batch:   fs.Int("batch", 512, "tokens per prefill batch"),
+		batch:   fs.Int("batch", 2048, "tokens per prefill batch (llama.cpp's n_batch default; on CUDA, products of 2048 prompt rows fill the GPU where 512 leave most SMs one block)"),
 		int8:    fs.Bool("int8", false, "INT8 mode: quantize F32/F16/BF16 weight matrices to Q8_0 at load"),
 		act:     fs.String("act", "auto", "CPU activations into quantized matmuls: auto (8-bit for prefill batches, exact-ish for decode), f32, q8, q15"),
 		cache:   fs.String("cache-type", "", "CUDA KV cache values: f16 (default) or f32 (twice the memory; for alignment with the oracle). The CPU backend holds f32"),

@@ -34,7 +34,7 @@ func addPoolFlags(fs *flag.FlagSet, withParallel bool, parallelHelp string) *poo
 		p.parallel = fs.Int("parallel", 0, parallelHelp)
 	}
 	p.kvBudget = fs.String("kv-budget", "", "KV cache pool: a size (512MiB, 2GiB, 1e9) or a fraction of the memory free after loading (0.9, 90%: of available RAM on the CPU, of the GPU's free memory where the backend reports it). Default: --parallel sequences of --ctx tokens, at most 1 GiB unless one context needs more")
-	p.prefillBudget = fs.Int("prefill-budget", 512, "most prompt tokens one engine step computes over all sequences (chunked prefill; default: --batch's value when only --batch is given)")
+	p.prefillBudget = fs.Int("prefill-budget", 2048, "most prompt tokens one engine step computes over all sequences (chunked prefill; default: --batch's value when only --batch is given)")
 	p.noPrefix = fs.Bool("no-prefix-cache", false, "do not reuse the KV pages of an earlier prompt's identical prefix")
 	return p
 }
