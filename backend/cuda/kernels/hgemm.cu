@@ -12,11 +12,13 @@
 // the row count, the row's place in a tile, the chunk of weight rows, or
 // the other rows of the launch.
 //
-// Tiling: a block takes 128 x rows by 128 weight rows (8 warps, 2 by 4,
-// each 64 by 32: 4 x 4 MMA tiles of 16 x 8; or 64 weight rows, 4 warps), k tiles of 32 halves in a
+// Tiling of the reference kernel hgemm: a block takes 128 x rows by 128
+// weight rows (8 warps, 2 by 4, each 64 by 32: 4 x 4 MMA tiles of 16 x 8;
+// or 64 weight rows, 4 warps: hgemm_n64), k tiles of 32 halves in a
 // 3-stage cp.async ring (rows padded to 40 halves, so ldmatrix's eight
 // 16-byte rows fall in distinct banks). Rows past n or r are filled with
-// zeros by the copies and never stored.
+// zeros by the copies and never stored. The variants (hgemm_tile, at the
+// end) tile otherwise with the same arithmetic an output.
 
 struct HPrepArgs {
   u64 x;      // [n][cols] float: the op's input, or the raw rows of a folded RMSNorm
