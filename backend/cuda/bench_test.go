@@ -330,3 +330,89 @@ func TestGemmTime(t *testing.T) {
 		}
 	}
 }
+
+// TestHGemmTime times every hgemm kernel (the reference hgemm, hgemm_n64
+// and hgemm.go's hgemmVariants) on Llama-3-8B's product shapes at 512,
+// 2048 and 4096 x rows (GRETA_CUDA_BENCH=1 or =hgemm): the hgemm launch
+// alone, over f16 inputs prepared once, median of 5 runs of back-to-back
+// launches; and cuBLAS's f16 GEMM on the same inputs where it loads (not
+// batch-invariant: a ceiling, not a candidate). One line a kernel and
+// shape, "BENCH hgemm <kernel> n= r= k= us= TMACs=", then per shape the
+// fastest kernel and what hgemmPick takes.
+func TestHGemmTime(t *testing.T) {
+	if b := os.Getenv("GRETA_CUDA_BENCH"); b != "1" && b != "hgemm" {
+		t.Skip("GRETA_CUDA_BENCH=1 or =hgemm runs it")
+	}
+	g := device(t)
+	g.Graphs = false
+	defer func() { g.Graphs, g.UseBLAS = true, false }()
+	g.enter()
+	defer g.exit()
+	g.UseBLAS = true
+	blas := g.blasReady()
+	start, stop := mustEvent(t, g), mustEvent(t, g)
+	elapsed := func(f func(), reps int) float64 { // median ms a launch
+		var ms []float64
+		for i := 0; i < 5; i++ {
+			g.d.EventRecord(start, g.stream)
+			for j := 0; j < reps; j++ {
+				f()
+			}
+			g.d.EventRecord(stop, g.stream)
+			if err := g.d.EventSynchronize(stop); err != nil {
+				t.Fatalf("%s: %v", g.lastLaunch, err)
+			}
+			v, _ := g.d.EventElapsed(start, stop)
+			ms = append(ms, float64(v)/float64(reps))
+		}
+		sort.Float64s(ms)
+		return ms[len(ms)/2]
+	}
+	const maxX, maxW, maxY = 4096 * 14336, 14336 * 4096, 4096 * 14336
+	r := rand.New(rand.NewPCG(11, 11))
+	alloc := func(n int) devPtr {
+		p, err := g.alloc(uint64(n), "bench")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.free(p) })
+		return p
+	}
+	x16, w16, y := alloc(2*maxX), alloc(2*maxW), alloc(4*maxY)
+	if err := g.d.MemcpyHtoD(x16, randomHalves(r, maxX)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.d.MemcpyHtoD(w16, randomHalves(r, maxW)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{512, 2048, 4096} {
+		for _, s := range []struct {
+			what string
+			r, k int
+		}{{"q,o", 4096, 4096}, {"k,v", 1024, 4096}, {"gate,up", 14336, 4096}, {"down", 4096, 14336}} {
+			macs := float64(n) * float64(s.r) * float64(s.k)
+			reps := max(3, min(50, int(2e11/macs)))
+			best, bestUs := "", 0.0
+			for _, name := range hgemmNames() {
+				if _, _, _, smem, _ := hgemmKernel(name); smem > g.maxSmem {
+					continue
+				}
+				ms := elapsed(func() { g.hgemmLaunch(name, x16, w16, y, 0, n, s.r, s.k, s.r, "TestHGemmTime") }, reps)
+				us := ms * 1000
+				fmt.Printf("BENCH hgemm %-30s n=%d r=%d k=%d us=%.1f TMACs=%.1f (%s)\n", name, n, s.r, s.k, us, macs/ms/1e9, s.what)
+				if best == "" || us < bestUs {
+					best, bestUs = name, us
+				}
+			}
+			if blas {
+				ms := elapsed(func() {
+					if err := g.blas.gemm(s.r, n, s.k, w16, x16, y, s.r); err != nil {
+						t.Fatal(err)
+					}
+				}, reps)
+				fmt.Printf("BENCH hgemm %-30s n=%d r=%d k=%d us=%.1f TMACs=%.1f (%s)\n", "cublas", n, s.r, s.k, ms*1000, macs/ms/1e9, s.what)
+			}
+			fmt.Printf("BENCH hgemm best n=%d r=%d k=%d: %s %.1f us; hgemmPick takes %s\n", n, s.r, s.k, best, bestUs, g.hgemmPick(n, s.r, s.k))
+		}
+	}
+}

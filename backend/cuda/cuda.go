@@ -53,7 +53,7 @@ type Backend struct {
 	GemmMin   int    // GRETA_CUDA_GEMM_MIN: the fewest activation rows that take the GEMM (default 16; twice that for GateUp)
 	HGemm     bool   // GRETA_CUDA_HGEMM=0: prompt rows take the decode kernels' numerics too, not hgemm (hgemm.go)
 	gemmSplit int    // tests: force the GEMM's split over classes (0: by the shape)
-	hgemmBN   int    // tests: force hgemm's weight rows a block, 64 or 128 (0: by the shape)
+	hgemmKern string // tests: force the hgemm kernel, "hgemm" (the reference), "hgemm_n64" or a variant's name ("": hgemmPick)
 	UseBLAS   bool   // GRETA_CUDA_CUBLAS=1: batches of more than 8 rows through f16 cuBLAS GEMMs (fast, not batch-invariant)
 	MVB, GUB  string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
 	Profile   bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
@@ -263,10 +263,12 @@ func Open(ordinal int) (*Backend, error) {
 			lim = b.mvsLimit()
 		case strings.HasPrefix(name, "gemm_") && name != "gemm_fin" && name != "gemm_fin_gu":
 			lim = min(b.maxSmem, gemmSmem(strings.TrimPrefix(name, "gemm_")))
-		case name == "hgemm":
-			lim = hgemmSmem(128)
-		case name == "hgemm_n64":
-			lim = hgemmSmem(64)
+		case strings.HasPrefix(name, "hgemm"):
+			// A variant beyond the device's limit is never picked
+			// (hgemmPick); a test forcing it fails at its launch.
+			if _, _, _, s, _ := hgemmKernel(name); s <= b.maxSmem {
+				lim = s
+			}
 		case strings.HasPrefix(name, "gemmgu_"):
 			lim = min(b.maxSmem, gemmSmem(strings.TrimPrefix(name, "gemmgu_")))
 		}

@@ -22,6 +22,95 @@ const hgemmBM = 128 // HG_BM
 // HG_ST stages of (HG_BM + bn) rows of HG_LD halves.
 func hgemmSmem(bn int) int { return 3 * (hgemmBM + bn) * 40 * 2 }
 
+// hgemmVariant is a tiling of kernels/hgemm.cu's hgemm_tile (one
+// HGEMM_VARIANT line): bm x rows by bn weight rows a block, wm by wn
+// warps, k tiles of bk halves in st stages, fb fragment buffers. Every
+// variant gives the reference hgemm's bits (hgemm.cu says why).
+type hgemmVariant struct{ bm, bn, wm, wn, bk, st, fb int }
+
+func (v hgemmVariant) name() string {
+	return fmt.Sprintf("hgemm_%dx%d_w%dx%d_k%d_s%d_f%d", v.bm, v.bn, v.wm, v.wn, v.bk, v.st, v.fb)
+}
+func (v hgemmVariant) threads() int { return 32 * v.wm * v.wn }
+func (v hgemmVariant) smem() int    { return v.st * (v.bm + v.bn) * (v.bk + 8) * 2 }
+
+// hgemmVariants are the compiled tilings, in HGEMM_VARIANT's order.
+var hgemmVariants = []hgemmVariant{
+	{128, 256, 2, 4, 32, 4, 2}, // warps of 64x64
+	{256, 128, 4, 2, 32, 4, 2},
+	{128, 256, 2, 4, 64, 3, 2},
+	{128, 128, 2, 2, 32, 4, 2}, // 4 warps of 64x64
+	{128, 128, 2, 2, 64, 3, 2},
+	{128, 128, 2, 4, 32, 4, 1}, // the reference's warps of 64x32, one more stage
+	{128, 128, 2, 4, 64, 3, 1},
+	{64, 128, 2, 2, 32, 4, 2}, // warps of 32x64, for small grids
+}
+
+// hgemmKernel returns the launch shape of the hgemm kernel called name:
+// "hgemm" (the reference tiling), "hgemm_n64", or a variant's name.
+func hgemmKernel(name string) (bm, bn, threads, smem int, ok bool) {
+	switch name {
+	case "hgemm":
+		return hgemmBM, 128, 256, hgemmSmem(128), true
+	case "hgemm_n64":
+		return hgemmBM, 64, 128, hgemmSmem(64), true
+	}
+	for _, v := range hgemmVariants {
+		if v.name() == name {
+			return v.bm, v.bn, v.threads(), v.smem(), true
+		}
+	}
+	return 0, 0, 0, 0, false
+}
+
+// hgemmNames are every hgemm kernel: the reference, hgemm_n64, the variants.
+func hgemmNames() []string {
+	names := []string{"hgemm", "hgemm_n64"}
+	for _, v := range hgemmVariants {
+		names = append(names, v.name())
+	}
+	return names
+}
+
+// hgemmPick is the hgemm kernel for n x rows, r weight rows and k columns
+// on sms SMs. The tiling changes no bit, only the time. The defaults are a
+// guess before measurement (TestHGemmTime prints every kernel at every
+// Llama-3-8B shape): 128x256 blocks of 64x64 warps where they fill the
+// GPU, 128x128 blocks of 4 such warps (two an SM) where those do, else
+// 64x128. A variant needing more shared memory than the device gives a
+// block falls back to the reference.
+func (b *Backend) hgemmPick(n, r, k int) string {
+	name := hgemmPickFor(n, r, k, b.sms)
+	if _, _, _, smem, _ := hgemmKernel(name); smem > b.maxSmem {
+		return "hgemm"
+	}
+	return name
+}
+
+func hgemmPickFor(n, r, k, sms int) string {
+	_ = k
+	switch {
+	case ceilDiv(n, 128)*ceilDiv(r, 256) >= sms:
+		return "hgemm_128x256_w2x4_k32_s4_f2"
+	case ceilDiv(n, 128)*ceilDiv(r, 128) >= sms:
+		return "hgemm_128x128_w2x2_k32_s4_f2"
+	default:
+		return "hgemm_64x128_w2x2_k32_s4_f2"
+	}
+}
+
+// hgemmLaunch runs the hgemm kernel name (hgemmKernel) over n rows of x16
+// ([n][k] f16) and r rows of w16 ([r][k] f16) into y ([n][ldy] float),
+// adding to resid ([n][ldy], or 0) as well.
+func (b *Backend) hgemmLaunch(name string, x16, w16, y, resid devPtr, n, r, k, ldy int, what string) {
+	bm, bn, threads, smem, ok := hgemmKernel(name)
+	if !ok {
+		panic("cuda: no hgemm kernel " + name)
+	}
+	b.launch(name, [3]int{ceilDiv(r, bn), ceilDiv(n, bm), 1}, threads, smem,
+		args{}.p(x16).p(w16).p(y).p(resid).i(n).i(r).i(k).i(ldy), what)
+}
+
 // hgemmFormats are the weight formats whose rows dequantize exactly to f16.
 var hgemmFormats = map[string]bool{"q4_k": true, "q5_k": true, "q6_k": true, "q8_0": true, "q4_0": true, "f16": true}
 
@@ -135,17 +224,16 @@ func (b *Backend) lowerHGemm(o *op) {
 			if resid != 0 {
 				rp = resid + devPtr(4*r0)
 			}
-			// 128 weight rows a block. hgemm_n64 (64, the same
-			// arithmetic) was picked for grids that would not give every
-			// SM two blocks, and measured slower on the H200 (pp512 5,468
-			// against 6,847, pp4096 5,897 against 6,906 tok/s, a lease
-			// apart; llama.cpp's pp4096 the same in both): tests only.
-			name, bn := "hgemm", 128
-			if b.hgemmBN == 64 {
-				name, bn = "hgemm_n64", 64
+			// The kernel by the shape (hgemmPick), or the one a test
+			// forces (hgemmKern). hgemm_n64 (64 weight rows, the reference's
+			// arithmetic) measured slower than hgemm on the H200 (pp512
+			// 5,468 against 6,847, pp4096 5,897 against 6,906 tok/s, a
+			// lease apart): tests only.
+			name := b.hgemmKern
+			if name == "" {
+				name = b.hgemmPick(n, cr, cols)
 			}
-			b.launch(name, [3]int{ceilDiv(cr, bn), ceilDiv(n, hgemmBM), 1}, 2*bn, hgemmSmem(bn),
-				args{}.p(x16).p(w16).p(y+devPtr(4*r0)).p(rp).i(n).i(cr).i(cols).i(w.rows), fmt.Sprintf("%s %s, %d prompt rows", name, w.name, n))
+			b.hgemmLaunch(name, x16, w16, y+devPtr(4*r0), rp, n, cr, cols, w.rows, fmt.Sprintf("%s %s, %d prompt rows", name, w.name, n))
 		}
 	}
 	if o.kind == opGateUp {

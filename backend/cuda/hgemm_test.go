@@ -2,9 +2,12 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"greta/gguf"
 	"greta/ml"
@@ -89,16 +92,16 @@ func TestHGemm(t *testing.T) {
 				if n != 100 {
 					continue
 				}
-				// Both tile widths give the same bits.
-				for _, bn := range []int{64, 128} {
-					g.hgemmBN = bn
+				// Every hgemm kernel gives the same bits.
+				for _, name := range hgemmNames() {
+					g.hgemmKern = name
 					yb := g.NewTensor(rows, n)
 					beginRows(g, n, promptRow)
 					g.MatMul(yb, xt.g, w.g)
 					gb := readAll(g, yb)
-					g.hgemmBN = 0
+					g.hgemmKern = ""
 					if k, ok := bitsEqual(gb, got); !ok {
-						t.Errorf("%s: %d weight rows a block differ at output %d", what, bn, k)
+						t.Errorf("%s: %s differs at output %d: %g vs %g", what, name, k, gb[k], got[k])
 					}
 				}
 				// Roles mixed: every third row generated.
@@ -172,4 +175,171 @@ func TestHGemm(t *testing.T) {
 		p.compare(fmt.Sprintf("MatMulAdd n=%d", n), ad, boundGEMM)
 		p.compare(fmt.Sprintf("residual n=%d", n), res, boundGEMM)
 	}
+}
+
+// TestHGemmVariantNames checks, without a GPU, that every variant of
+// hgemm.go has its HGEMM_VARIANT line in kernels/hgemm.cu and the reverse.
+func TestHGemmVariantNames(t *testing.T) {
+	src := kernelSource()
+	lines := 0
+	for _, l := range strings.Split(src, "\n") {
+		if strings.HasPrefix(l, "HGEMM_VARIANT(") {
+			lines++
+		}
+	}
+	if lines != len(hgemmVariants) {
+		t.Errorf("%d HGEMM_VARIANT lines in hgemm.cu, %d hgemmVariants", lines, len(hgemmVariants))
+	}
+	for _, v := range hgemmVariants {
+		line := fmt.Sprintf("HGEMM_VARIANT(%d, %d, %d, %d, %d, %d, %d, ", v.bm, v.bn, v.wm, v.wn, v.bk, v.st, v.fb)
+		if !strings.Contains(src, line) {
+			t.Errorf("%s: no line %q... in hgemm.cu", v.name(), line)
+		}
+		if v.bm%(16*v.wm) != 0 || v.bn%(16*v.wn) != 0 || v.bk%32 != 0 {
+			t.Errorf("%s: not a valid tiling", v.name())
+		}
+	}
+	for _, c := range [][3]int{{512, 1024, 4096}, {512, 4096, 4096}, {512, 14336, 4096}, {4096, 4096, 14336}, {1, 1000, 96}} {
+		name := hgemmPickFor(c[0], c[1], c[2], 132)
+		if _, _, _, _, ok := hgemmKernel(name); !ok {
+			t.Errorf("hgemmPickFor%v = %q: no such kernel", c, name)
+		}
+	}
+}
+
+// randomHalves returns n f16 values (bits): signed, magnitudes in
+// [2^-3, 2^2), one in 16 zero.
+func randomHalves(r *rand.Rand, n int) []byte {
+	b := make([]byte, 2*n)
+	for i := 0; i < n; i++ {
+		v := uint16(0)
+		if r.IntN(16) != 0 {
+			v = uint16(r.IntN(2))<<15 | uint16(12+r.IntN(5))<<10 | uint16(r.IntN(1024))
+		}
+		b[2*i], b[2*i+1] = byte(v), byte(v>>8)
+	}
+	return b
+}
+
+// TestHGemmVariants checks that every hgemm kernel (the variants of
+// hgemm.go's hgemmVariants, and hgemm_n64) writes the reference hgemm's
+// bits: Llama-3-8B's product shapes at 512 and 4096 x rows, and ragged x
+// rows (1, 17, 100, 512), weight rows (1000, 1024, 4096, 14336) and
+// columns (4096, 14336, 4128 and 96: 32 times odd), into y of the product's
+// width and into wider rows at an odd offset (the scalar epilogue), with
+// and without the residual add. Whole buffers compared, y and resid, so a
+// stray store past n or r shows too.
+func TestHGemmVariants(t *testing.T) {
+	g := device(t)
+	g.enter()
+	defer g.exit()
+	const maxX, maxW, maxY = 4096 * 14336, 14336 * 4128, 4096*14336 + 4096
+	r := rand.New(rand.NewPCG(31, 7))
+	alloc := func(n int, what string) devPtr {
+		p, err := g.alloc(uint64(n), what)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.free(p) })
+		return p
+	}
+	upload := func(p devPtr, b []byte) {
+		if err := g.d.MemcpyHtoD(p, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x16, w16 := alloc(2*maxX, "x16"), alloc(2*maxW, "w16")
+	upload(x16, randomHalves(r, maxX))
+	upload(w16, randomHalves(r, maxW))
+	const maxR = 512 * 14336
+	rinit := alloc(4*maxR, "resid")
+	rv := make([]float32, maxR)
+	for i := range rv {
+		rv[i] = float32(r.NormFloat64())
+	}
+	upload(rinit, f32Bytes(rv))
+	y, rs := alloc(4*maxY, "y"), alloc(4*maxR, "resid run")
+	ref := make([]uint32, maxY)
+	got := make([]uint32, maxY)
+	rref := make([]uint32, maxR)
+	rgot := make([]uint32, maxR)
+	sync := func() {
+		if err := g.d.StreamSynchronize(g.stream); err != nil {
+			t.Fatalf("%s: %v", g.lastLaunch, err)
+		}
+	}
+	// run launches kernel name and reads back y's first ny floats (and
+	// resid's first nr when resid).
+	run := func(name string, n, rows, k, ldy, off int, resid bool, yh, rh []uint32) {
+		ny := n*ldy + off
+		if err := g.d.MemsetD32Async(y, 0x7fc0dead, uint64(ny), g.stream); err != nil {
+			t.Fatal(err)
+		}
+		var rp devPtr
+		if resid {
+			if err := g.d.MemcpyDtoDAsync(rs, rinit, uint64(4*ny), g.stream); err != nil {
+				t.Fatal(err)
+			}
+			rp = rs + devPtr(4*off)
+		}
+		g.hgemmLaunch(name, x16, w16, y+devPtr(4*off), rp, n, rows, k, ldy, "TestHGemmVariants")
+		sync()
+		if err := g.d.MemcpyDtoH(unsafe.Pointer(&yh[0]), y, uint64(4*ny)); err != nil {
+			t.Fatal(err)
+		}
+		if resid {
+			if err := g.d.MemcpyDtoH(unsafe.Pointer(&rh[0]), rs, uint64(4*ny)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	type shape struct{ n, r, k, ldy, off int }
+	var shapes []shape
+	for _, n := range []int{512, 4096} {
+		for _, rk := range [][2]int{{4096, 4096}, {1024, 4096}, {14336, 4096}, {4096, 14336}} {
+			shapes = append(shapes, shape{n, rk[0], rk[1], rk[0], 0})
+		}
+	}
+	for _, k := range []int{96, 4128, 4096, 14336} {
+		for _, n := range []int{1, 17, 100, 512} {
+			for _, rows := range []int{1000, 1024, 4096, 14336} {
+				if rows*k > maxW || (testing.Short() && n == 512 && k == 14336) {
+					continue
+				}
+				shapes = append(shapes, shape{n, rows, k, rows, 0})
+			}
+		}
+		shapes = append(shapes, shape{100, 1000, k, 1001, 1}, shape{17, 1024, k, 4096, 3})
+	}
+	names := hgemmNames()[1:]
+	checked := 0
+	for _, s := range shapes {
+		resid := s.n*(s.ldy)+s.off <= maxR && s.n <= 512
+		ny := s.n*s.ldy + s.off
+		run("hgemm", s.n, s.r, s.k, s.ldy, s.off, resid, ref, rref)
+		for _, name := range names {
+			if _, _, _, smem, _ := hgemmKernel(name); smem > g.maxSmem {
+				continue
+			}
+			run(name, s.n, s.r, s.k, s.ldy, s.off, resid, got, rgot)
+			what := fmt.Sprintf("%s n=%d r=%d k=%d ldy=%d off=%d", name, s.n, s.r, s.k, s.ldy, s.off)
+			for i := 0; i < ny; i++ {
+				if got[i] != ref[i] {
+					t.Errorf("%s: y differs from hgemm's first at [%d][%d]: %#08x (%g) vs %#08x (%g)", what, (i-s.off)/s.ldy, (i-s.off)%s.ldy,
+						got[i], math.Float32frombits(got[i]), ref[i], math.Float32frombits(ref[i]))
+					break
+				}
+			}
+			if resid {
+				for i := 0; i < ny; i++ {
+					if rgot[i] != rref[i] {
+						t.Errorf("%s: resid differs from hgemm's first at [%d][%d]: %#08x vs %#08x", what, (i-s.off)/s.ldy, (i-s.off)%s.ldy, rgot[i], rref[i])
+						break
+					}
+				}
+			}
+			checked++
+		}
+	}
+	t.Logf("%d kernel runs over %d shapes compared with hgemm's bits", checked, len(shapes))
 }

@@ -34,7 +34,8 @@ var formatNames = []string{"q4_k", "q5_k", "q6_k", "q8_0", "q4_0", "f16", "bf16"
 
 // kernelNames lists every kernel the backend launches.
 func kernelNames() []string {
-	names := []string{"rmsnorm", "rope", "kv_store", "gather_rows", "argmax", "add_f32", "silu_mul", "to_f16", "attn_gen", "rope_kv", "topk", "hprep", "hgemm", "hgemm_n64"}
+	names := []string{"rmsnorm", "rope", "kv_store", "gather_rows", "argmax", "add_f32", "silu_mul", "to_f16", "attn_gen", "rope_kv", "topk", "hprep"}
+	names = append(names, hgemmNames()...)
 	names = append(names, familyKernels...)
 	for _, f := range formatNames {
 		names = append(names, "mv_"+f+"_8", "gu_"+f+"_8", "deq_"+f)
