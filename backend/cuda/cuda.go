@@ -53,7 +53,7 @@ type Backend struct {
 	GemmMin   int    // GRETA_CUDA_GEMM_MIN: the fewest activation rows that take the GEMM (default 16; twice that for GateUp)
 	HGemm     bool   // GRETA_CUDA_HGEMM=0: prompt rows take the decode kernels' numerics too, not hgemm (hgemm.go)
 	gemmSplit int    // tests: force the GEMM's split over classes (0: by the shape)
-	hgemmKern string // tests: force the hgemm kernel, "hgemm" (the reference), "hgemm_n64" or a variant's name ("": hgemmPick)
+	hgemmKern string // GRETA_CUDA_HGEMM_KERN, and tests: force the hgemm kernel, "hgemm" (the reference), "hgemm_n64" or a variant's name ("": hgemmPick)
 	UseBLAS   bool   // GRETA_CUDA_CUBLAS=1: batches of more than 8 rows through f16 cuBLAS GEMMs (fast, not batch-invariant)
 	MVB, GUB  string // decode matvec variants (GRETA_CUDA_MVB, GRETA_CUDA_GUB), e.g. "r1u4w8b1"
 	Profile   bool   // GRETA_CUDA_PROFILE=1: time every launch, print a table at Close
@@ -201,6 +201,7 @@ func Open(ordinal int) (*Backend, error) {
 		b.GemmMin = v
 	}
 	b.MVB, b.GUB = os.Getenv("GRETA_CUDA_MVB"), os.Getenv("GRETA_CUDA_GUB")
+	b.hgemmKern = os.Getenv("GRETA_CUDA_HGEMM_KERN")
 	b.Profile = envFlag("GRETA_CUDA_PROFILE", false)
 	b.FA = envFlag("GRETA_CUDA_FA", true)
 	b.FASplit, _ = strconv.Atoi(os.Getenv("GRETA_CUDA_FA_SPLIT"))
