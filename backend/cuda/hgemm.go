@@ -73,12 +73,16 @@ func hgemmNames() []string {
 }
 
 // hgemmPick is the hgemm kernel for n x rows, r weight rows and k columns
-// on sms SMs. The tiling changes no bit, only the time. The defaults are a
-// guess before measurement (TestHGemmTime prints every kernel at every
-// Llama-3-8B shape): 128x256 blocks of 64x64 warps where they fill the
-// GPU, 128x128 blocks of 4 such warps (two an SM) where those do, else
-// 64x128. A variant needing more shared memory than the device gives a
-// block falls back to the reference.
+// on sms SMs. The tiling changes no bit, only the time. The table comes
+// from TestHGemmTime on the H200 (docs/BENCHMARKS.md, 2026-12-02 12:35):
+// at the Llama-3-8B shapes the wide products (gate, up: 14336 rows) are
+// fastest in 128x256 blocks with k tiles of 64 (236.6 µs at 512 x rows,
+// 850.3 at 2048, against 280.3 and 968.0 for the first kernel); the small
+// ones at 512 rows (k, v: 1024 rows) in 64x128 blocks (73.8 against 83.6);
+// the rest in 128x128 blocks of 8 warps with k tiles of 64 (q, o and down
+// at 512 rows: 77.8 and 263.2 against 88.4 and 290.1; within 6 % of the
+// best at 2048). A variant needing more shared memory than the device
+// gives a block falls back to the reference.
 func (b *Backend) hgemmPick(n, r, k int) string {
 	name := hgemmPickFor(n, r, k, b.sms)
 	if _, _, _, smem, _ := hgemmKernel(name); smem > b.maxSmem {
@@ -88,14 +92,14 @@ func (b *Backend) hgemmPick(n, r, k int) string {
 }
 
 func hgemmPickFor(n, r, k, sms int) string {
-	_ = k
+	_, _ = k, sms
 	switch {
-	case ceilDiv(n, 128)*ceilDiv(r, 256) >= sms:
-		return "hgemm_128x256_w2x4_k32_s4_f2"
-	case ceilDiv(n, 128)*ceilDiv(r, 128) >= sms:
-		return "hgemm_128x128_w2x2_k32_s4_f2"
-	default:
+	case r >= 8192:
+		return "hgemm_128x256_w2x4_k64_s3_f2"
+	case n <= 1024 && r <= 1024:
 		return "hgemm_64x128_w2x2_k32_s4_f2"
+	default:
+		return "hgemm_128x128_w2x4_k64_s3_f1"
 	}
 }
 

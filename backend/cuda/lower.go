@@ -593,7 +593,7 @@ func (b *Backend) lowerRopeKV(o *op) {
 
 // gemmChunk is how many weight rows are dequantized to f16 at a time.
 func (b *Backend) gemmChunk(w *Weight) int {
-	return max(1, min(w.rows, (64<<20)/(2*w.cols)))
+	return max(1, min(w.rows, (256<<20)/(2*w.cols)))
 }
 
 // lowerGEMM runs a batch through cuBLAS: x to f16, then for each chunk of
