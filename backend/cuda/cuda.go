@@ -73,8 +73,12 @@ type Backend struct {
 	batCap     int  // int32s of the dyn buffer that hold the batch
 	batDirty   bool // batBuild is not on the device yet
 
-	FA        bool // attention over the f16 cache on the tensor cores (kernels/flash.cu); GRETA_CUDA_FA=0 keeps the scalar kernels
-	FASplit   int  // chunks an fa_dec block takes (GRETA_CUDA_FA_SPLIT; 0: from the shape)
+	FA      bool // attention over the f16 cache on the tensor cores (kernels/flash.cu); GRETA_CUDA_FA=0 keeps the scalar kernels
+	FASplit int  // chunks an fa_dec block takes (GRETA_CUDA_FA_SPLIT; 0: from the shape)
+	// FADecMode selects fa_dec's variants (faDecMerge4 | faDecPrefetch |
+	// faDecFill; faDecAll by default, 0 the path before them). None changes
+	// a bit of the result; tests compare them and time each.
+	FADecMode int
 	faTilesOf *ml.Batch
 	faTilesG  int
 	faTiles   []int32
@@ -205,6 +209,7 @@ func Open(ordinal int) (*Backend, error) {
 	b.Profile = envFlag("GRETA_CUDA_PROFILE", false)
 	b.FA = envFlag("GRETA_CUDA_FA", true)
 	b.FASplit, _ = strconv.Atoi(os.Getenv("GRETA_CUDA_FA_SPLIT"))
+	b.FADecMode = faDecAll
 	if b.dev, err = d.Device(ordinal); err != nil {
 		return nil, err
 	}

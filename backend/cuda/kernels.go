@@ -184,6 +184,17 @@ const (
 )
 
 func faPreName(hd int) string { return fmt.Sprintf("fa_pre_%d", hd) }
+
+// fa_dec's variants (FaArgs.mode, kernels/flash.cu FA_DEC_*): the
+// four-a-thread merge, the first tiles' loads before pdl_wait, the split
+// from the batch's positions (one wave). None changes a bit.
+const (
+	faDecMerge4   = 1
+	faDecPrefetch = 2
+	faDecFill     = 4
+	faDecAll      = faDecMerge4 | faDecPrefetch | faDecFill
+)
+
 func faDecName(hd int) string { return fmt.Sprintf("fa_dec_%d", hd) }
 
 // faPreSmem: two stages of K and V tiles (rows of hd+8 halfs), then each

@@ -83,7 +83,8 @@ type attnPlan struct {
 	per           int    // blocks a row along y: KV heads (attn_dec, fa_dec) or heads (attn_gen)
 	nz, maxch     int
 	threads, smem int
-	split         int // fa_dec: chunks a block
+	split         int // fa_dec: chunks a block (with faDecFill, the least the kernel may take)
+	slots         int // fa_dec, faDecFill: blocks of it the GPU holds at once
 }
 
 func (b *Backend) planAttn(o *op) attnPlan {
@@ -95,7 +96,16 @@ func (b *Backend) planAttn(o *op) attnPlan {
 		p := attnPlan{name: faDecName(a.HeadDim), per: a.NKVHeads, threads: faThreads, smem: faDecSmem(a.HeadDim), maxch: o.faCh, nz: 1, split: o.faCh}
 		if o.faSingle {
 			p.split = b.FASplit
-			if p.split <= 0 {
+			switch {
+			case p.split > 0:
+			case b.FADecMode&faDecFill != 0:
+				// The kernel takes the smallest split from this one up
+				// whose blocks fit in one wave for the batch's positions
+				// (FA_DEC_FILL). Its longest row has more than faCh/2
+				// chunks, so no split below faCh/2·nkv/slots fits.
+				p.slots = max(1, b.occupancy(p.name, p.threads, p.smem)) * max(1, b.sms)
+				p.split = max(1, o.faCh/2*a.NKVHeads/p.slots)
+			default:
 				p.split = ceilDiv(o.rows*a.NKVHeads*o.faCh, 16*b.sms)
 			}
 			p.split = max(min(p.split, o.faCh), ceilDiv(o.faCh, maxGridY))
@@ -543,7 +553,8 @@ func (b *Backend) lowerFA(o *op, kc, vc devPtr, what string) {
 	}
 	fa := func(tiles devPtr, mixed int) args {
 		return args{}.p(o.q.ptr).p(kc).p(vc).p(o.y[0].ptr).p(part).p(b.batPtr()).i(o.rows).i(a.NHeads).i(a.NKVHeads).
-			i(p.maxch).f(a.Scale).p(cnt).p(rk).p(rv).p(rf).i(rn).f(rs).p(tiles).i(p.split).i(mixed)
+			i(p.maxch).f(a.Scale).p(cnt).p(rk).p(rv).p(rf).i(rn).f(rs).p(tiles).i(p.split).i(mixed).
+			i(b.FADecMode & faDecAll).i(p.slots)
 	}
 	if o.faTiles > 0 {
 		if o.rope != nil {

@@ -59,7 +59,24 @@ struct FaArgs {
   u64 tiles;        // fa_pre: [tiles][2] int: first row, positions
   i64 split;        // fa_dec: chunks a block
   i64 mixed;        // fa_dec: the batch has sequences of several rows (fa_pre's), which it skips
+  i64 mode;         // fa_dec: FA_DEC_MERGE4 | FA_DEC_PREFETCH | FA_DEC_FILL (0: the path measured before them); no bits change
+  i64 slots;        // fa_dec, FA_DEC_FILL: blocks the GPU runs at once (occupancy · SMs)
 };
+
+// fa_dec's variants (FaArgs.mode), none of which changes a bit of the
+// result: FA_DEC_MERGE4, the last block merges four elements a thread with
+// FA_MC chunks' loads in flight (fa_merge_parts4); FA_DEC_PREFETCH, the
+// first two tiles' loads go out before pdl_wait when they lie wholly below
+// the row's position (those positions were written by earlier runs: in a
+// run, only the row's own position pos is written, by kv_store/rope_kv of
+// this layer or by this kernel itself).
+#define FA_DEC_MERGE4 1
+#define FA_DEC_PREFETCH 2
+// FA_DEC_FILL: the chunks a block takes come from the batch's positions
+// (every block computes the same value): the smallest split, not below
+// a.split, whose blocks fit in one wave of a.slots. Only which block
+// computes which chunk depends on it.
+#define FA_DEC_FILL 4
 
 #if __CUDA_ARCH__ >= 800
 
@@ -136,6 +153,48 @@ __device__ __forceinline__ float fa_merge_parts(const float* pp, i64 n, int hd, 
       if (c + j < n) fa_merge(M, L, O, mm[j], ll[j], oo[j]);
   }
   return L > 0.f ? __fdiv_rn(O, L) : 0.f;
+}
+
+// The same merge (the same fold, chunk 0 then 1, 2, ... with fa_merge) for
+// FA_ME elements at once (pp[k]: the partials of element k's head, d[k] its
+// index, ok[k] whether there is one): the loads of FA_MC chunks of every
+// element go out before their merges, so that a merge of n chunks waits
+// for about n / FA_MC round trips to L2, not n · FA_ME (dbc2eab).
+#define FA_ME 4
+#define FA_MC 8
+__device__ __forceinline__ void fa_merge_parts4(const float* const* pp, const int* d, const bool* ok, i64 n, int hd, float* res) {
+  float M[FA_ME], L[FA_ME], O[FA_ME];
+#pragma unroll
+  for (int k = 0; k < FA_ME; k++) {
+    M[k] = L[k] = O[k] = 0.f;
+    if (ok[k]) {
+      M[k] = __ldcg(pp[k] + hd);
+      L[k] = __ldcg(pp[k] + hd + 1);
+      O[k] = __ldcg(pp[k] + d[k]);
+    }
+  }
+  for (i64 c = 1; c < n; c += FA_MC) {
+    float mm[FA_ME][FA_MC], ll[FA_ME][FA_MC], oo[FA_ME][FA_MC];
+#pragma unroll
+    for (int k = 0; k < FA_ME; k++)
+#pragma unroll
+      for (int j = 0; j < FA_MC; j++) {
+        mm[k][j] = ll[k][j] = oo[k][j] = 0.f;
+        if (ok[k] && c + j < n) {
+          const float* p = pp[k] + (c + j) * (hd + 2);
+          mm[k][j] = __ldcg(p + hd);
+          ll[k][j] = __ldcg(p + hd + 1);
+          oo[k][j] = __ldcg(p + d[k]);
+        }
+      }
+#pragma unroll
+    for (int k = 0; k < FA_ME; k++)
+#pragma unroll
+      for (int j = 0; j < FA_MC; j++)
+        if (c + j < n) fa_merge(M[k], L[k], O[k], mm[k][j], ll[k][j], oo[k][j]);
+  }
+#pragma unroll
+  for (int k = 0; k < FA_ME; k++) res[k] = L[k] > 0.f ? __fdiv_rn(O[k], L[k]) : 0.f;
 }
 
 #if __CUDA_ARCH__ >= 800
@@ -392,6 +451,41 @@ __device__ __forceinline__ void fa_pre_body(const FaArgs& a) {
 
 #define FA_DEC_STAGES 3
 
+// FA_DEC_FILL's split (from the per-run batch description, so it may run
+// before pdl_wait): the smallest s in [a.split, maxch] with
+// Σ_rows ceil(chunks/s) · nkv ≤ a.slots (maxch if none), by bisection.
+// Rows of sequences with several rows (fa_pre's) do not count. Every
+// thread returns the same value.
+__device__ __forceinline__ i64 fa_dec_split(const FaArgs& a, int nkv) {
+  __shared__ int sred[FA_WARPS];
+  const int* bat = (const int*)a.bat;
+  const int* toff = bat + a.rows;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  i64 lo = max((i64)1, a.split), hi = a.maxch;
+  while (lo < hi) {
+    const i64 s = (lo + hi) / 2;
+    int n = 0;
+    for (i64 r = tid; r < a.rows; r += FA_THREADS) {
+      if (a.mixed && ((r > 0 && toff[r - 1] == toff[r]) || (r + 1 < a.rows && toff[r + 1] == toff[r]))) continue;
+      const i64 ch = (i64)bat[r] / ATT_CHUNK + 1;
+      n += (int)((ch + s - 1) / s);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+    __syncthreads();  // sred's previous round is read
+    if (lane == 0) sred[warp] = n;
+    __syncthreads();
+    int tot = 0;
+#pragma unroll
+    for (int w = 0; w < FA_WARPS; w++) tot += sred[w];
+    if ((i64)tot * nkv <= a.slots)
+      hi = s;
+    else
+      lo = s + 1;
+  }
+  return lo;
+}
+
 template <int HD>
 __device__ __forceinline__ void fa_dec_body(const FaArgs& a) {
   extern __shared__ __align__(16) u8 fsm[];
@@ -418,9 +512,11 @@ __device__ __forceinline__ void fa_dec_body(const FaArgs& a) {
   const BatchRow br = batch_row(a.bat, a.rows, 0, row);
   const i64 pos = br.pos;
   const i64 nchunks = pos / ATT_CHUNK + 1;
-  const i64 active = (nchunks + a.split - 1) / a.split;
+  i64 split = a.split;
+  if (a.mode & FA_DEC_FILL) split = fa_dec_split(a, (int)a.nkv);
+  const i64 active = (nchunks + split - 1) / split;
   if (z >= active) return;
-  const i64 c0 = (i64)z * a.split, c1 = min(nchunks, c0 + a.split);
+  const i64 c0 = (i64)z * split, c1 = min(nchunks, c0 + split);
   const bool own = a.k && c1 == nchunks;  // this block's chunks hold pos, and the rope is folded in
   const int T = (int)((min(pos, c1 * ATT_CHUNK - 1) - c0 * ATT_CHUNK) / FA_BN) + 1;
   const i64 kvdim = a.nkv * HD, qdim = a.nh * HD;
@@ -433,9 +529,6 @@ __device__ __forceinline__ void fa_dec_body(const FaArgs& a) {
       rsn[i] = s;
     }
   }
-  pdl_wait();
-  pdl_trigger();
-  __syncthreads();  // rcs, rsn
   // The loads of tile t into its stage, with the new key (rotated, rounded
   // as the cache will hold it) from the inputs when this block owns pos.
   auto issue = [&](int t) {
@@ -456,8 +549,19 @@ __device__ __forceinline__ void fa_dec_body(const FaArgs& a) {
     }
     cp_async_commit();
   };
-  issue(0);
-  if (T > 1) issue(1);
+  // Tiles 0 and 1 (in that order: one commit group each), those wholly
+  // below pos before the wait when FA_DEC_PREFETCH is set. Such a tile
+  // reads only cache positions that earlier runs wrote (no kernel of this
+  // run writes them), the page table (uploaded ahead of the run) and, for
+  // its stage, no shared memory that rcs/rsn use.
+  const int T0 = min(T, 2);
+  int pre = 0;
+  if (a.mode & FA_DEC_PREFETCH)
+    while (pre < T0 && c0 * ATT_CHUNK + (i64)(pre + 1) * FA_BN <= pos) issue(pre++);
+  pdl_wait();
+  pdl_trigger();
+  __syncthreads();  // rcs, rsn
+  while (pre < T0) issue(pre++);
   u32 qa[KT][4];
   {
     const float* qb = (const float*)a.q + row * qdim + (i64)kvh * G * HD;
@@ -670,10 +774,30 @@ __device__ __forceinline__ void fa_dec_body(const FaArgs& a) {
   if (!last) return;
   __threadfence();
   write_q();
-  for (int i = tid; i < G * HD; i += FA_THREADS) {
-    const int r = i / HD, d = i % HD;
-    const float* pp = (const float*)a.part + (row * a.nh + (i64)kvh * G + r) * a.maxch * (HD + 2);
-    ((float*)a.out)[row * qdim + ((i64)kvh * G + r) * HD + d] = fa_merge_parts(pp, nchunks, HD, d);
+  if (a.mode & FA_DEC_MERGE4) {
+    for (int i0 = tid; i0 < G * HD; i0 += FA_ME * FA_THREADS) {
+      const float* pp[FA_ME];
+      int d[FA_ME];
+      bool ok[FA_ME];
+      float res[FA_ME];
+#pragma unroll
+      for (int k = 0; k < FA_ME; k++) {
+        const int i = i0 + k * FA_THREADS, r = i / HD;
+        ok[k] = i < G * HD;
+        d[k] = i % HD;
+        pp[k] = (const float*)a.part + (row * a.nh + (i64)kvh * G + r) * a.maxch * (HD + 2);
+      }
+      fa_merge_parts4(pp, d, ok, nchunks, HD, res);
+#pragma unroll
+      for (int k = 0; k < FA_ME; k++)
+        if (ok[k]) ((float*)a.out)[row * qdim + (i64)kvh * G * HD + i0 + k * FA_THREADS] = res[k];
+    }
+  } else {
+    for (int i = tid; i < G * HD; i += FA_THREADS) {
+      const int r = i / HD, d = i % HD;
+      const float* pp = (const float*)a.part + (row * a.nh + (i64)kvh * G + r) * a.maxch * (HD + 2);
+      ((float*)a.out)[row * qdim + ((i64)kvh * G + r) * HD + d] = fa_merge_parts(pp, nchunks, HD, d);
+    }
   }
   if (tid == 0) *cnt = 0;
 }
