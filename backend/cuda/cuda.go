@@ -76,7 +76,7 @@ type Backend struct {
 	FA      bool // attention over the f16 cache on the tensor cores (kernels/flash.cu); GRETA_CUDA_FA=0 keeps the scalar kernels
 	FASplit int  // chunks an fa_dec block takes (GRETA_CUDA_FA_SPLIT; 0: from the shape)
 	// FADecMode selects fa_dec's variants (faDecMerge4 | faDecPrefetch |
-	// faDecFill; faDecAll by default, 0 the path before them). None changes
+	// faDecFill = 7, the default; GRETA_CUDA_FA_DEC=0: the path before them). None changes
 	// a bit of the result; tests compare them and time each.
 	FADecMode int
 	faTilesOf *ml.Batch
@@ -210,6 +210,9 @@ func Open(ordinal int) (*Backend, error) {
 	b.FA = envFlag("GRETA_CUDA_FA", true)
 	b.FASplit, _ = strconv.Atoi(os.Getenv("GRETA_CUDA_FA_SPLIT"))
 	b.FADecMode = faDecAll
+	if v, err := strconv.Atoi(os.Getenv("GRETA_CUDA_FA_DEC")); err == nil {
+		b.FADecMode = v
+	}
 	if b.dev, err = d.Device(ordinal); err != nil {
 		return nil, err
 	}
