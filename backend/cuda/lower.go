@@ -169,7 +169,10 @@ func (b *Backend) prepareMM(o *op) {
 		for _, r := range o.sides() {
 			if b.gemmFits(o, r[0]) {
 				p := b.planGemm(o, r[0], r[1])
-				b.scratchBuf("gemmx", uint64(p.xbytes))
+				// Zeroed: the GEMM's MMA tiles read the padding rows
+				// n..npad-1, which xstage never writes (their columns are
+				// never stored; initcheck flagged the reads).
+				b.scratchZeroed("gemmx", uint64(p.xbytes))
 				if p.split > 1 {
 					b.scratchBuf("gemmpart", uint64(p.partBytes))
 				}
@@ -731,7 +734,7 @@ func (b *Backend) lowerGemmQ(o *op, i0, i1 int, xb bool) {
 	w0 := o.w[i0]
 	f, cols, n := w0.kfmt, w0.cols, o.rows
 	p := b.planGemm(o, i0, i1)
-	xq := b.scratchBuf("gemmx", uint64(p.xbytes))
+	xq := b.scratchZeroed("gemmx", uint64(p.xbytes))
 	var part devPtr
 	if p.split > 1 {
 		part = b.scratchBuf("gemmpart", uint64(p.partBytes))
