@@ -16,7 +16,9 @@ import (
 // natScaleIdx: byte shuffles turning eight scale bytes (repeated in every
 // 128-bit lane) into the int16 scale vector k of a natural-order Q4_K/Q5_K
 // block: lanes 0-15 sub-block 2k, lanes 16-31 sub-block 2k+1.
-var natScaleIdx = func() (r [4]archsimd.Int8x64) {
+var natScaleIdx [4]archsimd.Int8x64 // set by init, on CPUs with AVX-512 only
+
+func makeNatScaleIdx() (r [4]archsimd.Int8x64) {
 	for k := range 4 {
 		var b [64]int8
 		for lane := range 32 {
@@ -26,7 +28,7 @@ var natScaleIdx = func() (r [4]archsimd.Int8x64) {
 		r[k] = archsimd.LoadInt8x64(&b)
 	}
 	return r
-}()
+}
 
 func repackSIMD(t gguf.Type, dst []rpK, row []byte) {
 	switch t {

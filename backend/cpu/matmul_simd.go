@@ -22,6 +22,10 @@ func init() {
 	if !archsimd.X86.AVX512() {
 		return
 	}
+	// The shuffle tables are vectors: making them runs AVX-512
+	// instructions, so they are made here, not as package variables
+	// (which crashed the SIMD build with SIGILL on an AVX2-only CPU).
+	natScaleIdx, k4ScaleIdx, q6ScaleIdx = makeNatScaleIdx(), makeK4ScaleIdx(), makeQ6ScaleIdx()
 	k := genericKernels
 	k.f32[gguf.F32] = dotF32SIMD
 	k.f32[gguf.F16] = dotF16SIMD
@@ -510,7 +514,9 @@ func dotQ4_0Q8SIMD(row []byte, a []act32) float32 {
 // of a Q4_K/Q5_K block in K4 order: vector k multiplies the lanes of
 // sub-blocks (0,2), (1,3), (4,6), (5,7) for k = 0..3. Index −1 gives 0, the
 // high byte of each int16.
-var k4ScaleIdx = func() (r [4]archsimd.Int8x64) {
+var k4ScaleIdx [4]archsimd.Int8x64 // set by init, on CPUs with AVX-512 only
+
+func makeK4ScaleIdx() (r [4]archsimd.Int8x64) {
 	subs := [4][2]int8{{0, 2}, {1, 3}, {4, 6}, {5, 7}}
 	for k := range 4 {
 		var b [64]int8
@@ -521,7 +527,7 @@ var k4ScaleIdx = func() (r [4]archsimd.Int8x64) {
 		r[k] = archsimd.LoadInt8x64(&b)
 	}
 	return r
-}()
+}
 
 func ldact(a *actK, off int) archsimd.Int8x64 {
 	return archsimd.LoadInt8x64((*[64]int8)(a.qs[off : off+64]))
@@ -598,7 +604,9 @@ func dotQ5_KQ8SIMD(row []byte, a []actK) float32 {
 // q6ScaleIdx[h][k] picks, from the 16 sign-extended scales of a Q6_K block,
 // the int16 scale vector of quarter k of half h: lanes 0-7 scale 8h+2k,
 // lanes 8-15 scale 8h+2k+1.
-var q6ScaleIdx = func() (r [2][4]archsimd.Uint16x16) {
+var q6ScaleIdx [2][4]archsimd.Uint16x16 // set by init, on CPUs with AVX-512 only
+
+func makeQ6ScaleIdx() (r [2][4]archsimd.Uint16x16) {
 	for h := range 2 {
 		for k := range 4 {
 			var b [16]uint16
@@ -609,7 +617,7 @@ var q6ScaleIdx = func() (r [2][4]archsimd.Uint16x16) {
 		}
 	}
 	return r
-}()
+}
 
 func ldact32(a *actK, off int) archsimd.Int8x32 {
 	return archsimd.LoadInt8x32((*[32]int8)(a.qs[off : off+32]))
