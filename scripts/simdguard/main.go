@@ -61,7 +61,8 @@ func run(rounds int, benchtime string, limit float64, verbose bool) error {
 	}
 	ratios := map[string][]float64{}
 	for r := range rounds {
-		cmd := exec.Command(bin, "-test.run", "^$", "-test.bench", "^BenchmarkTwin$", "-test.benchtime", benchtime)
+		// -test.v, so that the benchmark's skip line (no AVX-512) is printed.
+		cmd := exec.Command(bin, "-test.v", "-test.run", "^$", "-test.bench", "^BenchmarkTwin$", "-test.benchtime", benchtime)
 		cmd.Dir = "backend/cpu"
 		out, err := cmd.CombinedOutput()
 		if err != nil {
