@@ -234,24 +234,7 @@ func TestGemmTime(t *testing.T) {
 	g.enter()
 	defer g.exit()
 	start, stop := mustEvent(t, g), mustEvent(t, g)
-	elapsed := func(f func(), reps int) float64 {
-		var ms []float64
-		for i := 0; i < 3; i++ {
-			g.d.EventRecord(start, g.stream)
-			for j := 0; j < reps; j++ {
-				f()
-			}
-			if err := g.runQueue(); err != nil {
-				t.Fatal(err)
-			}
-			g.d.EventRecord(stop, g.stream)
-			g.d.EventSynchronize(stop)
-			v, _ := g.d.EventElapsed(start, stop)
-			ms = append(ms, float64(v)/float64(reps))
-		}
-		sort.Float64s(ms)
-		return ms[len(ms)/2]
-	}
+	elapsed := func(f func(), reps int) float64 { return medianMs(t, g, start, stop, 3, reps, f, g.runQueue) }
 	r := rand.New(rand.NewPCG(10, 10))
 	for _, c := range []struct {
 		typ        gguf.Type
@@ -351,23 +334,7 @@ func TestHGemmTime(t *testing.T) {
 	g.UseBLAS = true
 	blas := g.blasReady()
 	start, stop := mustEvent(t, g), mustEvent(t, g)
-	elapsed := func(f func(), reps int) float64 { // median ms a launch
-		var ms []float64
-		for i := 0; i < 5; i++ {
-			g.d.EventRecord(start, g.stream)
-			for j := 0; j < reps; j++ {
-				f()
-			}
-			g.d.EventRecord(stop, g.stream)
-			if err := g.d.EventSynchronize(stop); err != nil {
-				t.Fatalf("%s: %v", g.lastLaunch, err)
-			}
-			v, _ := g.d.EventElapsed(start, stop)
-			ms = append(ms, float64(v)/float64(reps))
-		}
-		sort.Float64s(ms)
-		return ms[len(ms)/2]
-	}
+	elapsed := func(f func(), reps int) float64 { return medianMs(t, g, start, stop, 5, reps, f, nil) }
 	const maxX, maxW, maxY = 4096 * 14336, 14336 * 4096, 4096 * 14336
 	r := rand.New(rand.NewPCG(11, 11))
 	alloc := func(n int) devPtr {
@@ -412,7 +379,33 @@ func TestHGemmTime(t *testing.T) {
 				}, reps)
 				fmt.Printf("BENCH hgemm %-30s n=%d r=%d k=%d us=%.1f TMACs=%.1f (%s)\n", "cublas", n, s.r, s.k, ms*1000, macs/ms/1e9, s.what)
 			}
-			fmt.Printf("BENCH hgemm best n=%d r=%d k=%d: %s %.1f us; hgemmPick takes %s\n", n, s.r, s.k, best, bestUs, g.hgemmPick(n, s.r, s.k))
+			fmt.Printf("BENCH hgemm best n=%d r=%d k=%d: %s %.1f us; hgemmPick takes %s\n", n, s.r, s.k, best, bestUs, g.hgemmPick(n, s.r))
 		}
 	}
+}
+
+// medianMs is the median over rounds of the time between events start and
+// stop around reps calls of f (then flush, when not nil, which sends what
+// the calls queued), in ms a call. The caller holds the context (enter).
+func medianMs(t *testing.T, g *Backend, start, stop cuEvent, rounds, reps int, f func(), flush func() error) float64 {
+	var ms []float64
+	for i := 0; i < rounds; i++ {
+		g.d.EventRecord(start, g.stream)
+		for j := 0; j < reps; j++ {
+			f()
+		}
+		if flush != nil {
+			if err := flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g.d.EventRecord(stop, g.stream)
+		if err := g.d.EventSynchronize(stop); err != nil {
+			t.Fatalf("%s: %v", g.lastLaunch, err)
+		}
+		v, _ := g.d.EventElapsed(start, stop)
+		ms = append(ms, float64(v)/float64(reps))
+	}
+	sort.Float64s(ms)
+	return ms[len(ms)/2]
 }

@@ -75,9 +75,9 @@ type Backend struct {
 
 	FA      bool // attention over the f16 cache on the tensor cores (kernels/flash.cu); GRETA_CUDA_FA=0 keeps the scalar kernels
 	FASplit int  // chunks an fa_dec block takes (GRETA_CUDA_FA_SPLIT; 0: from the shape)
-	// FADecMode selects fa_dec's variants (faDecMerge4 | faDecPrefetch |
-	// faDecFill = 7, the default; GRETA_CUDA_FA_DEC=0: the path before them). None changes
-	// a bit of the result; tests compare them and time each.
+	// FADecMode selects fa_dec's variants, a mask of faDecMerge4,
+	// faDecPrefetch and faDecFill (GRETA_CUDA_FA_DEC; default faDecAll, 0
+	// the kernel before them). None changes a bit of the result.
 	FADecMode int
 	faTilesOf *ml.Batch
 	faTilesG  int

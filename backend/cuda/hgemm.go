@@ -72,8 +72,8 @@ func hgemmNames() []string {
 	return names
 }
 
-// hgemmPick is the hgemm kernel for n x rows, r weight rows and k columns
-// on sms SMs. The tiling changes no bit, only the time. The table comes
+// hgemmPick is the hgemm kernel for n x rows and r weight rows (the
+// measured table needs no more of the shape). The tiling changes no bit, only the time. The table comes
 // from TestHGemmTime on the H200 (docs/BENCHMARKS.md, 2026-12-02 12:35):
 // at the Llama-3-8B shapes the wide products (gate, up: 14336 rows) are
 // fastest in 128x256 blocks with k tiles of 64 (236.6 µs at 512 x rows,
@@ -83,16 +83,15 @@ func hgemmNames() []string {
 // at 512 rows: 77.8 and 263.2 against 88.4 and 290.1; within 6 % of the
 // best at 2048). A variant needing more shared memory than the device
 // gives a block falls back to the reference.
-func (b *Backend) hgemmPick(n, r, k int) string {
-	name := hgemmPickFor(n, r, k, b.sms)
+func (b *Backend) hgemmPick(n, r int) string {
+	name := hgemmPickFor(n, r)
 	if _, _, _, smem, _ := hgemmKernel(name); smem > b.maxSmem {
 		return "hgemm"
 	}
 	return name
 }
 
-func hgemmPickFor(n, r, k, sms int) string {
-	_, _ = k, sms
+func hgemmPickFor(n, r int) string {
 	switch {
 	case r >= 8192:
 		return "hgemm_128x256_w2x4_k64_s3_f2"
@@ -235,7 +234,7 @@ func (b *Backend) lowerHGemm(o *op) {
 			// lease apart): tests only.
 			name := b.hgemmKern
 			if name == "" {
-				name = b.hgemmPick(n, cr, cols)
+				name = b.hgemmPick(n, cr)
 			}
 			b.hgemmLaunch(name, x16, w16, y+devPtr(4*r0), rp, n, cr, cols, w.rows, fmt.Sprintf("%s %s, %d prompt rows", name, w.name, n))
 		}

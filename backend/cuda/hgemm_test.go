@@ -200,7 +200,7 @@ func TestHGemmVariantNames(t *testing.T) {
 		}
 	}
 	for _, c := range [][3]int{{512, 1024, 4096}, {512, 4096, 4096}, {512, 14336, 4096}, {4096, 4096, 14336}, {1, 1000, 96}} {
-		name := hgemmPickFor(c[0], c[1], c[2], 132)
+		name := hgemmPickFor(c[0], c[1])
 		if _, _, _, _, ok := hgemmKernel(name); !ok {
 			t.Errorf("hgemmPickFor%v = %q: no such kernel", c, name)
 		}
